@@ -1,0 +1,61 @@
+# The verbs a person uses. Each installs what it needs first, so a fresh clone needs nothing else.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export SAM_CLI_TELEMETRY := 0
+# `sam build` needs the Lambda runtime's Python (3.13) on PATH; pyenv keeps it beside the default.
+PY313_BIN := $(firstword $(wildcard $(HOME)/.pyenv/versions/3.13*/bin))
+export PATH := $(abspath $(BIN)):$(if $(PY313_BIN),$(PY313_BIN):)$(PATH)
+
+DURATION ?=
+PYTEST_ARGS ?=
+
+.PHONY: help deps run test lint bench build deploy proto clean
+
+help:
+	@echo "make run [DURATION=30]  the relay on an embedded local stack (no AWS, no Kontur account)"
+	@echo "make test               every test, the linters and the template checks"
+	@echo "make lint               ruff and mypy"
+	@echo "make bench              throughput figures against a baseline measured in the same run"
+	@echo "make build | deploy     sam build | sam deploy --guided"
+
+deps: $(VENV)/.installed node_modules/.installed
+
+$(VENV)/.installed: requirements-dev.txt layers/relay/requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+node_modules/.installed: package.json
+	npm install --no-audit --no-fund --loglevel=error
+	touch $@
+
+run: deps
+	$(BIN)/python -m local_stack $(if $(DURATION),--duration $(DURATION)) $(RUN_ARGS)
+
+test: deps
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: deps
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+bench: deps
+	$(BIN)/python -m tests.bench
+
+proto: deps
+	$(BIN)/python -m grpc_tools.protoc -Ilayers/relay --python_out=layers/relay --pyi_out=layers/relay layers/relay/kontur_relay/diadoc/diadoc_events.proto
+
+build: deps
+	$(BIN)/sam build
+
+deploy: build
+	$(BIN)/sam deploy --guided
+
+clean:
+	rm -rf $(VENV) node_modules .aws-sam .pytest_cache .mypy_cache .ruff_cache

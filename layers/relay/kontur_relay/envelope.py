@@ -1,0 +1,77 @@
+"""The message contract: a CloudEvents 1.0 JSON envelope plus SNS attributes for filter policies.
+
+The JSON Schema of the envelope is ``schemas/message.schema.json``; the README documents both.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from kontur_relay.model import AttributeValue, FeedEvent
+
+#: SNS carries at most 10 message attributes; ``source`` and ``feed`` take two of them.
+MAX_ATTRIBUTES = 10
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    """One SNS message, independent of boto3."""
+
+    event_id: str
+    body: str
+    attributes: Mapping[str, AttributeValue]
+    #: FIFO topics only: the ordering group and the deduplication id.
+    group_id: str
+    deduplication_id: str
+
+    @property
+    def size(self) -> int:
+        """Bytes SNS counts against its 256 KiB limit: the body plus attribute names and values."""
+        total = len(self.body.encode())
+        for name, value in self.attributes.items():
+            text = value if isinstance(value, str) else json.dumps(list(value))
+            total += len(name.encode()) + len(text.encode())
+        return total
+
+
+def deduplication_id(feed: str, event_id: str) -> str:
+    """Stable per (feed, event): SNS FIFO drops a republished event within its 5-minute window."""
+    return hashlib.sha256(f"{feed}\n{event_id}".encode()).hexdigest()
+
+
+def to_message(feed: str, source: str, kind: str, event: FeedEvent) -> OutgoingMessage:
+    """Wrap ``event`` of ``feed`` for SNS. ``source`` is the CloudEvents source URI, ``kind`` the
+    ``source`` attribute (``extern`` or ``diadoc``)."""
+    envelope: dict[str, object] = {
+        "specversion": "1.0",
+        "id": event.id,
+        "source": source,
+        "type": event.type,
+        "datacontenttype": "application/json",
+        "feed": feed,
+    }
+    if event.time:
+        envelope["time"] = event.time
+    if event.subject:
+        envelope["subject"] = event.subject
+    envelope.update(event.extensions)
+    envelope["data"] = event.data
+
+    attributes: dict[str, AttributeValue] = {"source": kind, "feed": feed, "event_type": event.type}
+    for name, value in event.attributes.items():
+        if value is None or len(value) == 0:
+            continue  # SNS rejects empty attribute values, and a filter cannot match on absence of one
+        attributes[name] = value if isinstance(value, str) else sorted(set(value))
+    if len(attributes) > MAX_ATTRIBUTES:
+        raise ValueError(f"{len(attributes)} message attributes for event {event.id}: SNS allows 10")
+
+    return OutgoingMessage(
+        event_id=event.id,
+        body=json.dumps(envelope, ensure_ascii=False, separators=(",", ":")),
+        attributes=attributes,
+        group_id=event.ordering_key or feed,
+        deduplication_id=deduplication_id(feed, event.id),
+    )

@@ -1,0 +1,168 @@
+"""HTTP to Kontur: one pooled session per API with urllib3 retries, and errors mapped to FeedErrors.
+
+urllib3 retries 429, 5xx, timeouts and connection errors with exponential backoff and jitter and
+honours ``Retry-After``; what outlasts the retries becomes FeedUnavailable. A 401 gets one fresh
+credential and one more try. Any other 4xx is the caller's problem and fails loudly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from kontur_relay.errors import FeedAuthError, FeedError, FeedRejected, FeedUnavailable
+from kontur_relay.observability import logger
+
+USER_AGENT = "kontur-feed-relay/0.1 (+https://github.com/kontur-feed-relay)"
+RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+class Authenticator(Protocol):
+    """Supplies the headers that authenticate a request."""
+
+    def headers(self) -> dict[str, str]: ...
+
+    def renew(self) -> bool:
+        """Drop the current credential after a 401; True if a new one may be accepted."""
+        ...
+
+
+class CappedRetry(Retry):
+    """urllib3's Retry, but a ``Retry-After`` longer than the invocation can afford is shortened:
+    the run then fails as unavailable and the next tick tries again, instead of the Lambda timing out."""
+
+    max_retry_after: float = 20.0
+
+    def get_retry_after(self, response: Any) -> float | None:
+        seconds = super().get_retry_after(response)
+        return None if seconds is None else min(seconds, self.max_retry_after)
+
+
+def session(
+    *,
+    retries: int = 4,
+    backoff: float = 0.5,
+    statuses: Collection[int] = RETRYABLE_STATUSES,
+    methods: Collection[str] = ("GET", "POST", "DELETE"),
+    pool_size: int = 10,
+) -> requests.Session:
+    """A session whose adapter retries what is worth retrying; each API gets its own."""
+    retry = CappedRetry(
+        total=retries,
+        connect=retries,
+        read=retries,
+        status=retries,
+        other=0,
+        backoff_factor=backoff,
+        backoff_jitter=backoff,
+        backoff_max=20,
+        status_forcelist=statuses,
+        allowed_methods=frozenset(methods),
+        respect_retry_after_header=True,
+        raise_on_status=False,
+    )
+    http = requests.Session()
+    adapter = HTTPAdapter(max_retries=retry, pool_connections=pool_size, pool_maxsize=pool_size)
+    http.mount("https://", adapter)
+    http.mount("http://", adapter)
+    http.headers["User-Agent"] = USER_AGENT
+    return http
+
+
+@dataclass(frozen=True)
+class ErrorDetails:
+    code: str | None
+    message: str
+    trace_id: str | None
+
+
+#: Reads an API's error response: Extern sends JSON, Diadoc plain text with a header.
+ErrorReader = Callable[[requests.Response], ErrorDetails]
+
+
+class KonturApi:
+    """One Kontur API: base URL, session, credentials, timeout and how its errors read."""
+
+    def __init__(
+        self,
+        base_url: str,
+        http: requests.Session,
+        auth: Authenticator,
+        read_error: ErrorReader,
+        *,
+        timeout: float = 20.0,
+        retryable: Collection[int] = RETRYABLE_STATUSES,
+        name: str = "Kontur",
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.http = http
+        self.auth = auth
+        self.read_error = read_error
+        self.timeout = timeout
+        self.retryable = frozenset(retryable)
+        self.name = name
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        ok: Collection[int] = (200,),
+        **kwargs: Any,
+    ) -> requests.Response:
+        """Send, renewing the credential once on a 401; return a response whose status is in ``ok``."""
+        response = self._send(method, path, params, headers, **kwargs)
+        if response.status_code == 401 and self.auth.renew():
+            logger.info("%s answered 401; retrying once with a fresh credential", self.name)
+            response = self._send(method, path, params, headers, **kwargs)
+        if response.status_code in ok:
+            return response
+        raise self.error_for(response)
+
+    def error_for(self, response: requests.Response) -> FeedError:
+        details = self.read_error(response)
+        status = response.status_code
+        cls: type[FeedError] = FeedRejected
+        if status == 401:
+            cls = FeedAuthError
+        elif status in self.retryable:
+            cls = FeedUnavailable
+        what = f"{self.name} answered {status} to {response.request.method} {_path(response)}"
+        error = cls(f"{what}: {details.message}", status=status, error_code=details.code, trace_id=details.trace_id)
+        logger.warning(str(error), extra={"status": status, "error_code": details.code, "trace_id": details.trace_id})
+        return error
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, Any] | None,
+        headers: Mapping[str, str] | None,
+        **kwargs: Any,
+    ) -> requests.Response:
+        url = f"{self.base_url}{path}"
+        try:
+            return self.http.request(
+                method,
+                url,
+                params=params,
+                headers={**self.auth.headers(), **(headers or {})},
+                timeout=self.timeout,
+                **kwargs,
+            )
+        except (requests.ConnectionError, requests.Timeout, requests.exceptions.RetryError) as error:
+            raise FeedUnavailable(
+                f"{self.name} did not answer {method} {path} after every retry: {type(error).__name__}"
+            ) from error
+
+
+def _path(response: requests.Response) -> str:
+    url = response.request.path_url or ""
+    return url.split("?", 1)[0]
