@@ -1,11 +1,13 @@
 # The verbs a person uses. Each installs what it needs first, so a fresh clone needs nothing else.
 SHELL := /bin/bash
-PYTHON ?= python3
+export SAM_CLI_TELEMETRY := 0
+# The Lambda runtime's Python (3.13): the venv is made with it, and `sam build` needs it on PATH.
+# pyenv keeps it beside the machine's default; without it, python3 (3.11 or newer) runs everything
+# but `sam build`.
+PY313_BIN := $(firstword $(wildcard $(HOME)/.pyenv/versions/3.13*/bin))
+PYTHON ?= $(if $(PY313_BIN),$(PY313_BIN)/python3.13,python3)
 VENV := .venv
 BIN := $(VENV)/bin
-export SAM_CLI_TELEMETRY := 0
-# `sam build` needs the Lambda runtime's Python (3.13) on PATH; pyenv keeps it beside the default.
-PY313_BIN := $(firstword $(wildcard $(HOME)/.pyenv/versions/3.13*/bin))
 export PATH := $(abspath $(BIN)):$(if $(PY313_BIN),$(PY313_BIN):)$(PATH)
 
 DURATION ?=

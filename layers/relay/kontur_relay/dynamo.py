@@ -166,7 +166,7 @@ class DynamoCursorStore:
     def _write_cursor(
         self, feed: str, position: str | None, expected_version: int, *, relayed: int, by: str | None = None
     ) -> CursorState:
-        names = {"#version": "version"}
+        names = {"#version": "version", "#position": "position"}
         values: dict[str, Any] = {
             ":expected": expected_version,
             ":next": expected_version + 1,
@@ -176,9 +176,9 @@ class DynamoCursorStore:
         sets = ["#version = :next", "updated_at = :now"]
         removes = []
         if position is None:
-            removes.append("position")
+            removes.append("#position")
         else:
-            sets.append("position = :position")
+            sets.append("#position = :position")
             values[":position"] = position
         if by is not None:
             # An operator's write also resumes a stopped feed: acting on it is what the stop asked for.

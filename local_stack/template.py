@@ -1,0 +1,234 @@
+"""template.yaml, read and evaluated for the local stack, so that local resources come from the
+same description as deployed ones, not from a second hand-kept copy.
+
+Only what the template uses is evaluated: Ref, Fn::Sub, Fn::If, Fn::GetAtt, Fn::Join, Fn::Equals,
+Fn::Not, Fn::And, Fn::Or and Condition. Resources are created in moto and DynamoDB Local by
+``provision``; functions, their environment and their schedules are read by the local scheduler.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cfnlint.decode import decode
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE = ROOT / "template.yaml"
+ACCOUNT = "123456789012"
+REGION = "us-east-1"
+
+_NO_VALUE = object()
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A ScheduleV2 event of a function: its expression and the JSON it invokes the function with."""
+
+    name: str
+    expression: str
+    input: dict[str, Any]
+
+    @property
+    def seconds(self) -> float:
+        """The period of a ``rate(...)`` expression; cron expressions are not run locally."""
+        inner = self.expression.removeprefix("rate(").removesuffix(")").split()
+        amount, unit = int(inner[0]), inner[1].rstrip("s")
+        return amount * {"minute": 60, "hour": 3600, "day": 86400}[unit]
+
+
+@dataclass(frozen=True)
+class Function:
+    logical_id: str
+    code_uri: Path
+    handler: str
+    timeout: int
+    environment: dict[str, str]
+    schedules: list[Schedule]
+
+
+@dataclass
+class Stack:
+    """The template evaluated for one stack name and parameter set."""
+
+    name: str = "kontur-feed-relay"
+    parameters: dict[str, str] = field(default_factory=dict)
+    #: Ref values of created resources (table names, topic ARNs, secret ARNs, queue URLs).
+    physical: dict[str, str] = field(default_factory=dict)
+    #: Fn::GetAtt values of created resources.
+    attributes: dict[tuple[str, str], str] = field(default_factory=dict)
+    doc: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.doc:
+            decoded, problems = decode(str(TEMPLATE))
+            if problems or decoded is None:
+                raise ValueError(f"template.yaml does not parse: {problems}")
+            self.doc = json.loads(json.dumps(decoded))  # plain dicts, without cfn-lint's node classes
+        for name, spec in self.doc.get("Parameters", {}).items():
+            self.parameters.setdefault(name, str(spec.get("Default", "")))
+
+    # -- evaluation -------------------------------------------------------------------------------
+
+    def condition(self, name: str) -> bool:
+        return bool(self._value(self.doc["Conditions"][name]))
+
+    def resolve(self, value: Any) -> Any:
+        result = self._value(value)
+        return None if result is _NO_VALUE else result
+
+    def _value(self, value: Any) -> Any:  # noqa: PLR0911, PLR0912 - one branch per intrinsic
+        if isinstance(value, list):
+            return [item for item in (self._value(v) for v in value) if item is not _NO_VALUE]
+        if not isinstance(value, dict):
+            return value
+        if len(value) == 1:
+            (key, arg), = value.items()
+            if key == "Ref":
+                return self._ref(arg)
+            if key == "Fn::If":
+                name, yes, no = arg
+                return self._value(yes if self.condition(name) else no)
+            if key == "Fn::Equals":
+                left, right = (self._value(a) for a in arg)
+                return str(left) == str(right)
+            if key == "Fn::Not":
+                return not self._value(arg[0])
+            if key == "Fn::And":
+                return all(self._value(a) for a in arg)
+            if key == "Fn::Or":
+                return any(self._value(a) for a in arg)
+            if key == "Condition":
+                return self.condition(arg)
+            if key == "Fn::Sub":
+                return self._sub(arg)
+            if key == "Fn::Join":
+                sep, items = arg
+                return sep.join(str(i) for i in self._value(items))
+            if key == "Fn::GetAtt":
+                logical, attribute = arg if isinstance(arg, list) else arg.split(".", 1)
+                return self.attributes[(logical, attribute)]
+        return {k: v for k, v in ((k, self._value(v)) for k, v in value.items()) if v is not _NO_VALUE}
+
+    def _ref(self, name: str) -> Any:
+        pseudo = {
+            "AWS::NoValue": _NO_VALUE,
+            "AWS::StackName": self.name,
+            "AWS::Region": REGION,
+            "AWS::AccountId": ACCOUNT,
+            "AWS::Partition": "aws",
+        }
+        if name in pseudo:
+            return pseudo[name]
+        if name in self.parameters:
+            return self.parameters[name]
+        return self.physical[name]
+
+    def _sub(self, arg: Any) -> str:
+        text, variables = (arg, {}) if isinstance(arg, str) else (arg[0], self._value(arg[1]))
+        out, rest = "", text
+        while "${" in rest:
+            before, _, after = rest.partition("${")
+            name, _, rest = after.partition("}")
+            if name in variables:
+                out += before + str(variables[name])
+            elif "." in name:
+                logical, attribute = name.split(".", 1)
+                out += before + str(self.attributes[(logical, attribute)])
+            else:
+                out += before + str(self._ref(name))
+        return out + rest
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    def resources(self, resource_type: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(logical id, raw definition) of each resource of a type whose Condition holds."""
+        for logical_id, resource in self.doc["Resources"].items():
+            if resource["Type"] != resource_type:
+                continue
+            if "Condition" in resource and not self.condition(resource["Condition"]):
+                continue
+            yield logical_id, resource
+
+    def functions(self) -> list[Function]:
+        globals_ = self.doc.get("Globals", {}).get("Function", {})
+        result = []
+        for logical_id, resource in self.resources("AWS::Serverless::Function"):
+            props = resource["Properties"]
+            environment = {
+                **globals_.get("Environment", {}).get("Variables", {}),
+                **props.get("Environment", {}).get("Variables", {}),
+            }
+            schedules = [
+                Schedule(
+                    name=name,
+                    expression=str(self.resolve(event["Properties"]["ScheduleExpression"])),
+                    input=json.loads(self.resolve(event["Properties"].get("Input", "{}"))),
+                )
+                for name, event in props.get("Events", {}).items()
+                if event["Type"] in ("ScheduleV2", "Schedule")
+            ]
+            result.append(
+                Function(
+                    logical_id=logical_id,
+                    code_uri=ROOT / props["CodeUri"],
+                    handler=props["Handler"],
+                    timeout=int(props.get("Timeout", globals_.get("Timeout", 3))),
+                    environment={k: str(v) for k, v in self.resolve(environment).items()},
+                    schedules=schedules,
+                )
+            )
+        return result
+
+    def function(self, logical_id: str) -> Function:
+        return next(f for f in self.functions() if f.logical_id == logical_id)
+
+    def outputs(self) -> dict[str, str]:
+        return {
+            name: str(self.resolve(output["Value"]))
+            for name, output in self.doc.get("Outputs", {}).items()
+            if "Condition" not in output or self.condition(output["Condition"])
+        }
+
+
+def provision(stack: Stack, clients: Mapping[str, Any]) -> Stack:
+    """Create the template's tables, topics, queues and secrets through ``clients`` (by service
+    name: ``dynamodb``, ``sns``, ``sqs``, ``secretsmanager``) and record their names in ``stack``."""
+    for logical_id, resource in stack.resources("AWS::DynamoDB::Table"):
+        props = stack.resolve(resource["Properties"])
+        name = props.get("TableName") or f"{stack.name}-{logical_id}"
+        clients["dynamodb"].create_table(
+            TableName=name,
+            AttributeDefinitions=props["AttributeDefinitions"],
+            KeySchema=props["KeySchema"],
+            BillingMode=props.get("BillingMode", "PAY_PER_REQUEST"),
+        )
+        clients["dynamodb"].get_waiter("table_exists").wait(TableName=name)
+        stack.physical[logical_id] = name
+    for logical_id, resource in stack.resources("AWS::SQS::Queue"):
+        props = stack.resolve(resource.get("Properties", {}))
+        fifo = bool(props.get("FifoQueue"))
+        name = props.get("QueueName") or f"{stack.name}-{logical_id}" + (".fifo" if fifo else "")
+        attributes = {"FifoQueue": "true"} if fifo else {}
+        url = clients["sqs"].create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+        stack.physical[logical_id] = url
+        stack.attributes[(logical_id, "Arn")] = f"arn:aws:sqs:{REGION}:{ACCOUNT}:{name}"
+        stack.attributes[(logical_id, "QueueName")] = name
+    for logical_id, resource in stack.resources("AWS::SNS::Topic"):
+        props = stack.resolve(resource.get("Properties", {}))
+        fifo = str(props.get("FifoTopic", "")).lower() == "true"
+        name = props.get("TopicName") or f"{stack.name}-{logical_id}"
+        attributes = {"FifoTopic": "true", "ContentBasedDeduplication": "false"} if fifo else {}
+        arn = clients["sns"].create_topic(Name=name, Attributes=attributes)["TopicArn"]
+        stack.physical[logical_id] = arn
+        stack.attributes[(logical_id, "TopicName")] = name
+        stack.attributes[(logical_id, "TopicArn")] = arn
+    for logical_id, resource in stack.resources("AWS::SecretsManager::Secret"):
+        props = stack.resolve(resource.get("Properties", {}))
+        name = props.get("Name") or f"{stack.name}-{logical_id}"
+        arn = clients["secretsmanager"].create_secret(Name=name, SecretString=props.get("SecretString", "{}"))["ARN"]
+        stack.physical[logical_id] = arn
+    return stack

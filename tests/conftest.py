@@ -1,0 +1,64 @@
+"""Shared fixtures: the real local services (DynamoDB Local, moto's server) and the template's
+resources provisioned in them, one fresh stack per test."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+import uuid
+from collections.abc import Iterator
+from types import ModuleType
+from typing import Any
+
+import boto3
+import pytest
+
+from local_stack.services import aws_environment, dynamodb_local, moto_server
+from local_stack.template import Function, Stack, provision
+
+# Before any Powertools object is built: no X-Ray daemon here, and metrics need a namespace.
+os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "1")
+os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "KonturFeedRelayTests")
+os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "kontur-feed-relay-tests")
+os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+
+
+@pytest.fixture(scope="session")
+def dynamodb_endpoint() -> Iterator[str]:
+    with dynamodb_local() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    with moto_server() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch, moto_endpoint: str, dynamodb_endpoint: str) -> dict[str, Any]:
+    """boto3 pointed at the local services through its own AWS_ENDPOINT_URL variables; clients by name."""
+    for name, value in aws_environment(moto_endpoint, dynamodb_endpoint).items():
+        monkeypatch.setenv(name, value)
+    return {name: boto3.client(name) for name in ("dynamodb", "sns", "sqs", "secretsmanager")}
+
+
+@pytest.fixture
+def stack(aws: dict[str, Any]) -> Stack:
+    """template.yaml's tables, topic, queues and secrets, under a stack name of this test's own."""
+    return provision(Stack(name=f"t{uuid.uuid4().hex[:10]}"), aws)
+
+
+def load_handler(function: Function, monkeypatch: pytest.MonkeyPatch, **overrides: str) -> ModuleType:
+    """Import a function's handler module fresh, with the environment the template gives it."""
+    for name, value in {**function.environment, **overrides}.items():
+        monkeypatch.setenv(name, value)
+    module_name, _, _ = function.handler.partition(".")
+    path = function.code_uri / f"{module_name}.py"
+    spec = importlib.util.spec_from_file_location(f"handler_{function.logical_id}_{uuid.uuid4().hex}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
