@@ -50,8 +50,16 @@ def dynamodb_local(startup_timeout: float = 60.0) -> Iterator[str]:
     jar = _dynamodb_jar()
     port = free_port()
     process = subprocess.Popen(
-        [java, f"-Djava.library.path={jar.parent / 'DynamoDBLocal_lib'}", "-jar", str(jar), "-inMemory"]
-        + ["-port", str(port), "-disableTelemetry"],
+        [
+            java,
+            f"-Djava.library.path={jar.parent / 'DynamoDBLocal_lib'}",
+            "-jar",
+            str(jar),
+            "-inMemory",
+            "-port",
+            str(port),
+            "-disableTelemetry",
+        ],
         cwd=jar.parent,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -59,7 +67,13 @@ def dynamodb_local(startup_timeout: float = 60.0) -> Iterator[str]:
     )
     endpoint = f"http://{LOOPBACK}:{port}"
     try:
-        client = boto3.client("dynamodb", endpoint_url=endpoint, region_name=REGION, **_keys())
+        client = boto3.client(
+            "dynamodb",
+            endpoint_url=endpoint,
+            region_name=REGION,
+            aws_access_key_id="local",
+            aws_secret_access_key="local",
+        )
         deadline = time.monotonic() + startup_timeout
         while True:
             if process.poll() is not None:
@@ -97,10 +111,6 @@ def moto_server() -> Iterator[str]:
 def aws_environment(moto: str, dynamodb: str) -> dict[str, str]:
     """boto3's own endpoint variables: everything to moto, DynamoDB to DynamoDB Local."""
     return {**LOCAL_CREDENTIALS, "AWS_ENDPOINT_URL": moto, "AWS_ENDPOINT_URL_DYNAMODB": dynamodb}
-
-
-def _keys() -> dict[str, str]:
-    return {"aws_access_key_id": "local", "aws_secret_access_key": "local"}
 
 
 def apply_environment(values: dict[str, str]) -> None:

@@ -57,7 +57,8 @@ def load_handler(function: Function, monkeypatch: pytest.MonkeyPatch, **override
     module_name, _, _ = function.handler.partition(".")
     path = function.code_uri / f"{module_name}.py"
     spec = importlib.util.spec_from_file_location(f"handler_{function.logical_id}_{uuid.uuid4().hex}", path)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)

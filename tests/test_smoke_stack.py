@@ -1,8 +1,8 @@
-from kontur_relay.dynamo import DynamoCursorStore
-from kontur_relay.errors import CursorConflict
-
 import boto3
 import pytest
+
+from kontur_relay.dynamo import DynamoCursorStore
+from kontur_relay.errors import CursorConflict
 
 
 def test_template_resources_exist_and_cursor_moves_only_at_its_version(stack):

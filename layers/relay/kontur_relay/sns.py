@@ -7,7 +7,7 @@ import random
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from kontur_relay.envelope import OutgoingMessage
 from kontur_relay.errors import PublishError
@@ -15,6 +15,7 @@ from kontur_relay.observability import MetricUnit, logger, metrics
 
 if TYPE_CHECKING:
     from mypy_boto3_sns import SNSClient
+    from mypy_boto3_sns.type_defs import MessageAttributeValueTypeDef, PublishBatchRequestEntryTypeDef
 
 #: SNS limits: entries per PublishBatch, and bytes of one message and of a whole batch.
 MAX_BATCH_ENTRIES = 10
@@ -40,7 +41,7 @@ def batches(messages: Sequence[OutgoingMessage]) -> Iterator[list[OutgoingMessag
         yield batch
 
 
-def _attribute(value: str | Sequence[str]) -> dict[str, str]:
+def _attribute(value: str | Sequence[str]) -> MessageAttributeValueTypeDef:
     if isinstance(value, str):
         return {"DataType": "String", "StringValue": value}
     return {"DataType": "String.Array", "StringValue": json.dumps(list(value), ensure_ascii=False)}
@@ -83,8 +84,8 @@ class SnsPublisher:
             if error is not None:
                 raise error
 
-    def _entry(self, index: int, message: OutgoingMessage) -> dict[str, Any]:
-        entry: dict[str, Any] = {
+    def _entry(self, index: int, message: OutgoingMessage) -> PublishBatchRequestEntryTypeDef:
+        entry: PublishBatchRequestEntryTypeDef = {
             "Id": str(index),
             "Message": message.body,
             "MessageAttributes": {name: _attribute(value) for name, value in message.attributes.items()},
