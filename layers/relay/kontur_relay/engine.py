@@ -96,9 +96,12 @@ class Relay:
             return report
         try:
             self._run_leased(report, time_left)
-        except RelayError as error:
-            count_error(error.kind, feed)
-            self.cursors.record_failure(feed, str(error), stop=isinstance(error, FeedStopped))
+        except Exception as error:
+            # Recorded for operators and counted, then re-raised: the invocation fails, and its
+            # failure destination gets the error. AWS errors are not RelayErrors but count too.
+            kind = error.kind if isinstance(error, RelayError) else "unexpected"
+            count_error(kind, feed)
+            self.cursors.record_failure(feed, f"{type(error).__name__}: {error}", stop=isinstance(error, FeedStopped))
             logger.exception("Run failed; the cursor stays at the last fully published page")
             raise
         finally:
