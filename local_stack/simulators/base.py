@@ -39,6 +39,8 @@ class Request:
     body: bytes
     #: Values of the route pattern's ``{name}`` placeholders.
     params: dict[str, str] = field(default_factory=dict)
+    #: Whatever a simulator keeps for the duration of one request (e.g. its trace id).
+    context: dict[str, Any] = field(default_factory=dict)
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())
