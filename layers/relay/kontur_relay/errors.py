@@ -40,6 +40,12 @@ class FeedUnavailable(FeedError):
     kind = "feed_unavailable"
 
 
+class FeedTimeout(FeedUnavailable):
+    """The feed did not answer within the timeout, on every try (a gateway answers 504, not 502).
+
+    The metric kind stays ``feed_unavailable``: for the relay, a timeout is one more way of being down."""
+
+
 class FeedRejected(FeedError):
     """A 4xx that retrying cannot fix (bad cursor or parameters): a person must look."""
 

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from kontur_relay.errors import FeedAuthError, FeedError, FeedRejected, FeedUnavailable
+from kontur_relay.errors import FeedAuthError, FeedError, FeedRejected, FeedTimeout, FeedUnavailable
 from kontur_relay.observability import logger
 
 USER_AGENT = "kontur-feed-relay/0.1 (+https://github.com/kontur-feed-relay)"
@@ -36,7 +37,15 @@ class CappedRetry(Retry):
     """urllib3's Retry, but a ``Retry-After`` longer than the invocation can afford is shortened:
     the run then fails as unavailable and the next tick tries again, instead of the Lambda timing out."""
 
-    max_retry_after: float = 20.0
+    def __init__(self, *args: Any, max_retry_after: float = 20.0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.max_retry_after = max_retry_after
+
+    def new(self, **kwargs: Any) -> CappedRetry:
+        # urllib3 makes a new Retry after each attempt from __init__'s arguments only.
+        retry = super().new(**kwargs)
+        retry.max_retry_after = self.max_retry_after
+        return retry
 
     def get_retry_after(self, response: Any) -> float | None:
         seconds = super().get_retry_after(response)
@@ -50,9 +59,11 @@ def session(
     statuses: Collection[int] = RETRYABLE_STATUSES,
     methods: Collection[str] = ("GET", "POST", "DELETE"),
     pool_size: int = 10,
+    max_retry_after: float = 20.0,
 ) -> requests.Session:
     """A session whose adapter retries what is worth retrying; each API gets its own."""
     retry = CappedRetry(
+        max_retry_after=max_retry_after,
         total=retries,
         connect=retries,
         read=retries,
@@ -158,9 +169,22 @@ class KonturApi:
                 **kwargs,
             )
         except (requests.ConnectionError, requests.Timeout, requests.exceptions.RetryError) as error:
-            raise FeedUnavailable(
+            cls = FeedTimeout if _timed_out(error) else FeedUnavailable
+            raise cls(
                 f"{self.name} did not answer {method} {path} after every retry: {type(error).__name__}"
             ) from error
+
+
+def _timed_out(error: Exception) -> bool:
+    """A timeout that outlasted urllib3's retries reaches us as a ConnectionError around a
+    MaxRetryError whose reason is the timeout, not as requests.Timeout. urllib3 makes a refused
+    connection (NewConnectionError) a ConnectTimeoutError too: that one is not a timeout."""
+    if isinstance(error, requests.Timeout):
+        return True
+    reason = getattr(error.args[0], "reason", None) if error.args else None
+    return isinstance(reason, urllib3.exceptions.TimeoutError) and not isinstance(
+        reason, urllib3.exceptions.NewConnectionError
+    )
 
 
 def _path(response: requests.Response) -> str:
