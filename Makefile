@@ -51,7 +51,11 @@ bench: deps
 	$(BIN)/python -m tests.bench
 
 proto: deps
-	$(BIN)/python -m grpc_tools.protoc -Ilayers/relay --python_out=layers/relay --pyi_out=layers/relay layers/relay/kontur_relay/diadoc/diadoc_events.proto
+	@# mypy-protobuf writes the stub: protoc's own --pyi_out breaks on Diadoc's names (a field named
+	@# like its type, an enum value None).
+	$(BIN)/python -m grpc_tools.protoc -Ilayers/relay --python_out=layers/relay \
+		--plugin=protoc-gen-mypy=$(BIN)/protoc-gen-mypy --mypy_out=layers/relay \
+		layers/relay/kontur_relay/diadoc/diadoc_events.proto
 
 build: deps
 	$(BIN)/sam build
