@@ -85,6 +85,15 @@ class IdentitySimulator(Simulator):
         with self._lock:
             return self._new_access(_Grant(user, client_id, scope, self.clock() + self.token_lifetime))
 
+    def refresh_token_for(self, user: str, client_id: str, *, scope: str = DEFAULT_SCOPE) -> str:
+        """A refresh token as a person's first sign-in would leave it, to seed a credentials secret."""
+        with self._lock:
+            refresh = secrets.token_urlsafe(32)
+            self._refresh[refresh] = _Grant(
+                user, client_id, f"{scope} offline_access", self.clock() + self.token_lifetime
+            )
+            return refresh
+
     def expire_all(self) -> None:
         """Every access token issued so far stops working now; refresh tokens stay valid."""
         with self._lock:

@@ -28,7 +28,8 @@ from kontur_relay.observability import logger
 if TYPE_CHECKING:
     from mypy_boto3_secretsmanager import SecretsManagerClient
 
-#: Renew this long before the token's own expiry, so that no request carries a token about to lapse.
+#: Renew this long before the token's own expiry, so that no request carries a token about to lapse;
+#: a token that lives shorter is renewed once half its life is gone, not before every request.
 RENEW_AHEAD_SECONDS = 120
 
 
@@ -89,13 +90,13 @@ class OpenIdConnectTokens:
         self.timeout = timeout
         self.clock = clock
         self._token: str | None = None
-        self._expires_at = 0.0
+        self._renew_at = 0.0
         self._api_key: str | None = None
         self._lock = threading.Lock()
 
     def headers(self) -> dict[str, str]:
         with self._lock:
-            if self._token is None or self.clock() >= self._expires_at - RENEW_AHEAD_SECONDS:
+            if self._token is None or self.clock() >= self._renew_at:
                 self._obtain()
             headers = {"Authorization": f"Bearer {self._token}"}
             if self._api_key:
@@ -130,7 +131,8 @@ class OpenIdConnectTokens:
         if not isinstance(token, str) or not token:
             raise FeedAuthError("the identity provider's answer has no access_token")
         self._token = token
-        self._expires_at = self.clock() + float(answer.get("expires_in") or 3600)
+        lifetime = float(answer.get("expires_in") or 3600)
+        self._renew_at = self.clock() + lifetime - min(RENEW_AHEAD_SECONDS, lifetime / 2)
         rotated = answer.get("refresh_token")
         if isinstance(rotated, str) and rotated and rotated != config.get("refresh_token"):
             # Refresh tokens may be single-use: the newest must survive this container.

@@ -7,6 +7,7 @@ credential and one more try. Any other 4xx is the caller's problem and fails lou
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -50,6 +51,14 @@ class CappedRetry(Retry):
     def get_retry_after(self, response: Any) -> float | None:
         seconds = super().get_retry_after(response)
         return None if seconds is None else min(seconds, self.max_retry_after)
+
+    def get_backoff_time(self) -> float:
+        # urllib3 retries the first failure at once, without jitter; a throttled feed (Kontur's
+        # 20-requests limit) must get a pause before every retry, or the retry is refused too.
+        backoff = super().get_backoff_time()
+        if backoff > 0 or not self.history:
+            return backoff
+        return min(self.backoff_max, self.backoff_factor + random.random() * self.backoff_jitter)
 
 
 def session(
