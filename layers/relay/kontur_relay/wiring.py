@@ -6,13 +6,21 @@ connection pools and tokens survive across warm invocations.
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
 
 import boto3
 from botocore.config import Config
 
 from kontur_relay import http
 from kontur_relay.auth import CredentialsSecret, extern_authenticator
+from kontur_relay.diadoc.auth import diadoc_authenticator
+from kontur_relay.diadoc.config import BoxFeed, api_version, box_defaults, box_feed
+from kontur_relay.diadoc.source import DIADOC_RETRYABLE_STATUSES, DiadocApi, DiadocSource, read_diadoc_error
 from kontur_relay.dynamo import DynamoCursorStore
 from kontur_relay.engine import Relay
 from kontur_relay.errors import ConfigurationError
@@ -72,3 +80,72 @@ def extern_relay() -> Relay:
         cursor_store(),
         safety_margin=number("RELAY_SAFETY_MARGIN_SECONDS", 30),
     )
+
+
+# -- Diadoc: one feed per box, all boxes served by one function ---------------------------------------
+
+
+@dataclass
+class DiadocDeployment:
+    """What every Diadoc feed of a container shares: the API client (its session and token), the
+    publisher, the cursor table, and the deployment's settings for boxes."""
+
+    api: DiadocApi
+    api_url: str
+    version: str
+    publisher: SnsPublisher
+    cursors: DynamoCursorStore
+    safety_margin: float
+    #: ``start`` and ``limit`` for every box, before the box's own settings.
+    defaults: dict[str, Any] = field(default_factory=dict)
+    #: DIADOC_BOX_SETTINGS: box id → its filters (and ``start``, ``limit``).
+    boxes: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def feed(self, request: Mapping[str, Any]) -> BoxFeed:
+        """The feed a scheduled event (``{"boxId": ..., <filter>: ...}``) names, over the deployment's settings."""
+        box = request.get("boxId")
+        own = self.boxes.get(box.strip(), {}) if isinstance(box, str) else {}
+        return box_feed(request, {**self.defaults, **own})
+
+
+def diadoc_deployment() -> DiadocDeployment:
+    api_url = setting("DIADOC_API_URL", "https://diadoc-api.kontur.ru").rstrip("/")
+    timeout = number("HTTP_TIMEOUT_SECONDS", 20)
+    session = http.session(
+        retries=int(number("HTTP_RETRIES", 4)),
+        backoff=number("HTTP_BACKOFF_SECONDS", 0.5),
+        statuses=DIADOC_RETRYABLE_STATUSES,
+    )
+    authenticator = diadoc_authenticator(credentials("DIADOC_CREDENTIALS_SECRET"), session, api_url, timeout=timeout)
+    raw_boxes = os.environ.get("DIADOC_BOX_SETTINGS", "").strip()
+    try:
+        boxes = box_defaults(json.loads(raw_boxes) if raw_boxes else None)
+    except ValueError as error:
+        raise ConfigurationError(f"DIADOC_BOX_SETTINGS is not JSON: {error}") from error
+    return DiadocDeployment(
+        api=DiadocApi(api_url, session, authenticator, read_diadoc_error, timeout=timeout),
+        api_url=api_url,
+        version=api_version(setting("DIADOC_API_VERSION", "V8")),
+        publisher=publisher(),
+        cursors=cursor_store(),
+        safety_margin=number("RELAY_SAFETY_MARGIN_SECONDS", 30),
+        defaults={"start": setting("DIADOC_START", "oldest"), "limit": setting("DIADOC_PAGE_SIZE", "100")},
+        boxes=boxes,
+    )
+
+
+def diadoc_relay(feed: BoxFeed, deployment: DiadocDeployment) -> Relay:
+    """The relay of one box's feed; the handler keeps one per feed for the container's life."""
+    return Relay(
+        Feed(id=feed.feed_id, kind="diadoc", source_uri=diadoc_source_uri(deployment.api_url, feed.box_id)),
+        DiadocSource(deployment.api, feed, version=deployment.version),
+        deployment.publisher,
+        deployment.cursors,
+        safety_margin=deployment.safety_margin,
+    )
+
+
+def diadoc_source_uri(api_url: str, box_id: str) -> str:
+    """The CloudEvents ``source`` of a box's events: the box, whichever API version reads it, so that
+    (source, id) stays the event's identity across a switch from V7 to V8."""
+    return f"{api_url.rstrip('/')}/boxes/{quote(box_id, safe='@')}"
