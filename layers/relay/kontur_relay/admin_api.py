@@ -1,0 +1,195 @@
+"""What the admin API's Lambdas share: a validating REST resolver whose every failure is a JSON
+answer the caller can act on, the models of those answers, and who asked.
+
+API Gateway authenticates every route with IAM (SigV4) before a Lambda runs, so the principal in
+``requestContext.identity`` is a verified caller: what an operator's change is recorded with.
+Validation is Powertools' (pydantic models on the routes); this module only decides how a rejected
+request reads: 422 naming each field and the rule it broke, never echoing the value (a header may
+hold an administrator's credential).
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError, ServiceError
+from aws_lambda_powertools.event_handler.openapi.exceptions import (
+    RequestUnsupportedContentType,
+    RequestValidationError,
+)
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from kontur_relay.errors import ConfigurationError
+from kontur_relay.observability import logger, metrics
+
+#: How OpenAPI names IAM (SigV4) authentication; API Gateway's own extension says which kind.
+SIGV4_SCHEME = {
+    "sigv4": {
+        "type": "apiKey",
+        "name": "Authorization",
+        "in": "header",
+        "description": "AWS Signature Version 4 (service execute-api): API Gateway checks it against IAM.",
+        "x-amazon-apigateway-authtype": "awsSigv4",
+    }
+}
+
+
+class _Camel(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+
+class FieldProblem(BaseModel):
+    """One rule a request broke."""
+
+    loc: list[str | int] = Field(description='Where: ["body", "events-filter", "docflow-types", 0], ["path", "feedId"]')
+    msg: str = Field(description="The rule, e.g. \"String should match pattern '^[0-9]{7}$'\"")
+    type: str = Field(description="pydantic's error type, e.g. string_pattern_mismatch, missing, extra_forbidden")
+
+
+class Problem(_Camel):
+    """Every error answer of the admin API."""
+
+    message: str = Field(description="What went wrong and what to do about it")
+    request_id: str | None = Field(default=None, description="API Gateway's request id: quote it when asking for help")
+    error: str | None = Field(default=None, description="Kontur's error id (urn:error:...), when Kontur refused")
+    trace_id: str | None = Field(default=None, description="Kontur's X-Kontur-Trace-Id, when Kontur answered")
+    current_version: int | None = Field(default=None, description="409: the cursor's version now")
+    current_cursor: str | None = Field(default=None, description="409: the cursor now")
+    detail: list[FieldProblem] | None = Field(default=None, description="422: each rule the request broke")
+
+
+class ApiError(Exception):
+    """An answer other than success, raised from a route; ``fields`` are Problem's (snake_case)."""
+
+    def __init__(self, status: int, message: str, **fields: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.fields = fields
+
+
+#: Every route can answer this; its own meanings of other statuses are the route's to tell.
+INVALID = {422: "The request broke a rule: each field and the rule it broke are named"}
+
+
+def responses(
+    ok: str, errors: Mapping[int, str], *, status: int = 200, content: Mapping[str, Any] | None = None
+) -> dict[int, Any]:
+    """The ``responses=`` of a route: success (its body is the route's return type unless
+    ``content`` says otherwise) and each error status with what it means on this route, its body a Problem."""
+    success: dict[str, Any] = {"description": ok}
+    if content is not None:
+        success["content"] = dict(content)
+    documented: dict[int, Any] = {status: success}
+    for code, meaning in {**INVALID, **errors}.items():
+        documented[code] = {"description": meaning, "content": {content_types.APPLICATION_JSON: {"model": Problem}}}
+    return documented
+
+
+def problem(app: APIGatewayRestResolver, status: int, message: str, **fields: Any) -> Response[Any]:
+    """A Problem answer, with the request id."""
+    body = Problem(message=message, request_id=app.current_event.request_context.request_id, **fields)
+    return Response(
+        status_code=status,
+        content_type=content_types.APPLICATION_JSON,
+        body=body.model_dump(mode="json", by_alias=True, exclude_none=True),
+    )
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The IAM principal API Gateway verified: a user's or an assumed role's ARN."""
+
+    arn: str | None
+    #: The access key's principal id (``AROA...:session`` for roles), when there is no ARN.
+    principal: str | None
+    source_ip: str | None
+
+    @property
+    def name(self) -> str | None:
+        return self.arn or self.principal
+
+
+def caller(app: APIGatewayRestResolver) -> Caller:
+    identity = app.current_event.request_context.identity
+    return Caller(arn=identity.user_arn, principal=identity.caller, source_ip=identity.source_ip)
+
+
+def _field_problems(errors: Sequence[Mapping[str, Any]]) -> list[FieldProblem]:
+    # pydantic's ``input`` and ``ctx`` are left out: the input may be a credential.
+    found = []
+    for error in errors:
+        kind = str(error.get("type") or "invalid")
+        loc = [part for part in error.get("loc", ()) if isinstance(part, str | int)]
+        found.append(FieldProblem(loc=loc, msg=str(error.get("msg") or kind), type=kind))
+    return found
+
+
+def _summary(found: Sequence[FieldProblem]) -> str:
+    return "; ".join(f"{'.'.join(str(part) for part in item.loc)}: {item.msg}" for item in found)
+
+
+def _count(status: int) -> None:
+    with single_metric(name="AdminApiErrors", unit=MetricUnit.Count, value=1, namespace=metrics.namespace) as metric:
+        metric.add_dimension("status", str(status))
+
+
+def resolver() -> APIGatewayRestResolver:
+    """An APIGatewayRestResolver with request validation whose every failure is a Problem."""
+    app = APIGatewayRestResolver(enable_validation=True)
+
+    @app.exception_handler(RequestValidationError)
+    def invalid(error: RequestValidationError) -> Response[Any]:
+        found = _field_problems(error.errors())
+        logger.info("Rejected an invalid request", extra={"problems": [p.model_dump() for p in found]})
+        return problem(app, 422, f"The request is invalid: {_summary(found)}", detail=found)
+
+    @app.exception_handler(RequestUnsupportedContentType)
+    def unsupported(error: RequestUnsupportedContentType) -> Response[Any]:
+        return problem(app, 415, "Send the body as JSON (Content-Type: application/json)")
+
+    @app.not_found
+    def no_route(error: NotFoundError) -> Response[Any]:
+        event = app.current_event
+        return problem(app, 404, f"No route {event.http_method} {event.path}")
+
+    @app.exception_handler(ServiceError)
+    def service_error(error: ServiceError) -> Response[Any]:
+        return problem(app, error.status_code, str(error.msg))
+
+    @app.exception_handler(ApiError)
+    def api_error(error: ApiError) -> Response[Any]:
+        _count(error.status)
+        level = logger.warning if error.status >= 500 else logger.info
+        level(error.message, extra={"status": error.status, **error.fields})
+        return problem(app, error.status, error.message, **error.fields)
+
+    @app.exception_handler(ConfigurationError)
+    def misconfigured(error: ConfigurationError) -> Response[Any]:
+        _count(500)
+        logger.exception("The admin API is misconfigured")
+        return problem(app, 500, f"The relay is misconfigured: {error}. Quote the request id to its operators.")
+
+    @app.exception_handler(Exception)
+    def unexpected(error: Exception) -> Response[Any]:
+        _count(500)
+        logger.exception("Unexpected error in the admin API")
+        return problem(app, 500, "Unexpected error in the relay's admin API. Quote the request id to its operators.")
+
+    return app
+
+
+def resolve(app: APIGatewayRestResolver, event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """Route and answer ``event``. The REST API passes the path percent-encoded (``diadoc:box@x.ru``
+    arrives as ``diadoc%3Abox%40x.ru``): routes and their validation see it decoded, once."""
+    path = event.get("path")
+    if isinstance(path, str) and "%" in path:
+        event = {**event, "path": urllib.parse.unquote(path)}
+    return app.resolve(event, context)
