@@ -48,6 +48,7 @@ class Function:
     timeout: int
     environment: dict[str, str]
     schedules: list[Schedule]
+    memory_size: int = 128
 
 
 @dataclass
@@ -179,6 +180,7 @@ class Stack:
                     timeout=int(props.get("Timeout", globals_.get("Timeout", 3))),
                     environment={k: str(v) for k, v in self.resolve(environment).items()},
                     schedules=schedules,
+                    memory_size=int(props.get("MemorySize", globals_.get("MemorySize", 128))),
                 )
             )
         return result

@@ -1,0 +1,214 @@
+"""What the local stack knows about each feed, and the hook for extra HTTP fronts.
+
+A *feed kit* ties a feed to its poller function in template.yaml and says how to run it locally:
+which template parameter holds the API's URL, which of the function's variables names its
+credentials secret, an example filter policy for the demo queue, and how to start its simulators
+(which also tell which events the relay must deliver). Adding a feed is one ``FeedKit`` in ``KITS``
+and a ``simulate`` function; the rest of the stack (secret, parameters, schedule, view, summary)
+follows from it.
+
+A *front* is an HTTP server started beside the scheduler, e.g. the admin API turning requests into
+API Gateway events for its function. Register one in ``FRONTS``; see :class:`Front`.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from local_stack.simulators.base import TRANSIENT_FAULTS, Fault
+from local_stack.simulators.extern import ExternSimulator
+from local_stack.simulators.identity import IdentitySimulator
+
+if TYPE_CHECKING:
+    from local_stack.scheduler import Invocation
+    from local_stack.template import Stack
+
+
+@dataclass(frozen=True)
+class SimulationOptions:
+    seed: int = 7
+    #: Events waiting in the feed before the relay's first run.
+    backlog: int = 500
+    #: Seconds between two ticks of steady traffic (a few events, now and then a burst).
+    traffic_interval: float = 0.25
+    #: Share of the feed API's requests answered with a transient fault (429, 5xx, expired token).
+    fault_rate: float = 0.0
+    #: Lifetime of the identity simulator's access tokens: short, so that runs renew them.
+    token_lifetime: int = 300
+
+
+class SimulatedFeed(Protocol):
+    """A feed's simulators, running: what the stack needs from them."""
+
+    #: The feed API's base URL (the template parameter's value).
+    api_url: str
+    #: The JSON the function's credentials secret holds.
+    credentials: dict[str, Any]
+
+    def start_traffic(self) -> None:
+        """Begin the steady trickle of new events (the backlog exists from the start)."""
+
+    def stop_traffic(self) -> None: ...
+
+    def expected(self) -> set[str]:
+        """Ids of the events generated so far that the relay must publish (those shared with it)."""
+        ...
+
+    def withheld(self) -> set[str]:
+        """Ids of generated events the relay must never see (not shared with it)."""
+        ...
+
+    def faults_served(self) -> list[str]: ...
+
+    def describe(self) -> list[str]:
+        """Lines for the view's header: endpoints, accounts, traffic."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class FeedKit:
+    #: The feed's id: its cursor's key and the ``feed`` attribute of its messages.
+    feed: str
+    #: The logical id of its poller in template.yaml.
+    function: str
+    #: The template parameter holding the feed API's base URL.
+    api_url_parameter: str
+    #: The function's environment variable naming its credentials secret.
+    secret_variable: str
+    #: The filter policy of this feed's demo queue (a realistic subscription).
+    example_filter: dict[str, Any]
+    simulate: Callable[[SimulationOptions], SimulatedFeed]
+
+
+# -- Kontur.Extern ---------------------------------------------------------------------------------
+
+
+class SimulatedExtern:
+    """The identity and Extern simulators: three accounts share everything with the integrator, one
+    shares only its fns534 reports, and one shares with another integrator only (its events must
+    never arrive)."""
+
+    client_id = "kontur-feed-relay-local"
+    username = "relay@integrator.example"
+    other_client_id = "another-integrator"
+
+    def __init__(self, options: SimulationOptions) -> None:
+        self.options = options
+        self.identity = IdentitySimulator(token_lifetime=options.token_lifetime)
+        self.extern = ExternSimulator(self.identity, seed=options.seed, realtime_dates=True)
+        api_key, password = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
+        self.extern.add_integrator(self.client_id, api_key, username=self.username, password=password)
+        shared = [self.extern.add_account(organisations=1 + i % 3) for i in range(3)]
+        partial, foreign = self.extern.add_account(), self.extern.add_account()
+        for account in shared:
+            self.extern.share(account, self.client_id)
+        self.extern.share(partial, self.client_id, docflow_types=["urn:docflow:fns534-report"])
+        other_key, other_password = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
+        self.extern.add_integrator(self.other_client_id, other_key, username="other@example", password=other_password)
+        self.extern.share(foreign, self.other_client_id)
+        self.accounts = (len(shared), 1, 1)
+        self.extern.generate(options.backlog)
+        if options.fault_rate:
+            self.extern.faults.randomly(
+                options.fault_rate,
+                seed=options.seed,
+                faults=(*TRANSIENT_FAULTS, Fault.expired_token()),
+                prefix="/v1/events",
+            )
+            self.identity.faults.randomly(options.fault_rate / 2, seed=options.seed + 1, prefix="/connect/token")
+        self.identity.start()
+        self.extern.start()
+        self.api_url = self.extern.url
+        self.credentials: dict[str, Any] = {
+            "token_url": self.identity.token_url,
+            "client_id": self.client_id,
+            "client_secret": api_key,
+            "grant_type": "password",
+            "username": self.username,
+            "password": password,
+            "scope": "extern.api",
+            "api_key": api_key,
+        }
+
+    def start_traffic(self) -> None:
+        self.extern.start_traffic(self.options.traffic_interval)
+
+    def stop_traffic(self) -> None:
+        self.extern.stop_traffic()
+
+    def expected(self) -> set[str]:
+        return set(self.extern.events_visible_to(self.client_id))
+
+    def withheld(self) -> set[str]:
+        return set(self.extern.events_visible_to(self.other_client_id))
+
+    def faults_served(self) -> list[str]:
+        return [*self.identity.faults.served, *self.extern.faults.served]
+
+    def describe(self) -> list[str]:
+        full, partial, foreign = self.accounts
+        return [
+            f"Kontur: Extern API {self.extern.url}, identity {self.identity.url} "
+            f"(tokens live {self.options.token_lifetime}s)",
+            f"  {full} accounts share everything with the relay, {partial} only fns534 reports, "
+            f"{foreign} only with another integrator; backlog {self.options.backlog}, "
+            f"then traffic every {self.options.traffic_interval}s"
+            + (f", faults on {self.options.fault_rate:.0%} of requests" if self.options.fault_rate else ""),
+        ]
+
+    def close(self) -> None:
+        self.extern.stop()
+        self.identity.stop()
+
+
+EXTERN = FeedKit(
+    feed="extern",
+    function="ExternPollerFunction",
+    api_url_parameter="ExternApiUrl",
+    secret_variable="EXTERN_CREDENTIALS_SECRET",
+    example_filter={"source": ["extern"], "docflow_type": ["urn:docflow:fns534-report"]},
+    simulate=SimulatedExtern,
+)
+
+#: Every feed the local stack runs, by feed id.
+KITS: dict[str, FeedKit] = {kit.feed: kit for kit in (EXTERN,)}
+
+
+# -- HTTP fronts -----------------------------------------------------------------------------------
+
+
+@dataclass
+class FrontContext:
+    """What a front gets: the evaluated stack and a way to invoke a function in its local container."""
+
+    stack: Stack
+    #: ``invoke(logical_id, event)``: runs the function's handler on ``event`` (waiting for its worker
+    #: if a scheduled run holds it) and returns the Invocation (``.result`` or ``.error``).
+    invoke: Callable[[str, Any], Invocation]
+    #: Extra values a front may want (the AWS clients, by service name).
+    clients: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Front:
+    """An HTTP server on 127.0.0.1 started beside the scheduler and stopped before it.
+
+    ``start(context)`` returns a context manager whose value is the front's URL; the stack shows
+    the URL in the view's header. A front for an API function converts each request to the event
+    its API Gateway would send and calls ``context.invoke(function, event)``.
+    """
+
+    name: str
+    #: The logical id of the function behind it; the front starts only if the template has it.
+    function: str
+    start: Callable[[FrontContext], AbstractContextManager[str]]
+
+
+#: Fronts started by ``make run``. Append to it (e.g. from the admin API's local module).
+FRONTS: list[Front] = []

@@ -1,0 +1,305 @@
+"""The local scheduler: each function's schedules from template.yaml, accelerated, invoking the very
+handler Lambda invokes, with a Lambda-like context.
+
+Each function runs in a worker process of its own, kept warm between invocations like a Lambda
+container. That is the simplest arrangement that is correct, for three reasons a thread would break:
+
+- the environment is the function's own (template variables differ per function), with no union to
+  keep compatible and no ``os.environ`` shared between concurrent handlers;
+- Powertools' logger keys and metric sets are process-wide singletons: two handlers in one process
+  at once would tag each other's log lines and flush each other's metrics;
+- a handler that overruns its Timeout can be stopped the way Lambda stops it (the worker is killed
+  and the next invocation starts cold), which a thread cannot.
+
+Time is accelerated by ``speed``: a ``rate(1 minute)`` schedule ticks every ``60 / speed`` seconds
+and a function's Timeout becomes ``Timeout / speed`` real seconds, which is what
+``get_remaining_time_in_millis`` counts down. The handler lives on the real clock throughout (its
+lease, its HTTP timeouts); the local stack scales the template's SafetyMarginSeconds by the same
+factor so that a run keeps the same share of its time in reserve as it does when deployed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from local_stack.template import ACCOUNT, REGION, ROOT, Function
+from local_stack.worker import WorkerSpec, run_worker
+
+LAYER = ROOT / "layers" / "relay"
+#: Lambda ends a run at its Timeout; a worker is given this much more for the answer to come back.
+KILL_GRACE_SECONDS = 0.5
+#: Lambda's limit for a cold start's init phase (imports and module scope), not counted in the Timeout.
+INIT_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """One invocation as the scheduler saw it."""
+
+    function: str
+    request_id: str
+    started: float
+    duration: float
+    #: ``ok``, ``error`` (the handler raised or could not be loaded) or ``timeout`` (killed).
+    status: str
+    result: Any = None
+    error_type: str | None = None
+    error: str | None = None
+    cold: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+@dataclass
+class FunctionStats:
+    """Counters per function, for the live view and the summary."""
+
+    invocations: int = 0
+    failures: int = 0
+    timeouts: int = 0
+    cold_starts: int = 0
+    #: Ticks that came while the previous invocation was still running (deployed: a LEASE_BUSY run).
+    skipped_ticks: int = 0
+    last: Invocation | None = None
+    last_failure: Invocation | None = None
+
+
+class FunctionRunner:
+    """One function's worker process: started on first use, restarted after it was killed."""
+
+    def __init__(
+        self, function: Function, environment: Mapping[str, str], log_path: Path, *, speed: float = 1.0
+    ) -> None:
+        self.function = function
+        self.environment = dict(environment)
+        self.log_path = log_path
+        self.speed = speed
+        self.stats = FunctionStats()
+        #: Set by the scheduler when stopping: an invocation still running gets ``abort_grace`` more.
+        self.aborting = threading.Event()
+        self.abort_grace = 5.0
+        self._lock = threading.Lock()
+        self._process: multiprocessing.process.BaseProcess | None = None
+        self._conn: Connection | None = None
+        self._context = multiprocessing.get_context("spawn")
+
+    @property
+    def name(self) -> str:
+        return self.environment.get("AWS_LAMBDA_FUNCTION_NAME", self.function.logical_id)
+
+    @property
+    def budget(self) -> float:
+        """Real seconds an invocation may take: the function's Timeout, accelerated."""
+        return self.function.timeout / self.speed
+
+    @property
+    def busy(self) -> bool:
+        return self._lock.locked()
+
+    def invoke(self, event: Any, *, wait: bool = True) -> Invocation | None:
+        """Run the handler on ``event``; None when ``wait`` is false and an invocation is running."""
+        if not self._lock.acquire(blocking=wait):
+            return None
+        try:
+            return self._invoke(event)
+        finally:
+            self._lock.release()
+
+    def _start(self) -> None:
+        parent, child = self._context.Pipe()
+        process = self._context.Process(
+            target=run_worker,
+            args=(
+                child,
+                WorkerSpec(
+                    name=self.name,
+                    arn=f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{self.name}",
+                    code_uri=str(self.function.code_uri),
+                    handler=self.function.handler,
+                    memory_mb=self.function.memory_size,
+                    layers=(str(LAYER),),
+                    environment=self.environment,
+                    log_path=str(self.log_path),
+                ),
+            ),
+            name=f"lambda-{self.function.logical_id}",
+            daemon=True,
+        )
+        process.start()
+        child.close()
+        self._process, self._conn = process, parent
+        self.stats.cold_starts += 1
+
+    def _invoke(self, event: Any) -> Invocation:
+        cold = self._process is None or not self._process.is_alive()
+        if cold:
+            self._stop_process()
+            self._start()
+        assert self._conn is not None
+        request_id = str(uuid.uuid4())
+        started = time.time()
+        self._conn.send((request_id, event, self.budget))
+        # Lambda gives the init phase 10 seconds of its own; a cold worker gets them here too.
+        kill_at = started + self.budget + KILL_GRACE_SECONDS + (INIT_SECONDS if cold else 0.0)
+        answer: Any = None
+        while answer is None:
+            limit = kill_at
+            if self.aborting.is_set():
+                limit = min(limit, self._abort_started + self.abort_grace)
+            if self._conn.poll(min(0.1, max(0.0, limit - time.time()))):
+                try:
+                    answer = self._conn.recv()
+                except (EOFError, OSError):
+                    answer = ("error", "WorkerDied", f"the worker of {self.function.logical_id} exited")
+                    self._stop_process()
+            elif time.time() >= limit:
+                self._stop_process()
+                what = "stopped with the local stack" if self.aborting.is_set() else "timed out"
+                answer = ("timeout", "TimeoutError", f"Task {what} after {time.time() - started:.2f} seconds")
+            elif self._process is not None and not self._process.is_alive():
+                answer = ("error", "WorkerDied", f"the worker exited with {self._process.exitcode}")
+                self._stop_process()
+        status = answer[0]
+        invocation = Invocation(
+            function=self.function.logical_id,
+            request_id=request_id,
+            started=started,
+            duration=time.time() - started,
+            status=status,
+            result=answer[1] if status == "ok" else None,
+            error_type=None if status == "ok" else answer[1],
+            error=None if status == "ok" else answer[2],
+            cold=cold,
+        )
+        self.stats.invocations += 1
+        self.stats.last = invocation
+        if not invocation.ok:
+            self.stats.failures += 1
+            self.stats.timeouts += status == "timeout"
+            self.stats.last_failure = invocation
+        return invocation
+
+    _abort_started = 0.0
+
+    def abort(self, grace: float) -> None:
+        self._abort_started = time.time()
+        self.abort_grace = grace
+        self.aborting.set()
+
+    def _stop_process(self) -> None:
+        process, conn = self._process, self._conn
+        self._process = self._conn = None
+        if conn is not None:
+            conn.close()  # an idle worker reads EOF and returns
+        if process is None:
+            return
+        process.join(timeout=2)
+        if process.is_alive():
+            process.kill()
+            process.join(timeout=5)
+
+    def close(self) -> None:
+        """Stop the worker; waits for a running invocation only as long as ``abort`` allows."""
+        with self._lock:
+            self._stop_process()
+
+
+@dataclass
+class Tick:
+    """A scheduled invocation: which function, on which schedule, with which input."""
+
+    function: str
+    schedule: str
+    period: float
+    input: dict[str, Any]
+
+
+@dataclass
+class Scheduler:
+    """Invokes each function on each of its schedules, every ``period / speed`` seconds.
+
+    The first tick of each schedule comes at once, so a run shows activity from its first second.
+    A tick that finds the function still running is skipped and counted: deployed, EventBridge would
+    invoke it anyway and the second run would find the lease busy and end at once.
+    """
+
+    runners: dict[str, FunctionRunner]
+    speed: float
+    on_invocation: Callable[[Invocation], None] = lambda invocation: None
+    stop_event: threading.Event = field(default_factory=threading.Event)
+    _threads: list[threading.Thread] = field(default_factory=list)
+
+    def ticks(self) -> list[Tick]:
+        return [
+            Tick(name, schedule.name, schedule.seconds / self.speed, schedule.input)
+            for name, runner in self.runners.items()
+            for schedule in runner.function.schedules
+        ]
+
+    def start(self) -> None:
+        for tick in self.ticks():
+            thread = threading.Thread(
+                target=self._loop, args=(tick,), name=f"schedule-{tick.function}-{tick.schedule}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+
+    def invoke(self, function: str, event: Any) -> Invocation:
+        """Invoke a function now (for HTTP fronts and tests), waiting for its worker to be free."""
+        invocation = self.runners[function].invoke(event)
+        assert invocation is not None
+        self.on_invocation(invocation)
+        return invocation
+
+    def _loop(self, tick: Tick) -> None:
+        runner = self.runners[tick.function]
+        next_at = time.monotonic()
+        while not self.stop_event.is_set():
+            invocation = runner.invoke(tick.input, wait=False)
+            if invocation is None:
+                runner.stats.skipped_ticks += 1
+            else:
+                self.on_invocation(invocation)
+            next_at += tick.period
+            now = time.monotonic()
+            if next_at < now:  # overran: the ticks it covered are gone, as they would be deployed
+                runner.stats.skipped_ticks += int((now - next_at) // tick.period)
+                next_at = now
+            self.stop_event.wait(next_at - now)
+
+    def stop(self, grace: float = 5.0) -> None:
+        """No more ticks; a running invocation gets ``grace`` seconds, then its worker is killed."""
+        self.stop_event.set()
+        for runner in self.runners.values():
+            runner.abort(grace)
+        for thread in self._threads:
+            thread.join(timeout=grace + 15)
+        for runner in self.runners.values():
+            with contextlib.suppress(Exception):
+                runner.close()
+
+
+def lambda_environment(function: Function, name: str, log_level: str | None = None) -> dict[str, str]:
+    """The variables the Lambda runtime sets beside the template's, as far as handlers notice them."""
+    values = {
+        "AWS_LAMBDA_FUNCTION_NAME": name,
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(function.memory_size),
+        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+        "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{name}",
+        "LAMBDA_TASK_ROOT": str(function.code_uri),
+        "_HANDLER": function.handler,
+    }
+    if log_level:
+        values["POWERTOOLS_LOG_LEVEL"] = log_level
+    return values
