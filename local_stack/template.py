@@ -2,14 +2,15 @@
 same description as deployed ones, not from a second hand-kept copy.
 
 Only what the template uses is evaluated: Ref, Fn::Sub, Fn::If, Fn::GetAtt, Fn::Join, Fn::Equals,
-Fn::Not, Fn::And, Fn::Or and Condition. Resources are created in moto and DynamoDB Local by
+Fn::Not, Fn::And, Fn::Or and Condition, and the Fn::ForEach of AWS::LanguageExtensions (expanded by
+``expand_for_each``). Resources are created in moto and DynamoDB Local by
 ``provision``; functions, their environment and their schedules are read by the local scheduler.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -125,7 +126,7 @@ class Stack:
         if name in pseudo:
             return pseudo[name]
         if name in self.parameters:
-            return self.parameters[name]
+            return self._parameter(name)
         return self.physical[name]
 
     def _sub(self, arg: Any) -> str:
@@ -145,9 +146,16 @@ class Stack:
 
     # -- reading ----------------------------------------------------------------------------------
 
+    def _parameter(self, name: str) -> Any:
+        """A parameter's value; a CommaDelimitedList is a list, as CloudFormation gives it to Ref."""
+        value = self.parameters[name]
+        if self.doc.get("Parameters", {}).get(name, {}).get("Type") == "CommaDelimitedList":
+            return value.split(",")
+        return value
+
     def resources(self, resource_type: str) -> Iterator[tuple[str, dict[str, Any]]]:
         """(logical id, raw definition) of each resource of a type whose Condition holds."""
-        for logical_id, resource in self.doc["Resources"].items():
+        for logical_id, resource in expand_for_each(self.doc["Resources"], self.resolve).items():
             if resource["Type"] != resource_type:
                 continue
             if "Condition" in resource and not self.condition(resource["Condition"]):
@@ -171,7 +179,7 @@ class Stack:
                 )
                 for name, event in props.get("Events", {}).items()
                 if event["Type"] in ("ScheduleV2", "Schedule")
-            ]
+            ] + self.scheduler_schedules(logical_id)
             result.append(
                 Function(
                     logical_id=logical_id,
@@ -185,6 +193,25 @@ class Stack:
             )
         return result
 
+    def scheduler_schedules(self, function_id: str) -> list[Schedule]:
+        """The AWS::Scheduler::Schedule resources that invoke the function (Diadoc's, one per box)."""
+        schedules = []
+        for logical_id, resource in self.resources("AWS::Scheduler::Schedule"):
+            props = resource.get("Properties", {})
+            target = props.get("Target", {})
+            if _target_function(target.get("Arn")) != function_id:
+                continue
+            if str(self.resolve(props.get("State", "ENABLED"))) == "DISABLED":
+                continue
+            schedules.append(
+                Schedule(
+                    name=logical_id,
+                    expression=str(self.resolve(props["ScheduleExpression"])),
+                    input=json.loads(self.resolve(target.get("Input", "{}"))),
+                )
+            )
+        return schedules
+
     def function(self, logical_id: str) -> Function:
         return next(f for f in self.functions() if f.logical_id == logical_id)
 
@@ -194,6 +221,48 @@ class Stack:
             for name, output in self.doc.get("Outputs", {}).items()
             if "Condition" not in output or self.condition(output["Condition"])
         }
+
+
+def expand_for_each(section: Mapping[str, Any], resolve: Callable[[Any], Any]) -> dict[str, Any]:
+    """A template section with its ``Fn::ForEach::<name>`` entries expanded, as AWS::LanguageExtensions
+    does: ``[identifier, collection, {key: value}]`` gives one entry per item of the collection, with
+    ``${identifier}`` (and ``&{identifier}``, the item without its non-alphanumeric characters) replaced
+    in keys and strings and ``{"Ref": identifier}`` replaced by the item. ``resolve`` evaluates the
+    collection (a Ref to a CommaDelimitedList parameter). Nested loops expand too."""
+    expanded: dict[str, Any] = {}
+    for key, value in section.items():
+        if not key.startswith("Fn::ForEach::"):
+            expanded[key] = value
+            continue
+        identifier, collection, fragment = value
+        for item in resolve(collection):
+            bound = _bind(fragment, identifier, str(item))
+            expanded.update(expand_for_each(bound, resolve))
+    return expanded
+
+
+def _bind(value: Any, identifier: str, item: str) -> Any:
+    if isinstance(value, str):
+        plain = "".join(c for c in item if c.isalnum())
+        return value.replace("${" + identifier + "}", item).replace("&{" + identifier + "}", plain)
+    if isinstance(value, list):
+        return [_bind(v, identifier, item) for v in value]
+    if isinstance(value, dict):
+        if value == {"Ref": identifier}:
+            return item
+        return {_bind(k, identifier, item): _bind(v, identifier, item) for k, v in value.items()}
+    return value
+
+
+def _target_function(arn: Any) -> str | None:
+    """The logical id of the function a target's Arn refers to (GetAtt <Function>.Arn or Ref)."""
+    if isinstance(arn, dict) and "Fn::GetAtt" in arn:
+        target = arn["Fn::GetAtt"]
+        logical, _, attribute = target.partition(".") if isinstance(target, str) else (target[0], ".", target[1])
+        return logical if attribute == "Arn" else None
+    if isinstance(arn, dict) and "Ref" in arn:
+        return str(arn["Ref"])
+    return None
 
 
 def provision(stack: Stack, clients: Mapping[str, Any]) -> Stack:
