@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -14,6 +15,21 @@ from kontur_relay.model import AttributeValue, FeedEvent
 
 #: SNS carries at most 10 message attributes; ``source`` and ``feed`` take two of them.
 MAX_ATTRIBUTES = 10
+
+#: CloudEvents ``time`` is RFC 3339; the schema holds the envelope to this pattern.
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})")
+#: Characters a JSON string may hold but an SNS message may not: lone surrogates cannot be UTF-8
+#: encoded at all, and U+FFFE/U+FFFF are outside the characters SNS and SQS accept.
+_NOT_SENDABLE = re.compile("[\ud800-\udfff\ufffe\uffff]")
+
+
+def attribute_data_type(value: AttributeValue) -> str:
+    return "String" if isinstance(value, str) else "String.Array"
+
+
+def attribute_text(value: AttributeValue) -> str:
+    """The attribute's value as SNS receives it: a string, or a string array as a JSON array."""
+    return value if isinstance(value, str) else json.dumps(list(value), ensure_ascii=False)
 
 
 @dataclass(frozen=True)
@@ -29,11 +45,11 @@ class OutgoingMessage:
 
     @property
     def size(self) -> int:
-        """Bytes SNS counts against its 256 KiB limit: the body plus attribute names and values."""
+        """Bytes SNS counts against its 256 KiB limit: the body plus each attribute's name, data type
+        and value (SNS's MessageAttributeValue: "all parts ... are included in the size restriction")."""
         total = len(self.body.encode())
         for name, value in self.attributes.items():
-            text = value if isinstance(value, str) else json.dumps(list(value))
-            total += len(name.encode()) + len(text.encode())
+            total += len(name.encode()) + len(attribute_data_type(value)) + len(attribute_text(value).encode())
         return total
 
 
@@ -53,7 +69,8 @@ def to_message(feed: str, source: str, kind: str, event: FeedEvent) -> OutgoingM
         "datacontenttype": "application/json",
         "feed": feed,
     }
-    if event.time:
+    if event.time and _RFC3339.fullmatch(event.time):
+        # A time in another format stays in ``data`` as the feed sent it; the envelope's must be RFC 3339.
         envelope["time"] = event.time
     if event.subject:
         envelope["subject"] = event.subject
@@ -68,9 +85,13 @@ def to_message(feed: str, source: str, kind: str, event: FeedEvent) -> OutgoingM
     if len(attributes) > MAX_ATTRIBUTES:
         raise ValueError(f"{len(attributes)} message attributes for event {event.id}: SNS allows 10")
 
+    body = json.dumps(envelope, ensure_ascii=False, separators=(",", ":"))
+    if _NOT_SENDABLE.search(body):
+        # Escaped, the same JSON value travels in ASCII; unescaped, SNS would refuse the page for ever.
+        body = json.dumps(envelope, separators=(",", ":"))
     return OutgoingMessage(
         event_id=event.id,
-        body=json.dumps(envelope, ensure_ascii=False, separators=(",", ":")),
+        body=body,
         attributes=attributes,
         group_id=event.ordering_key or feed,
         deduplication_id=deduplication_id(feed, event.id),

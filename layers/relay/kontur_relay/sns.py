@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
-from kontur_relay.envelope import OutgoingMessage
+from botocore.exceptions import BotoCoreError, ClientError
+
+from kontur_relay.envelope import OutgoingMessage, attribute_data_type, attribute_text
 from kontur_relay.errors import PublishError
 from kontur_relay.observability import MetricUnit, logger, metrics
 
@@ -42,9 +43,8 @@ def batches(messages: Sequence[OutgoingMessage]) -> Iterator[list[OutgoingMessag
 
 
 def _attribute(value: str | Sequence[str]) -> MessageAttributeValueTypeDef:
-    if isinstance(value, str):
-        return {"DataType": "String", "StringValue": value}
-    return {"DataType": "String.Array", "StringValue": json.dumps(list(value), ensure_ascii=False)}
+    # The same type and text OutgoingMessage.size counted, so a batch is exactly as large as measured.
+    return {"DataType": attribute_data_type(value), "StringValue": attribute_text(value)}
 
 
 class SnsPublisher:
@@ -98,10 +98,17 @@ class SnsPublisher:
     def _publish_batch(self, batch: list[OutgoingMessage]) -> None:
         pending = {str(index): message for index, message in enumerate(batch)}
         for attempt in range(1, self.attempts + 1):
-            response = self.client.publish_batch(
-                TopicArn=self.topic_arn,
-                PublishBatchRequestEntries=[self._entry(int(key), message) for key, message in pending.items()],
-            )
+            try:
+                response = self.client.publish_batch(
+                    TopicArn=self.topic_arn,
+                    PublishBatchRequestEntries=[self._entry(int(key), message) for key, message in pending.items()],
+                )
+            except (BotoCoreError, ClientError) as error:
+                # boto3 has already retried throttling and transient errors; the port promises a PublishError.
+                raise PublishError(
+                    f"PublishBatch of {len(pending)} messages failed (first: event "
+                    f"{next(iter(pending.values())).event_id}): {error}"
+                ) from error
             for accepted in response.get("Successful", []):
                 pending.pop(accepted["Id"], None)
             failed = response.get("Failed", [])
