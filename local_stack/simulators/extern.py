@@ -358,6 +358,12 @@ class ExternSimulator(Simulator):
         with self._lock:
             return [entry.id for entry in self._entries if self._visible(entry, client_id)]
 
+    @property
+    def end_id(self) -> str:
+        """The ``next-event-id`` of a reader that has read everything: the position after the log."""
+        with self._lock:
+            return f"{self._end:x}_0"
+
     def event(self, event_id: str) -> dict[str, Any]:
         with self._lock:
             offset = int(event_id.split("_", 1)[0], 16)
