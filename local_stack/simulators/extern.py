@@ -300,7 +300,7 @@ class ExternSimulator(Simulator):
                 docflow_types=types,
                 forms=forms,
                 since=self._end,
-                created=self._timestamp(self._moment),
+                created=self._timestamp(datetime.now(UTC) if self.realtime_dates else self._moment),
             )
             self.publishers[publisher.id] = publisher
             return publisher
