@@ -369,4 +369,4 @@ def delete_publisher(publisherId: PublisherId) -> Response[None]:
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, log_event=False)
 @tracer.capture_lambda_handler(capture_response=False)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return admin_api.resolve(app, event, context)
+    return app.resolve(event, context)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from re import Match
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
@@ -22,23 +23,12 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestValidationError,
 )
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
-from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
+from typing_extensions import override
 
 from kontur_relay.errors import ConfigurationError
 from kontur_relay.observability import logger, metrics
-
-#: How OpenAPI names IAM (SigV4) authentication; API Gateway's own extension says which kind.
-SIGV4_SCHEME = {
-    "sigv4": {
-        "type": "apiKey",
-        "name": "Authorization",
-        "in": "header",
-        "description": "AWS Signature Version 4 (service execute-api): API Gateway checks it against IAM.",
-        "x-amazon-apigateway-authtype": "awsSigv4",
-    }
-}
 
 
 class _Camel(BaseModel):
@@ -141,9 +131,19 @@ def _count(status: int) -> None:
         metric.add_dimension("status", str(status))
 
 
-def resolver() -> APIGatewayRestResolver:
-    """An APIGatewayRestResolver with request validation whose every failure is a Problem."""
-    app = APIGatewayRestResolver(enable_validation=True)
+class AdminResolver(APIGatewayRestResolver):
+    """The REST API passes the path percent-encoded (``diadoc:box@x.ru`` arrives as
+    ``diadoc%3Abox%40x.ru``): routes match it as sent, so an encoded ``/`` stays inside its segment,
+    and each path parameter is decoded once before it is validated and handed to the route."""
+
+    @override
+    def _convert_matches_into_route_keys(self, match: Match[str]) -> dict[str, str]:
+        return {name: urllib.parse.unquote(value) for name, value in match.groupdict().items()}
+
+
+def resolver() -> AdminResolver:
+    """A resolver with request validation whose every failure is a Problem."""
+    app = AdminResolver(enable_validation=True)
 
     @app.exception_handler(RequestValidationError)
     def invalid(error: RequestValidationError) -> Response[Any]:
@@ -184,12 +184,3 @@ def resolver() -> APIGatewayRestResolver:
         return problem(app, 500, "Unexpected error in the relay's admin API. Quote the request id to its operators.")
 
     return app
-
-
-def resolve(app: APIGatewayRestResolver, event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    """Route and answer ``event``. The REST API passes the path percent-encoded (``diadoc:box@x.ru``
-    arrives as ``diadoc%3Abox%40x.ru``): routes and their validation see it decoded, once."""
-    path = event.get("path")
-    if isinstance(path, str) and "%" in path:
-        event = {**event, "path": urllib.parse.unquote(path)}
-    return app.resolve(event, context)

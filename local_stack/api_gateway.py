@@ -1,0 +1,431 @@
+"""API Gateway's REST API, locally: a loopback HTTP server that turns each request into the Lambda
+proxy event API Gateway sends (``requestContext.identity`` included), hands it to the handler
+template.yaml deploys for that route, and turns the handler's answer back into HTTP.
+
+The routes are template.yaml's ``Api`` events, so a route exists locally exactly when it exists
+deployed. As deployed, the stage is the first path segment (``/Prod/feeds``; ``/feeds`` works too),
+the path reaches the handler still percent-encoded, a path no route matches answers 403
+``Missing Authentication Token``, and a handler that fails answers 502 ``Internal server error``.
+
+IAM is not checked: signatures are not verified. A SigV4-signed request (awscurl) is attributed to
+``arn:aws:iam::<account>:user/<its access key id>``, an unsigned one to ``user/local-operator``.
+
+The local stack starts it with :func:`start`, giving it a way to invoke a function by logical id.
+``python -m local_stack.api_gateway openapi`` prints the API's OpenAPI description, generated from
+the handlers (the committed ``openapi.json``).
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import json
+import re
+import sys
+import threading
+import time
+import urllib.parse
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import ModuleType
+from typing import Any
+
+from aws_lambda_powertools.event_handler.openapi.merge import OpenAPIMerge
+
+from local_stack.template import ACCOUNT, REGION, ROOT, Stack
+
+LOOPBACK = "127.0.0.1"
+LAYER = ROOT / "layers" / "relay"
+STAGE = "Prod"
+LOCAL_USER = "local-operator"
+#: The committed OpenAPI description of the admin API.
+OPENAPI = ROOT / "openapi.json"
+
+#: Calls a function (by logical id) with an event and returns its answer; raises if the invocation failed.
+Invoke = Callable[[str, dict[str, Any]], Mapping[str, Any]]
+Handler = Callable[[dict[str, Any], Any], Any]
+
+#: How OpenAPI names IAM authentication; API Gateway's own extension says which kind.
+SIGV4_SCHEME: Any = {
+    "sigv4": {
+        "type": "apiKey",
+        "name": "Authorization",
+        "in": "header",
+        "description": "AWS Signature Version 4 (service execute-api), checked by API Gateway against IAM",
+        "x-amazon-apigateway-authtype": "awsSigv4",
+    }
+}
+_SIGV4_CREDENTIAL = re.compile(r"Credential=([^/\s,]+)/")
+
+
+@dataclass(frozen=True)
+class ApiRoute:
+    """One ``Api`` event of a function: a method on a resource path with ``{name}`` parameters."""
+
+    function: str
+    method: str
+    resource: str
+
+    @property
+    def pattern(self) -> re.Pattern[str]:
+        regex = re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(self.resource))
+        return re.compile(f"^{regex}$")
+
+    def match(self, method: str, path: str) -> dict[str, str] | None:
+        if self.method not in ("ANY", method):
+            return None
+        found = self.pattern.match(path)
+        return None if found is None else found.groupdict()
+
+
+def api_routes(stack: Stack) -> list[ApiRoute]:
+    """Every ``Api`` event of every function in the template."""
+    routes = []
+    for logical_id, resource in stack.resources("AWS::Serverless::Function"):
+        for event in resource["Properties"].get("Events", {}).values():
+            if event.get("Type") == "Api":
+                props = event["Properties"]
+                routes.append(ApiRoute(logical_id, str(props["Method"]).upper(), str(props["Path"])))
+    return routes
+
+
+def identity(authorization: str | None, source_ip: str, user_agent: str | None) -> dict[str, Any]:
+    """``requestContext.identity`` as the IAM authorizer fills it, for the access key that signed."""
+    found = _SIGV4_CREDENTIAL.search(authorization or "") if (authorization or "").startswith("AWS4-") else None
+    access_key = found.group(1) if found else None
+    user = access_key or LOCAL_USER
+    return {
+        "accountId": ACCOUNT,
+        "accessKey": access_key,
+        "caller": user,
+        "user": user,
+        "userArn": f"arn:aws:iam::{ACCOUNT}:user/{user}",
+        "sourceIp": source_ip,
+        "userAgent": user_agent,
+        "apiKey": None,
+        "apiKeyId": None,
+        "cognitoAuthenticationProvider": None,
+        "cognitoAuthenticationType": None,
+        "cognitoIdentityId": None,
+        "cognitoIdentityPoolId": None,
+        "principalOrgId": None,
+    }
+
+
+def proxy_event(
+    route: ApiRoute,
+    *,
+    method: str,
+    path: str,
+    query: str,
+    headers: list[tuple[str, str]],
+    body: bytes,
+    parameters: Mapping[str, str],
+    source_ip: str,
+    stage: str = STAGE,
+) -> dict[str, Any]:
+    """The REST API's Lambda proxy event (payload 1.0) for one request."""
+    single: dict[str, str] = {}
+    multi: dict[str, list[str]] = {}
+    for name, value in headers:
+        single[name] = value
+        multi.setdefault(name, []).append(value)
+    pairs = urllib.parse.parse_qsl(query, keep_blank_values=True)
+    query_single = dict(pairs)
+    query_multi: dict[str, list[str]] = {}
+    for name, value in pairs:
+        query_multi.setdefault(name, []).append(value)
+    lowered = {name.lower(): value for name, value in single.items()}
+    text: str | None = None
+    encoded = False
+    if body:
+        try:
+            text = body.decode()
+        except UnicodeDecodeError:
+            text, encoded = base64.b64encode(body).decode(), True
+    now = datetime.now(UTC)
+    request_id = str(uuid.uuid4())
+    return {
+        "resource": route.resource,
+        "path": path,
+        "httpMethod": method,
+        "headers": single or None,
+        "multiValueHeaders": multi or None,
+        "queryStringParameters": query_single or None,
+        "multiValueQueryStringParameters": query_multi or None,
+        "pathParameters": dict(parameters) or None,
+        "stageVariables": None,
+        "requestContext": {
+            "accountId": ACCOUNT,
+            "apiId": "local",
+            "domainName": lowered.get("host", LOOPBACK),
+            "extendedRequestId": request_id,
+            "httpMethod": method,
+            "identity": identity(lowered.get("authorization"), source_ip, lowered.get("user-agent")),
+            "path": f"/{stage}{path}",
+            "protocol": "HTTP/1.1",
+            "requestId": request_id,
+            "requestTime": now.strftime("%d/%b/%Y:%H:%M:%S +0000"),
+            "requestTimeEpoch": int(now.timestamp() * 1000),
+            "resourceId": "local",
+            "resourcePath": route.resource,
+            "stage": stage,
+        },
+        "body": text,
+        "isBase64Encoded": encoded,
+    }
+
+
+class ApiGatewayFront:
+    """The server. ``url`` includes the stage, like the deployed API's Outputs."""
+
+    def __init__(
+        self, routes: list[ApiRoute], invoke: Invoke, *, port: int = 0, stage: str = STAGE, log: Any = None
+    ) -> None:
+        self.routes = routes
+        self.invoke = invoke
+        self.stage = stage
+        self.log = log or (lambda message: print(message, file=sys.stderr))
+        self._server = ThreadingHTTPServer((LOOPBACK, port), _handler_class(self))
+        self._server.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}/{self.stage}"
+
+    def start(self) -> ApiGatewayFront:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._server.serve_forever, name="api-gateway", kwargs={"poll_interval": 0.1}, daemon=True
+            )
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._server.shutdown()
+            self._thread.join(timeout=5)
+            self._thread = None
+        self._server.server_close()
+
+    def __enter__(self) -> ApiGatewayFront:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def answer(
+        self, method: str, target: str, headers: list[tuple[str, str]], body: bytes, source_ip: str
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        """(status, headers, body) for one HTTP request."""
+        split = urllib.parse.urlsplit(target)
+        path = split.path
+        if path == f"/{self.stage}" or path.startswith(f"/{self.stage}/"):
+            path = path[len(self.stage) + 1 :] or "/"
+        for route in self.routes:
+            # The path as sent, percent-encoded: what API Gateway's REST API passes on, too.
+            parameters = route.match(method, path)
+            if parameters is not None:
+                break
+        else:
+            return _json(403, {"message": "Missing Authentication Token"})
+        event = proxy_event(
+            route,
+            method=method,
+            path=path,
+            query=split.query,
+            headers=headers,
+            body=body,
+            parameters=parameters,
+            source_ip=source_ip,
+            stage=self.stage,
+        )
+        started = time.monotonic()
+        try:
+            result = self.invoke(route.function, event)
+            status, answer_headers, answer_body = _http_answer(result)
+        except Exception as error:  # noqa: BLE001 - API Gateway's answer to a failed invocation
+            self.log(f"{method} {target}: {route.function} failed: {type(error).__name__}: {error}")
+            return _json(502, {"message": "Internal server error"})
+        self.log(f"{method} {target} -> {status} ({route.function}, {1000 * (time.monotonic() - started):.0f} ms)")
+        return status, answer_headers, answer_body
+
+
+def _json(status: int, body: Any) -> tuple[int, list[tuple[str, str]], bytes]:
+    return status, [("Content-Type", "application/json")], json.dumps(body).encode()
+
+
+def _http_answer(result: Mapping[str, Any]) -> tuple[int, list[tuple[str, str]], bytes]:
+    """A Lambda proxy result as HTTP; what API Gateway refuses to pass on raises."""
+    if not isinstance(result, Mapping) or not isinstance(result.get("statusCode"), int):
+        raise ValueError("Malformed Lambda proxy response")
+    headers: list[tuple[str, str]] = [(str(k), str(v)) for k, v in (result.get("headers") or {}).items()]
+    single = {name.lower() for name, _ in headers}
+    for name, values in (result.get("multiValueHeaders") or {}).items():
+        if name.lower() not in single:
+            headers.extend((str(name), str(value)) for value in values)
+    raw = result.get("body") or ""
+    body = base64.b64decode(raw) if result.get("isBase64Encoded") else str(raw).encode()
+    return int(result["statusCode"]), headers, body
+
+
+def _handler_class(front: ApiGatewayFront) -> type[BaseHTTPRequestHandler]:
+    class _Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        server_version = "local-api-gateway"
+
+        def _serve(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            status, headers, answer = front.answer(
+                self.command, self.path, list(self.headers.items()), body, self.client_address[0]
+            )
+            self.send_response(status)
+            for name, value in headers:
+                if name.lower() not in ("content-length", "connection", "transfer-encoding"):
+                    self.send_header(name, value)
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(answer)
+
+        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _serve
+
+        def log_message(self, format: str, *args: Any) -> None:
+            """Quiet: ``ApiGatewayFront.answer`` logs each request once, with its function."""
+
+    return _Handler
+
+
+# -- running the handlers in this process -----------------------------------------------------------
+
+
+class LocalContext:
+    """The Lambda context attributes Powertools reads, for an in-process invocation."""
+
+    def __init__(self, function: str, timeout: float = 28.0) -> None:
+        self.function_name = function
+        self.function_version = "$LATEST"
+        self.invoked_function_arn = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{function}"
+        self.memory_limit_in_mb = 256
+        self.aws_request_id = str(uuid.uuid4())
+        self.log_group_name = f"/aws/lambda/{function}"
+        self.log_stream_name = "local"
+        self._deadline = time.monotonic() + timeout
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+def load_modules(stack: Stack) -> dict[str, ModuleType]:
+    """The handler module of every function that serves a route, imported into this process.
+
+    The functions read their settings from ``os.environ`` when first called: set each one's
+    environment (``stack.function(id).environment``) before. In one process they share it, which
+    the admin API's functions can (their variables agree); the local stack runs each in its own.
+    """
+    if str(LAYER) not in sys.path:
+        sys.path.insert(0, str(LAYER))
+    modules = {}
+    for logical_id in sorted({route.function for route in api_routes(stack)}):
+        module_name = _handler(stack, logical_id).rpartition(".")[0]
+        path = ROOT / _properties(stack, logical_id)["CodeUri"] / f"{module_name.replace('.', '/')}.py"
+        name = f"api_{logical_id}_{uuid.uuid4().hex}"
+        spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None or spec.loader is None:
+            raise ImportError(f"no handler module {module_name} at {path}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # pydantic resolves the routes' models through sys.modules
+        spec.loader.exec_module(module)
+        modules[logical_id] = module
+    return modules
+
+
+def load_handlers(stack: Stack) -> dict[str, Handler]:
+    """Each route-serving function's handler, imported into this process (see :func:`load_modules`)."""
+    modules = load_modules(stack)
+    return {
+        logical_id: getattr(module, _handler(stack, logical_id).rpartition(".")[2])
+        for logical_id, module in modules.items()
+    }
+
+
+def _properties(stack: Stack, logical_id: str) -> dict[str, Any]:
+    # Read unevaluated: code and handler need no provisioned resources, unlike the environment.
+    properties: dict[str, Any] = stack.doc["Resources"][logical_id]["Properties"]
+    return properties
+
+
+def _handler(stack: Stack, logical_id: str) -> str:
+    return str(_properties(stack, logical_id)["Handler"])
+
+
+def in_process(handlers: Mapping[str, Handler]) -> Invoke:
+    """Invoke handlers directly, each call with a fresh context."""
+
+    def invoke(function: str, event: dict[str, Any]) -> Mapping[str, Any]:
+        result: Mapping[str, Any] = handlers[function](event, LocalContext(function))
+        return result
+
+    return invoke
+
+
+def start(stack: Stack, invoke: Invoke | None = None, *, port: int = 0, log: Any = None) -> ApiGatewayFront:
+    """Serve the template's API on 127.0.0.1:``port`` (0: any free port); stop it with ``.stop()``.
+
+    ``invoke`` runs a function by logical id (the local stack's own function runners); without it,
+    the handlers run in this process (see :func:`load_handlers` about their environment).
+    """
+    routes = api_routes(stack)
+    return ApiGatewayFront(routes, invoke or in_process(load_handlers(stack)), port=port, log=log).start()
+
+
+# -- the OpenAPI description ----------------------------------------------------------------------------
+
+
+def openapi_document(stack: Stack | None = None) -> str:
+    """The admin API's OpenAPI description, merged from the resolvers of the functions that serve it."""
+    stack = stack or Stack()
+    modules = load_modules(stack)
+    merge = OpenAPIMerge(
+        title="Kontur Feed Relay admin API",
+        version="1.0.0",
+        description="Share Extern accounts' events with the integrator, manage its event publishers, and "
+        "see and steer the relay's feeds. Every route is IAM-authenticated: sign requests with SigV4 "
+        "(service execute-api).",
+        security_schemes=SIGV4_SCHEME,
+        security=[{"sigv4": []}],
+        on_conflict="error",
+    )
+    for module in modules.values():
+        merge.add_schema(module.app.get_openapi_schema())
+    return merge.get_openapi_json_schema() + "\n"
+
+
+def main(argv: list[str]) -> int:
+    if argv[1:] == ["openapi"]:
+        sys.stdout.write(openapi_document())
+        return 0
+    print("usage: python -m local_stack.api_gateway openapi > openapi.json", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv))
+
+
+__all__ = [
+    "OPENAPI",
+    "ApiGatewayFront",
+    "ApiRoute",
+    "api_routes",
+    "in_process",
+    "load_handlers",
+    "openapi_document",
+    "start",
+]
