@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import urllib.parse
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -250,9 +251,10 @@ def test_the_administrator_credential_is_forwarded_and_never_logged_or_echoed(wo
 
     capture = Capture(level=logging.DEBUG)
     capture.setFormatter(relay_logger.registered_formatter)
-    root = logging.getLogger()
-    previous = (root.level, relay_logger.log_level)
-    for target in (root, relay_logger):
+    # The root logger sees every library; the relay's Powertools logger does not propagate to it.
+    targets = [logging.getLogger(), logging.getLogger(relay_logger.name)]
+    levels = [target.level for target in targets]
+    for target in targets:
         target.addHandler(capture)
         target.setLevel(logging.DEBUG)
     try:
@@ -260,10 +262,9 @@ def test_the_administrator_credential_is_forwarded_and_never_logged_or_echoed(wo
         refused = world.share(world.extern.add_account(), credential=f"Bearer {token}")  # not its admin
         invalid = world.share(account, credential=f"Basic {token}")
     finally:
-        for target in (root, relay_logger):
+        for target, level in zip(targets, levels, strict=True):
             target.removeHandler(capture)
-        root.setLevel(previous[0])
-        relay_logger.setLevel(previous[1])
+            target.setLevel(level)
 
     assert good.status_code == 200
     forwarded = world.extern.calls("/v1/", method="POST")[0]
@@ -280,7 +281,7 @@ def test_the_administrator_credential_is_forwarded_and_never_logged_or_echoed(wo
 
 def test_invalid_requests_name_the_field_and_rule_and_nothing_reaches_kontur(world):
     account = world.extern.add_account()
-    cases = [
+    cases: list[tuple[str, Any, str | None, list[str | int], str | None]] = [
         # (path, body, header, where, error type)
         ("/accounts/not-a-guid/share-events", None, "Bearer x", ["path", "accountId"], "string_pattern_mismatch"),
         (f"/accounts/{account.id}/share-events", None, None, ["header", "x-kontur-authorization"], "missing"),
@@ -425,7 +426,7 @@ def test_without_a_client_id_to_default_to_the_subscriber_must_be_named(world):
 def test_a_publisher_id_is_sent_percent_encoded(world):
     weird = "ep/../../v1/events?x=1"
 
-    found = problem(world.api.request("DELETE", f"/event-publishers/{requests.utils.quote(weird, safe='')}"), 404)
+    found = problem(world.api.request("DELETE", f"/event-publishers/{urllib.parse.quote(weird, safe='')}"), 404)
 
     assert found["traceId"]
     assert world.extern.calls("/v1/event-publishers/", method="DELETE")
