@@ -172,7 +172,8 @@ class DiadocSimulator(Simulator):
         #: Messages of each box that may still get patches.
         self._open: dict[str, list[_Message]] = {}
         self._tokens: dict[str, tuple[str, float]] = {}
-        self._moment = datetime(2017, 3, 1, 9, 0, tzinfo=UTC)
+        # A few days before departments: a backlog holds events with and without one.
+        self._moment = datetime(2017, 3, 12, 9, 0, tzinfo=UTC)
         self._lock = threading.RLock()
         self._traffic: threading.Thread | None = None
         self._traffic_stop = threading.Event()
@@ -236,9 +237,10 @@ class DiadocSimulator(Simulator):
         sees them whole; returns the legacy credentials of the relay (the secret's JSON)."""
         created = [self.add_box() for _ in range(boxes)]
         for box in created:
-            self.generate(box.id, backlog // 2)
-            self.add_future_event(box.id)
-            self.generate(box.id, backlog - backlog // 2 - 1)
+            if backlog:
+                self.generate(box.id, backlog // 2)
+                self.add_future_event(box.id)
+                self.generate(box.id, backlog - backlog // 2 - 1)
         password = secrets.token_urlsafe(12)
         client_id = f"relay-{self.rng.getrandbits(32):08x}"
         self.add_api_client(client_id)

@@ -57,8 +57,8 @@ class DiadocApi(KonturApi):
         why = "the organisation's Diadoc service is not paid" if status == 402 else "no access to the box or department"
         path = (response.request.path_url or "").split("?", 1)[0]
         error = FeedStopped(
-            f"Diadoc answered {status} to {response.request.method} {path}: {details.message}. {why}; the feed "
-            "is stopped until an operator resumes it with the admin API",
+            f"Diadoc answered {status} to {response.request.method} {path}: {details.message}. The feed is stopped "
+            f"({why}) until an operator resumes it with the admin API",
             status=status,
             error_code=details.code,
         )
