@@ -4,24 +4,29 @@ protobuf written with Diadoc's official schema (required fields, more fields) wi
 from __future__ import annotations
 
 import base64
+import json
 import re
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import fastjsonschema
 import google.protobuf
 import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
 from google.protobuf import runtime_version as protobuf_runtime
 
 from kontur_relay.diadoc import diadoc_events_pb2 as pb
-from kontur_relay.diadoc.events import MESSAGE_EVENT_TYPE, PATCH_EVENT_TYPE, parse_page, read_event
+from kontur_relay.diadoc.events import MESSAGE_EVENT_TYPE, OTHER_EVENT_TYPE, PATCH_EVENT_TYPE, parse_page, read_event
+from kontur_relay.envelope import to_message
+from kontur_relay.errors import MalformedPage
 from local_stack.template import ROOT
 
 LAYER = ROOT / "layers" / "relay"
 PROTO = "kontur_relay/diadoc/diadoc_events.proto"
 GENERATED = LAYER / "kontur_relay" / "diadoc"
+validate_message = fastjsonschema.compile(json.loads((ROOT / "schemas" / "message.schema.json").read_text()))
 
 
 def _pin(requirements: Path, package: str) -> str:
@@ -374,3 +379,25 @@ def test_protobuf_from_diadocs_own_schema_reads_alike_and_loses_nothing(official
     }
     assert patch.attributes["department_id"] == "d-2"
     assert (message.subject, message.ordering_key) == ("m-1", "m-1")
+
+
+def test_a_box_event_of_a_newer_kind_is_published_whole_not_stopped_at():
+    """Neither Message nor Patch: a kind of event this schema has not met. It goes out with its bytes."""
+    raw = pb.BoxEvent(EventId="ev-9", IndexKey="k+9/=").SerializeToString() + b"\x2a\x03new"  # field 5
+    read = read_event(raw, "box@diadoc.ru")
+    message = json.loads(to_message("diadoc:box@diadoc.ru", "https://diadoc/boxes/box", "diadoc", read.event).body)
+
+    validate_message(message)
+    assert message["type"] == OTHER_EVENT_TYPE
+    assert message["data"] == {"EventId": "ev-9", "IndexKey": "k+9/="}
+    assert base64.b64decode(message["protobuf"]) == raw
+    assert "subject" not in message
+    assert "time" not in message
+    assert read.index_key == "k+9/="
+
+
+def test_a_message_without_event_id_is_a_malformed_page():
+    with pytest.raises(MalformedPage, match="without EventId"):
+        read_event(pb.BoxEvent(IndexKey="k").SerializeToString(), "box")
+    with pytest.raises(MalformedPage, match="not a BoxEventList"):
+        parse_page(b"\x0a\xff")
