@@ -44,8 +44,8 @@ class SimulationOptions:
 class SimulatedFeed(Protocol):
     """A feed's simulators, running: what the stack needs from them."""
 
-    #: The feed API's base URL (the template parameter's value).
-    api_url: str
+    #: Template parameters pointing the function at the simulators (API URL; Diadoc: its boxes).
+    parameters: dict[str, str]
     #: The JSON the function's credentials secret holds.
     credentials: dict[str, Any]
 
@@ -54,12 +54,12 @@ class SimulatedFeed(Protocol):
 
     def stop_traffic(self) -> None: ...
 
-    def expected(self) -> set[str]:
-        """Ids of the events generated so far that the relay must publish (those shared with it)."""
+    def expected(self) -> set[tuple[str, str]]:
+        """(feed id, event id) of the events generated so far that the relay must publish."""
         ...
 
-    def withheld(self) -> set[str]:
-        """Ids of generated events the relay must never see (not shared with it)."""
+    def withheld(self) -> set[tuple[str, str]]:
+        """(feed id, event id) of generated events the relay must never publish (not shared with it)."""
         ...
 
     def faults_served(self) -> list[str]: ...
@@ -73,7 +73,8 @@ class SimulatedFeed(Protocol):
 
 @dataclass(frozen=True)
 class FeedKit:
-    #: The feed's id: its cursor's key and the ``feed`` attribute of its messages.
+    #: The feed's id: its cursor's key and the ``feed`` attribute of its messages; a kit whose
+    #: function relays several feeds (Diadoc: one per box) owns ``<feed>:<anything>`` too.
     feed: str
     #: The logical id of its poller in template.yaml.
     function: str
@@ -84,6 +85,9 @@ class FeedKit:
     #: The filter policy of this feed's demo queue (a realistic subscription).
     example_filter: dict[str, Any]
     simulate: Callable[[SimulationOptions], SimulatedFeed]
+
+    def owns(self, feed_id: str) -> bool:
+        return feed_id == self.feed or feed_id.startswith(f"{self.feed}:")
 
 
 # -- Kontur.Extern ---------------------------------------------------------------------------------
@@ -115,6 +119,10 @@ class SimulatedExtern:
         self.accounts = (len(shared), 1, 1)
         self.extern.generate(options.backlog)
         if options.fault_rate:
+            # One of each kind first, so that even a short run meets them all; then at random.
+            for fault in (Fault.throttle(retry_after=1), Fault.server_error(503), Fault.expired_token()):
+                self.extern.faults.add(fault, prefix="/v1/events")
+            self.identity.faults.add(Fault.server_error(500), prefix="/connect/token")
             self.extern.faults.randomly(
                 options.fault_rate,
                 seed=options.seed,
@@ -124,7 +132,7 @@ class SimulatedExtern:
             self.identity.faults.randomly(options.fault_rate / 2, seed=options.seed + 1, prefix="/connect/token")
         self.identity.start()
         self.extern.start()
-        self.api_url = self.extern.url
+        self.parameters = {"ExternApiUrl": self.extern.url}
         self.credentials: dict[str, Any] = {
             "token_url": self.identity.token_url,
             "client_id": self.client_id,
@@ -142,11 +150,11 @@ class SimulatedExtern:
     def stop_traffic(self) -> None:
         self.extern.stop_traffic()
 
-    def expected(self) -> set[str]:
-        return set(self.extern.events_visible_to(self.client_id))
+    def expected(self) -> set[tuple[str, str]]:
+        return {(EXTERN.feed, event_id) for event_id in self.extern.events_visible_to(self.client_id)}
 
-    def withheld(self) -> set[str]:
-        return set(self.extern.events_visible_to(self.other_client_id))
+    def withheld(self) -> set[tuple[str, str]]:
+        return {(EXTERN.feed, event_id) for event_id in self.extern.events_visible_to(self.other_client_id)}
 
     def faults_served(self) -> list[str]:
         return [*self.identity.faults.served, *self.extern.faults.served]

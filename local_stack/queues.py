@@ -11,7 +11,7 @@ import json
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +34,8 @@ class DemoQueue:
     """A queue subscribed to a topic, with or without a filter policy."""
 
     name: str
+    #: The short name the view shows: ``all``, ``extern-filtered``.
+    label: str
     url: str
     arn: str
     topic_arn: str
@@ -53,8 +55,9 @@ class DemoQueue:
     def messages(self) -> int:
         return sum(self.received.values())
 
-    def ids(self, feed: str) -> set[str]:
-        return {event_id for (f, event_id) in list(self.received) if f == feed}
+    def counts(self, feeds: Callable[[str], bool]) -> dict[tuple[str, str], int]:
+        """How often each (feed, event id) of the feeds ``feeds`` accepts arrived."""
+        return {key: count for key, count in list(self.received.items()) if feeds(key[0])}
 
     @property
     def duplicates(self) -> int:
@@ -108,7 +111,7 @@ def create_demo_queues(
             Attributes=subscription_attributes,
             ReturnSubscriptionArn=True,
         )["SubscriptionArn"]
-        queues.append(DemoQueue(name, url, arn, topic_arn, policy, subscription))
+        queues.append(DemoQueue(name, label, url, arn, topic_arn, policy, subscription))
     return queues
 
 
@@ -167,6 +170,12 @@ class QueueConsumer:
         for thread in self._threads:
             thread.join(timeout=10)
 
+    def settle(self, *, quiet: float, limit: float) -> None:
+        """Wait until no message arrived for ``quiet`` seconds, or ``limit`` seconds passed."""
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline and time.monotonic() - self.last_message_at < quiet:
+            self._stop.wait(0.1)
+
     def latest(self, count: int) -> list[Received]:
         with self._lock:
             merged = [message for queue in self.queues for message in queue.recent]
@@ -192,7 +201,7 @@ class QueueConsumer:
             now = time.time()
             with self._lock:
                 for message in messages:
-                    received = parse(queue.name, message["Body"], now)
+                    received = parse(queue.label, message["Body"], now)
                     if received is None:
                         queue.unreadable += 1
                         continue

@@ -27,7 +27,7 @@ from typing import Any
 
 import boto3
 
-from kontur_relay.dynamo import DynamoCursorStore
+from kontur_relay.dynamo import DynamoCursorStore, FeedStatus
 from local_stack import feeds
 from local_stack.feeds import FeedKit, FrontContext, SimulatedFeed, SimulationOptions
 from local_stack.queues import DemoQueue, QueueConsumer, create_demo_queues, delete_demo_queues
@@ -199,7 +199,8 @@ class FeedRun:
     kit: FeedKit
     simulated: SimulatedFeed | None = None
     credentials: dict[str, Any] | None = None
-    api_url: str | None = None
+    #: Template parameters for this feed: the simulators' URLs, or a real API URL.
+    parameters: dict[str, str] = field(default_factory=dict)
     #: Where real credentials came from, to write a rotated refresh token back.
     credentials_file: Path | None = None
 
@@ -247,7 +248,8 @@ def load_real_credentials(kits: Sequence[FeedKit], path: Path | None) -> list[Fe
             continue
         secret = dict(entry)
         api_url = secret.pop("api_url", None) or os.environ.get(f"KONTUR_{kit.feed.upper()}_API_URL")
-        runs.append(FeedRun(kit, credentials=secret, api_url=api_url, credentials_file=path))
+        parameters = {kit.api_url_parameter: api_url} if api_url else {}
+        runs.append(FeedRun(kit, credentials=secret, parameters=parameters, credentials_file=path))
     if not runs:
         raise SystemExit("--kontur real: no feed has credentials")
     return runs
@@ -339,43 +341,17 @@ def snapshot(runtime: Runtime, phase: str) -> Snapshot:
     now = time.monotonic()
     rows = []
     for run in runtime.feeds:
-        status = statuses.get(run.kit.feed)
-        relayed = (status.events_relayed if status else 0) - runtime.relayed_at_start.get(run.kit.feed, 0)
-        history = runtime.history.setdefault(run.kit.feed, deque())
-        history.append((now, relayed))
-        while len(history) > 2 and history[1][0] < now - 5:
-            history.popleft()
-        first_at, first = history[0]
-        rate = (relayed - first) / (now - first_at) if now - first_at > 0.5 else 0.0
+        owned = sorted(feed for feed in statuses if run.kit.owns(feed)) or [run.kit.feed]
         runner = runtime.runners.get(run.kit.function)
-        stats = runner.stats if runner else None
-        last = stats.last if stats else None
-        last_error = status.last_error if status else None
-        if last is not None and not last.ok:
-            last_error = f"{last.error_type}: {last.error}"
-        rows.append(
-            FeedRow(
-                feed=run.kit.feed,
-                cursor=status.cursor if status else None,
-                relayed=relayed,
-                rate=rate,
-                backlog=status.backlog if status else None,
-                backlog_capped=status.backlog_capped if status else False,
-                last_error=last_error,
-                stopped_reason=status.stopped_reason if status else None,
-                running=bool(runner and runner.busy),
-                runs=stats.invocations if stats else 0,
-                failed_runs=stats.failures if stats else 0,
-                last_outcome=(last.result or {}).get("outcome") if last and last.ok else None,
-            )
-        )
+        for feed in owned:
+            rows.append(feed_row(runtime, feed, statuses.get(feed), runner, now))
     queues = []
     messages: list[Any] = []
     if runtime.consumer is not None:
         for queue in runtime.consumer.queues:
             queues.append(
                 QueueRow(
-                    name=queue.name,
+                    name=queue.label,
                     filter=f"filter {json.dumps(queue.filter_policy)}" if queue.filter_policy else "no filter",
                     messages=queue.messages,
                     distinct=len(queue.received),
@@ -389,6 +365,36 @@ def snapshot(runtime: Runtime, phase: str) -> Snapshot:
     return Snapshot(phase, runtime.header + runtime.fronts, rows, queues, messages, footer)
 
 
+def feed_row(
+    runtime: Runtime, feed: str, status: FeedStatus | None, runner: FunctionRunner | None, now: float
+) -> FeedRow:
+    relayed = (status.events_relayed if status else 0) - runtime.relayed_at_start.get(feed, 0)
+    history = runtime.history.setdefault(feed, deque())
+    history.append((now, relayed))
+    while len(history) > 2 and history[1][0] < now - 5:
+        history.popleft()
+    first_at, first = history[0]
+    stats = runner.stats if runner else None
+    last = stats.last if stats else None
+    last_error = status.last_error if status else None
+    if last is not None and not last.ok:
+        last_error = f"{last.error_type}: {last.error}"
+    return FeedRow(
+        feed=feed,
+        cursor=status.cursor if status else None,
+        relayed=relayed,
+        rate=(relayed - first) / (now - first_at) if now - first_at > 0.5 else 0.0,
+        backlog=status.backlog if status else None,
+        backlog_capped=status.backlog_capped if status else False,
+        last_error=last_error,
+        stopped_reason=status.stopped_reason if status else None,
+        running=bool(runner and runner.busy),
+        runs=stats.invocations if stats else 0,
+        failed_runs=stats.failures if stats else 0,
+        last_outcome=(last.result or {}).get("outcome") if last and last.ok else None,
+    )
+
+
 # -- the summary -----------------------------------------------------------------------------------
 
 
@@ -396,16 +402,19 @@ def snapshot(runtime: Runtime, phase: str) -> Snapshot:
 class Summary:
     lines: list[str]
     delivered: bool
+    #: What ``delivered`` means for this run: simulated feeds are checked event by event.
+    check: str = "every generated event reached the unfiltered demo queue"
 
 
 def summarise(runtime: Runtime, traffic_seconds: float, catch_up_seconds: float | None, caught_up: bool) -> Summary:
     took = "" if catch_up_seconds is None else f", {'caught up' if caught_up else 'NOT caught up'}"
     took += "" if catch_up_seconds is None else f" in {catch_up_seconds:.1f} s"
     lines = [f"Summary: {traffic_seconds:.0f} s of traffic{took}"]
-    final = {row.feed: row for row in snapshot(runtime, "done").feeds}
+    final = snapshot(runtime, "done").feeds
     delivered = caught_up
     for run in runtime.feeds:
-        delivered = summarise_feed(runtime, run, final[run.kit.feed], lines) and delivered
+        rows = [row for row in final if run.kit.owns(row.feed)]
+        delivered = summarise_feed(runtime, run, rows, lines) and delivered
     for queue in runtime.consumer.queues if runtime.consumer else []:
         if queue.filter_policy:
             lines.append(
@@ -423,51 +432,54 @@ def summarise(runtime: Runtime, traffic_seconds: float, catch_up_seconds: float 
         lines.append(f"  faults served by the simulators: {sum(served.values())} ({kinds})")
     failures = sum(runner.stats.failures for runner in runtime.runners.values())
     lines.append(f"  errors: {failures} failed runs; handler logs in {LOG_DIR.relative_to(ROOT)}/")
+    if any(run.simulated is None for run in runtime.feeds):
+        return Summary(lines, delivered, "every feed's last run ended caught up")
     return Summary(lines, delivered)
 
 
-def summarise_feed(runtime: Runtime, run: FeedRun, row: FeedRow, lines: list[str]) -> bool:
+def summarise_feed(runtime: Runtime, run: FeedRun, rows: Sequence[FeedRow], lines: list[str]) -> bool:
     """The feed's lines; True when its events were all delivered (simulated) or it ended caught up (real)."""
-    feed = run.kit.feed
-    runner = runtime.runners.get(run.kit.function)
+    kit = run.kit
+    runner = runtime.runners.get(kit.function)
     expected, withheld = (run.simulated.expected(), run.simulated.withheld()) if run.simulated else (set(), set())
     if run.simulated is not None:
         lines.append(
-            f"  {feed}: {len(expected)} events generated for the relay "
+            f"  {kit.feed}: {len(expected)} events generated for the relay "
             f"(and {len(withheld)} for another integrator, which must not arrive)"
         )
+    for row in rows:
+        lines.append(f"  {row.feed}: {row.relayed} relayed (cursor table), cursor {row.cursor or '-'}")
     if runner is not None:
         stats, failure = runner.stats, runner.stats.last_failure
         lines.append(
-            f"  {feed}: {row.relayed} relayed (cursor table), cursor {row.cursor or '-'}; "
-            f"{stats.invocations} runs, {stats.failures} failed ({stats.timeouts} timed out), "
+            f"  {kit.function}: {stats.invocations} runs, {stats.failures} failed ({stats.timeouts} timed out), "
             f"{stats.skipped_ticks} ticks skipped"
             + (f"; last failure {failure.error_type}: {failure.error}" if failure else "")
         )
     unfiltered = [q for q in runtime.consumer.queues if not q.filter_policy] if runtime.consumer else []
     delivered = True
     for queue in unfiltered:
-        counts = [count for (f, _), count in queue.received.items() if f == feed]
-        received = queue.ids(feed)
+        counts = queue.counts(kit.owns)
+        received = set(counts)
         lines.append(
-            f"  {feed} on {queue.name}: {sum(counts)} messages, {len(received)} distinct events, "
-            f"{sum(counts) - len(counts)} duplicates"
+            f"  {kit.feed} on {queue.name}: {sum(counts.values())} messages, {len(received)} distinct events, "
+            f"{sum(counts.values()) - len(counts)} duplicates"
         )
         if run.simulated is None:
             continue
         missing = sorted(expected - received)
         leaked = received & withheld
         lines.append(
-            f"  {feed} check: {len(expected) - len(missing)} of {len(expected)} generated events received, "
+            f"  {kit.feed} check: {len(expected) - len(missing)} of {len(expected)} generated events received, "
             f"{len(missing)} missing, {len(leaked)} not shared with the relay yet received, "
             f"{len(received - expected - withheld)} unknown"
         )
         if missing:
-            lines.append(f"    missing, e.g.: {', '.join(missing[:5])}")
+            lines.append("    missing, e.g.: " + ", ".join(f"{feed}/{event}" for feed, event in missing[:5]))
         delivered = delivered and not missing and not leaked
     if run.simulated is not None:
         if not unfiltered:
-            lines.append(f"  {feed}: no unfiltered demo queue, so delivery cannot be checked")
+            lines.append(f"  {kit.feed}: no unfiltered demo queue, so delivery cannot be checked")
         return delivered and bool(unfiltered)
     # Real Kontur: what it generated is unknown; the check is that the feed's last run caught up.
     last = runner.stats.last if runner else None
@@ -532,12 +544,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         signals.restore()
     if summary is not None:
         print("\n".join(summary.lines))
-        if signals.received is None:
-            print(
-                "Every generated event reached the unfiltered demo queue."
-                if summary.delivered
-                else "FAILED: not every generated event reached the unfiltered demo queue (see above)."
-            )
+        if signals.received is not None:
+            name = signal.Signals(signals.received).name
+            print(f"Stopped by {name}: no catch-up, so events generated last may not have been relayed yet.")
+        else:
+            print(f"OK: {summary.check}." if summary.delivered else f"FAILED: not {summary.check} (see above).")
     if signals.received is not None:
         return signals.exit_code
     return 0 if summary is not None and summary.delivered else 1
@@ -566,19 +577,26 @@ def start(options: Options, resources: ExitStack, out: Callable[[str], None]) ->
     functions = {function.logical_id: function for function in stack.functions()}
 
     consumer = start_demo_queues(options, stack, runs, clients, resources)
+    if consumer is not None:
+        header.append("demo queues: " + ", ".join(queue.name for queue in consumer.queues))
     # The functions of the active feeds, and any scheduled function that no feed kit claims.
     claimed = {kit.function for kit in feeds.KITS.values()}
     active = {run.kit.function for run in runs}
-    runners = {}
+    fronted = {front.function for front in feeds.FRONTS}
+    runners, scheduled = {}, set()
     for logical_id, function in functions.items():
-        if not function.schedules or (logical_id in claimed and logical_id not in active):
+        if function.schedules and (logical_id not in claimed or logical_id in active):
+            scheduled.add(logical_id)
+        elif logical_id not in fronted:
             continue
         log_path = LOG_DIR / f"{logical_id}.log"
         log_path.write_text("")
         environment = function_environment(function, stack, options.log_level)
         runners[logical_id] = FunctionRunner(function, environment, log_path, speed=speed)
 
-    runtime = Runtime(options, stack, clients, runs, runners, Scheduler(runners, speed), consumer, header)
+    runtime = Runtime(
+        options, stack, clients, runs, runners, Scheduler(runners, speed, scheduled=scheduled), consumer, header
+    )
     runtime.scheduler.on_invocation = lambda invocation: record(runtime, invocation)
     ticks = ", ".join(f"{t.function} every {t.period:g}s" for t in runtime.scheduler.ticks())
     budgets = ", ".join(f"{r.function.logical_id} {r.budget:g}s" for r in runners.values())
@@ -621,7 +639,7 @@ def start_kontur(
         out(f"starting the {kit.feed} simulators ...")
         simulated = kit.simulate(simulation)
         resources.callback(simulated.close)
-        runs.append(FeedRun(kit, simulated=simulated, credentials=simulated.credentials, api_url=simulated.api_url))
+        runs.append(FeedRun(kit, simulated, simulated.credentials, dict(simulated.parameters)))
         header.extend(simulated.describe())
     return runs
 
@@ -638,7 +656,7 @@ def evaluate_stack(
         stack.parameters.update(options.parameters)
         header.append(f"AWS: the deployed stack {stack.name} ({boto3.session.Session().region_name})")
         return stack
-    parameters = {run.kit.api_url_parameter: run.api_url for run in runs if run.api_url}
+    parameters = {name: value for run in runs for name, value in run.parameters.items()}
     stack = Stack(name=options.stack_name or "kontur-feed-relay-local", parameters={**parameters, **options.parameters})
     out(f"provisioning template.yaml as stack {stack.name} ...")
     provision(stack, clients)
@@ -714,6 +732,11 @@ def run(runtime: Runtime, signals: Signals, view: LiveView, out: Callable[[str],
             view.show(snapshot(runtime, f"traffic stopped; catching up {time.monotonic() - began:.0f}s"))
             signals.stop.wait(0.5)
         catch_up_seconds = time.monotonic() - began
+    # The figures are taken once nothing moves: no run in flight, no message on its way.
+    runtime.scheduler.stop()
+    if runtime.consumer is not None:
+        runtime.consumer.settle(quiet=1.0, limit=5.0)
+        runtime.consumer.stop()
     view.show(snapshot(runtime, "stopped"), force=True)
     view.release()
     return summarise(runtime, traffic_seconds, catch_up_seconds, caught_up)
@@ -726,7 +749,7 @@ def all_delivered(runtime: Runtime, since: float) -> bool:
     since_wall = time.time() - (time.monotonic() - since)
     for run in runtime.feeds:
         if run.simulated is not None and unfiltered:
-            if not run.simulated.expected() <= unfiltered[0].ids(run.kit.feed):
+            if not run.simulated.expected() <= set(unfiltered[0].counts(run.kit.owns)):
                 return False
             continue
         runner = runtime.runners.get(run.kit.function)

@@ -20,7 +20,6 @@ factor so that a run keeps the same share of its time in reserve as it does when
 
 from __future__ import annotations
 
-import contextlib
 import multiprocessing
 import threading
 import time
@@ -107,14 +106,12 @@ class FunctionRunner:
     def busy(self) -> bool:
         return self._lock.locked()
 
-    def invoke(self, event: Any, *, wait: bool = True) -> Invocation | None:
-        """Run the handler on ``event``; None when ``wait`` is false and an invocation is running."""
-        if not self._lock.acquire(blocking=wait):
-            return None
-        try:
+    def invoke(self, event: Any, *, cancel: threading.Event | None = None) -> Invocation | None:
+        """Run the handler on ``event`` once the worker is free; None if ``cancel`` was set meanwhile."""
+        with self._lock:
+            if cancel is not None and cancel.is_set():
+                return None
             return self._invoke(event)
-        finally:
-            self._lock.release()
 
     def _start(self) -> None:
         parent, child = self._context.Pipe()
@@ -230,13 +227,15 @@ class Scheduler:
     """Invokes each function on each of its schedules, every ``period / speed`` seconds.
 
     The first tick of each schedule comes at once, so a run shows activity from its first second.
-    A tick that finds the function still running is skipped and counted: deployed, EventBridge would
-    invoke it anyway and the second run would find the lease busy and end at once.
+    A schedule's ticks that pass while its own invocation still runs are skipped and counted:
+    deployed, EventBridge would invoke anyway and the second run would find the lease busy.
     """
 
     runners: dict[str, FunctionRunner]
     speed: float
     on_invocation: Callable[[Invocation], None] = lambda invocation: None
+    #: The functions whose schedules tick; None: all. The others are invoked only through ``invoke``.
+    scheduled: set[str] | None = None
     stop_event: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
 
@@ -244,6 +243,7 @@ class Scheduler:
         return [
             Tick(name, schedule.name, schedule.seconds / self.speed, schedule.input)
             for name, runner in self.runners.items()
+            if self.scheduled is None or name in self.scheduled
             for schedule in runner.function.schedules
         ]
 
@@ -266,10 +266,10 @@ class Scheduler:
         runner = self.runners[tick.function]
         next_at = time.monotonic()
         while not self.stop_event.is_set():
-            invocation = runner.invoke(tick.input, wait=False)
-            if invocation is None:
-                runner.stats.skipped_ticks += 1
-            else:
+            # Another schedule of the same function (another Diadoc box) may hold the worker: this
+            # tick waits for it, as a second Lambda container would have run it meanwhile.
+            invocation = runner.invoke(tick.input, cancel=self.stop_event)
+            if invocation is not None:
                 self.on_invocation(invocation)
             next_at += tick.period
             now = time.monotonic()
@@ -286,8 +286,7 @@ class Scheduler:
         for thread in self._threads:
             thread.join(timeout=grace + 15)
         for runner in self.runners.values():
-            with contextlib.suppress(Exception):
-                runner.close()
+            runner.close()
 
 
 def lambda_environment(function: Function, name: str, log_level: str | None = None) -> dict[str, str]:

@@ -15,6 +15,9 @@ from typing import TextIO
 
 from local_stack.queues import Received
 
+#: The message attributes a line of the view shows, in this order (a subscriber's usual filter keys).
+SHOWN_ATTRIBUTES = ("feed", "new_state", "docflow_type", "inn", "kpp", "message_type", "box_id")
+
 
 @dataclass(frozen=True)
 class FeedRow:
@@ -74,19 +77,18 @@ def render(snapshot: Snapshot, *, messages: int = 8) -> list[str]:
     lines.append("")
     for queue in snapshot.queues:
         lines.append(
-            f"queue {queue.name:<34} {queue.messages:>7} messages {queue.distinct:>7} events "
+            f"queue {queue.name:<24} {queue.messages:>7} messages {queue.distinct:>7} events "
             f"{queue.duplicates:>4} duplicates   {queue.filter}"
         )
     if snapshot.messages and messages:
         lines.append("")
         lines.append("latest messages:")
         for message in list(snapshot.messages)[-messages:]:
-            attributes = ", ".join(
-                f"{name}={value}" for name, value in message.attributes.items() if name not in ("source", "event_type")
-            )
+            shown = [name for name in SHOWN_ATTRIBUTES if name in message.attributes]
+            attributes = " ".join(f"{name}={message.attributes[name]}" for name in shown)
             lines.append(
-                f"  {time.strftime('%H:%M:%S', time.localtime(message.at))} {message.queue:<30} {message.id:<12} "
-                f"{message.type} {_short(message.subject, 36)}  {attributes}"
+                f"  {time.strftime('%H:%M:%S', time.localtime(message.at))} {_short(message.queue, 24):<24} "
+                f"{message.id:<12} {message.type}  subject={_short(message.subject, 36)}  {attributes}"
             )
     if snapshot.footer:
         lines.append("")

@@ -1,0 +1,196 @@
+"""``make run`` as a user runs it: the real command in a subprocess, with its real services (Java's
+DynamoDB Local, moto, the simulators, a worker process per function), read from what it prints.
+
+Plus the scheduler's Lambda-like behaviour on a function of the test's own: each function's
+environment, a warm worker, and a timeout that kills the worker the way Lambda ends a run.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from local_stack.scheduler import FunctionRunner, Scheduler
+from local_stack.template import ROOT, Function, Schedule
+
+pytestmark = pytest.mark.slow
+
+
+def run_stack(*args: str, interrupt_after: str | None = None, timeout: float = 150) -> tuple[int, str, int]:
+    """Run ``python -m local_stack`` to its end: (exit code, stdout and stderr, its process group)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "local_stack", "--view", "plain", "--period", "1", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group: what it leaves behind is findable
+    )
+    assert process.stdout is not None
+    # A run that hangs is killed, so that the test fails with what it printed rather than stalls.
+    watchdog = threading.Timer(timeout, os.killpg, (process.pid, signal.SIGKILL))
+    watchdog.start()
+    output = []
+    try:
+        for line in process.stdout:
+            output.append(line)
+            if interrupt_after and re.search(interrupt_after, line):
+                process.send_signal(signal.SIGINT)
+                interrupt_after = None
+        code = process.wait()
+    finally:
+        watchdog.cancel()
+    return code, "".join(output), process.pid
+
+
+def survivors(text: str, group: int) -> list[str]:
+    """Processes still alive from that run: its DynamoDB Local (by port) and its process group."""
+    match = re.search(r"DynamoDB Local http://127\.0\.0\.1:(\d+)", text)
+    assert match, text
+    port = match.group(1)
+    deadline = time.monotonic() + 10
+    while True:
+        found = []
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                stat = (proc / "stat").read_text()
+            except OSError:
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            state, group_id = fields[0], int(fields[2])
+            if state == "Z":
+                continue
+            if f"-port {port} " in command + " " or group_id == group:
+                found.append(f"{proc.name}: {command}")
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.5)
+
+
+def check_line(text: str) -> tuple[int, int, int]:
+    match = re.search(r"extern check: (\d+) of (\d+) generated events received, (\d+) missing", text)
+    assert match, text
+    received, expected, missing = map(int, match.groups())
+    return received, expected, missing
+
+
+def test_make_run_delivers_every_generated_event_and_leaves_nothing_behind():
+    code, text, group = run_stack("--duration", "12")
+
+    assert code == 0, text
+    assert "OK: every generated event reached the unfiltered demo queue." in text
+    received, expected, missing = check_line(text)
+    assert received == expected > 500  # the backlog of 500 and the traffic after it
+    assert missing == 0
+    assert "0 not shared with the relay yet received" in text
+    assert re.search(r"extern-filtered: \d+ messages through filter .*, 0 outside it", text)
+    # The plain view showed the feed moving while it ran.
+    assert re.search(r"\[running \d+s of 12s\] extern: cursor=\w+", text)
+    assert survivors(text, group) == []
+
+
+def test_make_run_delivers_everything_through_throttling_server_errors_and_expired_tokens():
+    code, text, group = run_stack("--duration", "12", "--faults", "0.25")
+
+    assert code == 0, text
+    faults = re.search(r"faults served by the simulators: (\d+) \((.*)\)", text)
+    assert faults, text
+    assert "throttle" in faults.group(2)
+    assert "expired_token" in faults.group(2)
+    assert re.search(r"http_5\d\d|html_502", faults.group(2))
+    received, expected, missing = check_line(text)
+    assert (received, missing) == (expected, 0)
+    assert survivors(text, group) == []
+
+
+def test_ctrl_c_stops_everything_and_still_reports():
+    code, text, group = run_stack("--duration", "60", interrupt_after=r"\[running [1-9]\d*s")
+
+    assert code == 128 + signal.SIGINT, text
+    assert "Stopped by SIGINT" in text
+    assert "Summary:" in text
+    assert survivors(text, group) == []
+
+
+# -- the scheduler on a function of the test's own -----------------------------------------------------
+
+HANDLER = """
+import os, time
+
+def handler(event, context):
+    if event.get("sleep"):
+        time.sleep(event["sleep"])
+    return {
+        "value": os.environ["OWN_VALUE"],
+        "other": os.environ.get("OTHER_VALUE"),
+        "pid": os.getpid(),
+        "remaining": context.get_remaining_time_in_millis(),
+        "name": context.function_name,
+    }
+"""
+
+
+def function(tmp_path: Path, name: str, timeout: int) -> Function:
+    code = tmp_path / name
+    code.mkdir()
+    (code / "app.py").write_text(textwrap.dedent(HANDLER))
+    return Function(
+        logical_id=name,
+        code_uri=code,
+        handler="app.handler",
+        timeout=timeout,
+        environment={"OWN_VALUE": name},
+        schedules=[Schedule("Tick", "rate(1 minute)", {"tick": name})],
+    )
+
+
+def test_each_function_runs_warm_in_its_own_environment_and_is_killed_at_its_timeout(tmp_path):
+    one = FunctionRunner(
+        function(tmp_path, "One", timeout=60),
+        {"OWN_VALUE": "one", "AWS_LAMBDA_FUNCTION_NAME": "stack-One"},
+        tmp_path / "one.log",
+        speed=30,  # a 60 s Timeout is 2 real seconds
+    )
+    two = FunctionRunner(
+        function(tmp_path, "Two", timeout=60),
+        {"OWN_VALUE": "two", "OTHER_VALUE": "only-two"},
+        tmp_path / "two.log",
+        speed=30,
+    )
+    scheduler = Scheduler({"One": one, "Two": two}, speed=30)
+    try:
+        first = scheduler.invoke("One", {})
+        second = scheduler.invoke("One", {})
+        other = scheduler.invoke("Two", {})
+        assert first.ok, first
+        assert first.result["value"] == "one"
+        assert first.result["other"] is None  # Two's variable is not One's
+        assert other.result == {**other.result, "value": "two", "other": "only-two"}
+        assert first.result["name"] == "stack-One"
+        assert 0 < first.result["remaining"] <= 2000
+        assert first.cold
+        assert not second.cold
+        assert second.result["pid"] == first.result["pid"]  # warm: the same container
+
+        late = scheduler.invoke("One", {"sleep": 30})
+        assert late.status == "timeout"
+        assert "timed out" in (late.error or "")
+        after = scheduler.invoke("One", {})
+        assert after.ok
+        assert after.cold
+        assert after.result["pid"] != first.result["pid"]
+        assert one.stats.timeouts == 1
+    finally:
+        scheduler.stop(grace=1)
