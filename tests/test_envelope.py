@@ -154,7 +154,7 @@ def test_a_diadoc_envelope_carries_the_raw_protobuf() -> None:
     event = FeedEvent(
         id="9f0c",
         type="ru.kontur.diadoc.message",
-        data={"EventId": "9f0c", "IndexKey": "0123"},
+        data={"EventId": "9f0c", "IndexKey": "0123", "Message": {"MessageId": "msg-1"}},
         time="2026-11-22T10:00:00Z",
         subject="msg-1",
         ordering_key="msg-1",
