@@ -426,6 +426,20 @@ def test_refused_credentials_raise_feed_auth_error(kontur, aws):
     assert kontur.extern.calls(EVENTS) == []
 
 
+def test_the_token_endpoints_failures_are_retried_then_unavailable(kontur, aws, sleeps):
+    values = oidc(kontur, grant_type="password", username=kontur.username, password=kontur.password)
+    kontur.identity.faults.add(Fault.server_error(503), prefix="/connect/token")
+    kontur.identity.faults.add(Fault.throttle(), prefix="/connect/token")
+    feed = source(kontur, extern_authenticator(secret(aws, values), http.session(retries=2, backoff=0.01)))
+    assert [e.id for e in feed.read_page(None).events] == kontur.visible()[:50]
+    assert [c.status for c in kontur.identity.calls("/connect/token")] == [503, 429, 200]
+
+    kontur.identity.expire_all()
+    kontur.identity.faults.add(Fault.html_error(502), prefix="/connect/token", times=3)
+    with pytest.raises(FeedUnavailable, match="token endpoint answered 502"):
+        feed.read_page(None)
+
+
 def test_a_static_access_token_is_used_as_is(kontur, aws):
     token = kontur.token()
     credentials = secret(aws, {"access_token": token, "api_key": kontur.api_key})
