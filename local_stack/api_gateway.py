@@ -7,8 +7,9 @@ deployed. As deployed, the stage is the first path segment (``/Prod/feeds``; ``/
 the path reaches the handler still percent-encoded, a path no route matches answers 403
 ``Missing Authentication Token``, and a handler that fails answers 502 ``Internal server error``.
 
-IAM is not checked: signatures are not verified. A SigV4-signed request (awscurl) is attributed to
-``arn:aws:iam::<account>:user/<its access key id>``, an unsigned one to ``user/local-operator``.
+IAM is checked only as far as a request must be SigV4-signed (awscurl; any credentials): an
+unsigned one answers 403 ``Missing Authentication Token``, as deployed. Signatures are not verified;
+a request is attributed to ``arn:aws:iam::<account>:user/<the access key id that signed it>``.
 
 The local stack starts it with :func:`start`, giving it a way to invoke a function by logical id.
 ``python -m local_stack.api_gateway openapi`` prints the API's OpenAPI description, generated from
@@ -92,10 +93,17 @@ def api_routes(stack: Stack) -> list[ApiRoute]:
     return routes
 
 
+def signer(authorization: str | None) -> str | None:
+    """The access key id of a SigV4 ``Authorization`` header; None when the request is not signed."""
+    if not authorization or not authorization.startswith("AWS4-HMAC-SHA256 "):
+        return None
+    found = _SIGV4_CREDENTIAL.search(authorization)
+    return found.group(1) if found else None
+
+
 def identity(authorization: str | None, source_ip: str, user_agent: str | None) -> dict[str, Any]:
     """``requestContext.identity`` as the IAM authorizer fills it, for the access key that signed."""
-    found = _SIGV4_CREDENTIAL.search(authorization or "") if (authorization or "").startswith("AWS4-") else None
-    access_key = found.group(1) if found else None
+    access_key = signer(authorization)
     user = access_key or LOCAL_USER
     return {
         "accountId": ACCOUNT,
@@ -139,13 +147,8 @@ def proxy_event(
     for name, value in pairs:
         query_multi.setdefault(name, []).append(value)
     lowered = {name.lower(): value for name, value in single.items()}
-    text: str | None = None
-    encoded = False
-    if body:
-        try:
-            text = body.decode()
-        except UnicodeDecodeError:
-            text, encoded = base64.b64encode(body).decode(), True
+    # The API declares no binary media types, so API Gateway passes every body as text.
+    text = body.decode(errors="replace") if body else None
     now = datetime.now(UTC)
     request_id = str(uuid.uuid4())
     return {
@@ -175,7 +178,7 @@ def proxy_event(
             "stage": stage,
         },
         "body": text,
-        "isBase64Encoded": encoded,
+        "isBase64Encoded": False,
     }
 
 
@@ -233,6 +236,8 @@ class ApiGatewayFront:
             if parameters is not None:
                 break
         else:
+            return _json(403, {"message": "Missing Authentication Token"})
+        if signer(next((value for name, value in headers if name.lower() == "authorization"), None)) is None:
             return _json(403, {"message": "Missing Authentication Token"})
         event = proxy_event(
             route,
@@ -294,7 +299,12 @@ def _handler_class(front: ApiGatewayFront) -> type[BaseHTTPRequestHandler]:
             if self.command != "HEAD":
                 self.wfile.write(answer)
 
-        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _serve
+        def __getattr__(self, name: str) -> Any:
+            # Every method reaches API Gateway's routing (which answers 403 where no route has it),
+            # not http.server's 501 for methods it has no do_<METHOD> for.
+            if name.startswith("do_"):
+                return self._serve
+            raise AttributeError(name)
 
         def log_message(self, format: str, *args: Any) -> None:
             """Quiet: ``ApiGatewayFront.answer`` logs each request once, with its function."""

@@ -322,6 +322,13 @@ def test_invalid_requests_name_the_field_and_rule_and_nothing_reaches_kontur(wor
         ),
         (
             f"/accounts/{account.id}/share-events",
+            {"events-filter": {"docflow-types": None}},
+            "Bearer x",
+            ["body", "events-filter", "docflow-types"],
+            "list_type",
+        ),
+        (
+            f"/accounts/{account.id}/share-events",
             {"events-filter": {}},
             "Bearer x",
             ["body", "events-filter"],
@@ -557,9 +564,12 @@ def test_cursor_changes_are_validated_before_anything_is_written(world):
     assert cursors.status("nothing-here") is None
 
 
-def test_unknown_routes_answer_as_api_gateway_does(world):
+def test_unknown_routes_and_unsigned_requests_answer_as_api_gateway_does(world):
     assert world.api.request("GET", "/nowhere").status_code == 403
     assert world.api.request("POST", "/feeds").json() == {"message": "Missing Authentication Token"}
+    unsigned = requests.get(f"{world.front.url}/feeds", timeout=5)
+    assert (unsigned.status_code, unsigned.json()) == (403, {"message": "Missing Authentication Token"})
+    assert world.api.request("GET", "/feeds").status_code == 200
 
 
 # -- the sample events in events/ ------------------------------------------------------------------------

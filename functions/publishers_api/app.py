@@ -103,19 +103,24 @@ class DocumentForm(_KonturInput):
         return self
 
 
+DocflowType = Annotated[str, Field(pattern=r"^urn:docflow:\S+$", max_length=200)]
+
+
 class EventsFilter(_KonturInput):
     """Which events the account shares; leave the filter out to share them all."""
 
     model_config = ConfigDict(json_schema_extra={"minProperties": 1})
 
-    docflow_types: list[Annotated[str, Field(pattern=r"^urn:docflow:\S+$", max_length=200)]] | None = Field(
-        default=None, min_length=1, max_length=100, examples=[["urn:docflow:fns534-report"]]
+    # Absent is not null: a list must be given or the key left out (what Kontur makes of null is not
+    # documented). The empty default is never sent: only the keys the caller gave are.
+    docflow_types: list[DocflowType] = Field(
+        default_factory=list, min_length=1, max_length=100, examples=[["urn:docflow:fns534-report"]]
     )
-    document_forms: list[DocumentForm] | None = Field(default=None, min_length=1, max_length=100)
+    document_forms: list[DocumentForm] = Field(default_factory=list, min_length=1, max_length=100)
 
     @model_validator(mode="after")
     def _filters_something(self) -> EventsFilter:
-        if self.docflow_types is None and self.document_forms is None:
+        if not self.model_fields_set & {"docflow_types", "document_forms"}:
             raise ValueError("give docflow-types or document-forms, or leave events-filter out to share every event")
         return self
 

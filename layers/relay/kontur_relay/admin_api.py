@@ -65,8 +65,9 @@ class ApiError(Exception):
         self.fields = fields
 
 
-#: Every route can answer this; its own meanings of other statuses are the route's to tell.
+#: What every route can answer; a route tells its own meanings of other statuses (and of 403).
 INVALID = {422: "The request broke a rule: each field and the rule it broke are named"}
+REFUSED_BY_IAM = "API Gateway refused the request: it is not signed (SigV4), or IAM does not allow the caller"
 
 
 def responses(
@@ -78,7 +79,9 @@ def responses(
     if content is not None:
         success["content"] = dict(content)
     documented: dict[int, Any] = {status: success}
-    for code, meaning in {**INVALID, **errors}.items():
+    meanings = {**INVALID, **errors}
+    meanings[403] = f"{REFUSED_BY_IAM}; or: {errors[403]}" if 403 in errors else REFUSED_BY_IAM
+    for code, meaning in meanings.items():
         documented[code] = {"description": meaning, "content": {content_types.APPLICATION_JSON: {"model": Problem}}}
     return documented
 
@@ -132,13 +135,43 @@ def _count(status: int) -> None:
 
 
 class AdminResolver(APIGatewayRestResolver):
-    """The REST API passes the path percent-encoded (``diadoc:box@x.ru`` arrives as
+    """Powertools' REST resolver, with two decisions of this API.
+
+    The REST API passes the path percent-encoded (``diadoc:box@x.ru`` arrives as
     ``diadoc%3Abox%40x.ru``): routes match it as sent, so an encoded ``/`` stays inside its segment,
-    and each path parameter is decoded once before it is validated and handed to the route."""
+    and each path parameter is decoded once before it is validated and handed to the route.
+
+    Bodies are JSON only. Powertools would also read form and multipart bodies into the models (and
+    answers a multipart body without a boundary with a bare 500): those are refused with 415 first.
+    """
+
+    @override
+    def resolve(self, event: Mapping[str, Any], context: Any) -> dict[str, Any]:
+        if event.get("body") and not _json_content(event.get("headers") or {}):
+            request_id = (event.get("requestContext") or {}).get("requestId")
+            body = Problem(message=JSON_ONLY, request_id=request_id)
+            logger.info("Refused a body that is not JSON", extra={"status": 415})
+            return {
+                "statusCode": 415,
+                "headers": {"Content-Type": content_types.APPLICATION_JSON},
+                "body": body.model_dump_json(by_alias=True, exclude_none=True),
+                "isBase64Encoded": False,
+            }
+        return super().resolve(event, context)
 
     @override
     def _convert_matches_into_route_keys(self, match: Match[str]) -> dict[str, str]:
         return {name: urllib.parse.unquote(value) for name, value in match.groupdict().items()}
+
+
+JSON_ONLY = "Send the body as JSON (Content-Type: application/json)"
+
+
+def _json_content(headers: Mapping[str, Any]) -> bool:
+    """No Content-Type (read as JSON, as Powertools does) or a JSON one."""
+    given = next((str(value) for name, value in headers.items() if name.lower() == "content-type"), "")
+    media = given.split(";", 1)[0].strip().lower()
+    return media in ("", "application/json") or (media.startswith("application/") and media.endswith("+json"))
 
 
 def resolver() -> AdminResolver:
@@ -153,7 +186,7 @@ def resolver() -> AdminResolver:
 
     @app.exception_handler(RequestUnsupportedContentType)
     def unsupported(error: RequestUnsupportedContentType) -> Response[Any]:
-        return problem(app, 415, "Send the body as JSON (Content-Type: application/json)")
+        return problem(app, 415, JSON_ONLY)
 
     @app.not_found
     def no_route(error: NotFoundError) -> Response[Any]:
