@@ -32,7 +32,7 @@ from local_stack import feeds
 from local_stack.feeds import FeedKit, FrontContext, SimulatedFeed, SimulationOptions
 from local_stack.queues import DemoQueue, QueueConsumer, create_demo_queues, delete_demo_queues
 from local_stack.scheduler import FunctionRunner, Invocation, Scheduler, lambda_environment
-from local_stack.services import aws_environment, dynamodb_local, moto_server
+from local_stack.services import aws_environment, dynamodb_local, moto_server, speed_up_moto_sqs
 from local_stack.template import ROOT, Function, Stack, provision
 from local_stack.view import FeedRow, LiveView, QueueRow, Snapshot
 
@@ -295,6 +295,7 @@ def function_environment(function: Function, stack: Stack, log_level: str) -> di
 def local_aws(out: Callable[[str], None]) -> Iterator[None]:
     with ExitStack() as stack:
         out("starting DynamoDB Local (Java) and moto ...")
+        speed_up_moto_sqs()
         dynamodb = stack.enter_context(dynamodb_local())
         moto = stack.enter_context(moto_server())
         os.environ.update(aws_environment(moto, dynamodb))
