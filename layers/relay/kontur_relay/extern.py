@@ -74,7 +74,9 @@ class ExternSource:
         if not next_cursor:
             last = _text(body.get("last-event-id"))
             next_cursor = AFTER + last if last else None
-        return Page(events=events, next_cursor=next_cursor, more=len(raw) >= self.take)
+        # Only an empty page says the feed is drained: a server may cap `take` below what was asked
+        # (its maximum is undocumented), and a short page must not leave the backlog for the next tick.
+        return Page(events=events, next_cursor=next_cursor, more=bool(raw))
 
     @staticmethod
     def _event(item: Any, trace_id: str | None) -> FeedEvent:
