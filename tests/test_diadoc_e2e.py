@@ -5,6 +5,7 @@ cursors in DynamoDB Local. Every message that reaches a queue is validated again
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import secrets
 import uuid
@@ -12,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import boto3
@@ -41,6 +42,7 @@ from local_stack.simulators.diadoc import (
     FUTURE_MESSAGE_FIELD,
     HEAD_DEPARTMENT,
     DiadocSimulator,
+    SimulatedDiadoc,
     ticks,
 )
 from local_stack.simulators.identity import IdentitySimulator
@@ -706,3 +708,45 @@ def _message_id(raw: bytes) -> str:
 def _unknown(message: Any) -> list[Any]:
     fields = UnknownFieldSet(message)
     return [fields[i] for i in range(len(fields))]
+
+
+# -- the local stack's Diadoc -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("scheme", "fault_rate"), [("diadocauth", 0.05), ("oidc", 0.0)], ids=["diadocauth", "oidc"])
+def test_the_local_stacks_diadoc_is_relayed_box_by_box_through_the_templates_schedules(
+    aws, monkeypatch, scheme, fault_rate
+):
+    options = SimpleNamespace(seed=7, backlog=60, traffic_interval=0.05, fault_rate=fault_rate, token_lifetime=300)
+    simulated = SimulatedDiadoc(options, scheme=scheme)
+    try:
+        stack = provision(Stack(name=f"t{uuid.uuid4().hex[:10]}", parameters=simulated.parameters), aws)
+        queue = subscribe(aws, stack.physical["EventsTopic"])
+        handler = load_handler(
+            stack.function(FUNCTION),
+            monkeypatch,
+            DIADOC_CREDENTIALS_SECRET=secret(aws, simulated.credentials),
+            HTTP_BACKOFF_SECONDS="0.01",
+        ).handler
+        schedules = stack.function(FUNCTION).schedules
+        assert [s.input for s in schedules] == [{"boxId": box} for box in simulated.relayed]
+
+        simulated.start_traffic()
+        delivered: set[tuple[str, str]] = set()
+        for tick in range(8):
+            if tick == 2:
+                simulated.stop_traffic()
+            for schedule in schedules:
+                with contextlib.suppress(FeedUnavailable):  # the next tick retries from the same cursor
+                    handler(schedule.input, LambdaContext())
+            delivered |= {(body["feed"], body["id"]) for body in bodies(receive(aws, queue))}
+            if tick >= 2 and simulated.expected() <= delivered:
+                break
+
+        assert simulated.expected() <= delivered, "every event of the relayed boxes, as filtered"
+        assert not delivered & simulated.withheld()
+        assert len(simulated.expected()) > 60
+        if fault_rate:
+            assert {"throttle", "http_409", "html_502", "expired_token"} <= set(simulated.faults_served())
+    finally:
+        simulated.close()

@@ -27,6 +27,7 @@ seeded RNG: a backlog (from before 2017-03-15, when events had no department, on
 from __future__ import annotations
 
 import base64
+import json
 import random
 import re
 import secrets
@@ -39,7 +40,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from kontur_relay.diadoc import diadoc_events_pb2 as pb
-from local_stack.simulators.base import Request, Response, Simulator
+from local_stack.simulators.base import TRANSIENT_FAULTS, Fault, Request, Response, Simulator
 from local_stack.simulators.identity import IdentitySimulator
 
 #: The department of a box's head organisation, as Diadoc names it.
@@ -705,6 +706,113 @@ class DiadocSimulator(Simulator):
         return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
 
 
+# -- the local stack's Diadoc ---------------------------------------------------------------------
+
+
+class SimulatedDiadoc:
+    """What ``make run`` needs of Diadoc (the shape of ``local_stack.feeds.SimulatedFeed``): three
+    boxes with a backlog each, then a trickle. The relay reads two: one whole, one through a filter
+    set (inbound letters only) given in ``DiadocBoxSettings``; the third box is not in
+    ``DiadocBoxIds``, so none of its events may arrive. ``scheme`` picks the credentials: legacy
+    ``diadocauth`` (login and password for /V3/Authenticate) or ``oidc`` (Bearer tokens of the
+    identity simulator).
+
+    ``options`` is duck-typed (``seed``, ``backlog``, ``traffic_interval``, ``fault_rate``,
+    ``token_lifetime``), so that this module does not depend on the local stack's own."""
+
+    #: The filter set of the second box, named as GetNewEvents' query parameters.
+    FILTERED = {"messageType": "Letter", "documentDirection": "Inbound"}
+    EVENTS_PATH = "/V8/GetNewEvents"
+
+    def __init__(self, options: Any, *, scheme: str = "diadocauth") -> None:
+        self.options = options
+        self.identity = IdentitySimulator(token_lifetime=options.token_lifetime)
+        self.diadoc = DiadocSimulator(self.identity, seed=options.seed)
+        whole, filtered, unlisted = (self.diadoc.add_box(departments=2) for _ in range(3))
+        self.relayed = {whole.id: {}, filtered.id: dict(self.FILTERED)}
+        self.unlisted = unlisted.id
+        login, password = "relay@integrator.example", secrets.token_urlsafe(16)
+        client_id = "kontur-feed-relay-local"
+        self.diadoc.add_api_client(client_id)
+        self.diadoc.add_user(login, password, {box.id: None for box in (whole, filtered, unlisted)})
+        for box in (whole, filtered, unlisted):
+            self.diadoc.generate(box.id, options.backlog // 2)
+            self.diadoc.add_future_event(box.id)
+            self.diadoc.generate(box.id, max(options.backlog - options.backlog // 2 - 1, 0))
+        self.diadoc.realtime_dates = True  # the trickle happens now; the backlog is history
+        if options.fault_rate:
+            # One of each kind first, so that even a short run meets them all; then at random.
+            for fault in (
+                Fault.throttle(retry_after=1),
+                Fault.server_error(409),
+                Fault.html_error(502),
+                Fault.expired_token(),
+            ):
+                self.diadoc.faults.add(fault, prefix=self.EVENTS_PATH)
+            self.diadoc.faults.randomly(
+                options.fault_rate,
+                seed=options.seed,
+                faults=(*TRANSIENT_FAULTS, Fault.server_error(409), Fault.expired_token()),
+                prefix=self.EVENTS_PATH,
+            )
+        self.identity.start()
+        self.diadoc.start()
+        self.parameters = {
+            "DiadocApiUrl": self.diadoc.url,
+            "DiadocBoxIds": ",".join(self.relayed),
+            "DiadocBoxSettings": json.dumps({filtered.id: self.FILTERED}),
+        }
+        if scheme == "oidc":
+            self.identity.register_client(client_id, "local-client-secret")
+            self.credentials: dict[str, Any] = {
+                "token_url": self.identity.token_url,
+                "client_id": client_id,
+                "client_secret": "local-client-secret",
+                "grant_type": "password",
+                "username": login,
+                "password": password,
+            }
+        else:
+            self.credentials = {"api_client_id": client_id, "login": login, "password": password}
+
+    def start_traffic(self) -> None:
+        self.diadoc.start_traffic(self.options.traffic_interval)
+
+    def stop_traffic(self) -> None:
+        self.diadoc.stop_traffic()
+
+    def expected(self) -> set[tuple[str, str]]:
+        return {
+            (f"diadoc:{box}", event_id)
+            for box, filters in self.relayed.items()
+            for event_id in self.diadoc.event_ids(box, **filters)
+        }
+
+    def withheld(self) -> set[tuple[str, str]]:
+        everything = {
+            (f"diadoc:{box}", event_id)
+            for box in (*self.relayed, self.unlisted)
+            for event_id in self.diadoc.event_ids(box)
+        }
+        return everything - self.expected()
+
+    def faults_served(self) -> list[str]:
+        return [*self.identity.faults.served, *self.diadoc.faults.served]
+
+    def describe(self) -> list[str]:
+        whole, filtered = self.relayed
+        return [
+            f"Diadoc: API {self.diadoc.url} ({'Bearer' if 'token_url' in self.credentials else 'DiadocAuth'})",
+            f"  box {whole} whole, box {filtered} inbound letters only, one more box not relayed; "
+            f"backlog {self.options.backlog} each, then traffic every {self.options.traffic_interval}s"
+            + (f", faults on {self.options.fault_rate:.0%} of requests" if self.options.fault_rate else ""),
+        ]
+
+    def close(self) -> None:
+        self.diadoc.stop()
+        self.identity.stop()
+
+
 # -- helpers ----------------------------------------------------------------------------------------
 
 
@@ -783,4 +891,4 @@ def _bytes_field(number: int, payload: bytes) -> bytes:
     return _varint(number << 3 | 2) + _varint(len(payload)) + payload
 
 
-__all__ = ["HEAD_DEPARTMENT", "Box", "DiadocSimulator", "StoredEvent", "User", "ticks"]
+__all__ = ["HEAD_DEPARTMENT", "Box", "DiadocSimulator", "SimulatedDiadoc", "StoredEvent", "User", "ticks"]
