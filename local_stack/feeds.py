@@ -13,26 +13,30 @@ API Gateway events for its function. Register one in ``FRONTS``; see :class:`Fro
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from local_stack import api_gateway
 from local_stack.simulators.base import TRANSIENT_FAULTS, Fault
+from local_stack.simulators.diadoc import SimulatedDiadoc
 from local_stack.simulators.extern import ExternSimulator
 from local_stack.simulators.identity import IdentitySimulator
+from local_stack.template import Stack
 
 if TYPE_CHECKING:
     from local_stack.scheduler import Invocation
-    from local_stack.template import Stack
 
 
 @dataclass(frozen=True)
 class SimulationOptions:
     seed: int = 7
     #: Events waiting in the feed before the relay's first run.
-    backlog: int = 500
+    backlog: int = 300
     #: Seconds between two ticks of steady traffic (a few events, now and then a burst).
     traffic_interval: float = 0.25
     #: Share of the feed API's requests answered with a transient fault (429, 5xx, expired token).
@@ -184,8 +188,19 @@ EXTERN = FeedKit(
     simulate=SimulatedExtern,
 )
 
+# -- Diadoc: one feed per box (diadoc:<boxId>), the boxes and their filters as template parameters --
+
+DIADOC = FeedKit(
+    feed="diadoc",
+    function="DiadocPollerFunction",
+    api_url_parameter="DiadocApiUrl",
+    secret_variable="DIADOC_CREDENTIALS_SECRET",
+    example_filter={"source": ["diadoc"], "message_type": ["Letter"]},
+    simulate=SimulatedDiadoc,
+)
+
 #: Every feed the local stack runs, by feed id.
-KITS: dict[str, FeedKit] = {kit.feed: kit for kit in (EXTERN,)}
+KITS: dict[str, FeedKit] = {kit.feed: kit for kit in (EXTERN, DIADOC)}
 
 
 # -- HTTP fronts -----------------------------------------------------------------------------------
@@ -208,15 +223,38 @@ class Front:
     """An HTTP server on 127.0.0.1 started beside the scheduler and stopped before it.
 
     ``start(context)`` returns a context manager whose value is the front's URL; the stack shows
-    the URL in the view's header. A front for an API function converts each request to the event
-    its API Gateway would send and calls ``context.invoke(function, event)``.
+    the URL in the view's header. A front for an API converts each request to the event its API
+    Gateway would send and calls ``context.invoke(function, event)``; each function named by
+    ``functions(stack)`` gets a worker (unscaled Timeout: requests come in real time).
     """
 
     name: str
-    #: The logical id of the function behind it; the front starts only if the template has it.
-    function: str
+    #: The logical ids of the functions behind it; none (not in this template): the front does not start.
+    functions: Callable[[Stack], list[str]]
     start: Callable[[FrontContext], AbstractContextManager[str]]
 
 
-#: Fronts started by ``make run``. Append to it (e.g. from the admin API's local module).
-FRONTS: list[Front] = []
+@contextlib.contextmanager
+def admin_api(context: FrontContext) -> Iterator[str]:
+    """The admin API's REST API (``local_stack.api_gateway``), its functions in their workers."""
+
+    def invoke(function: str, event: dict[str, Any]) -> Mapping[str, Any]:
+        invocation = context.invoke(function, event)
+        if not invocation.ok:
+            raise RuntimeError(f"{function} failed: {invocation.error_type}: {invocation.error}")
+        result: Mapping[str, Any] = invocation.result
+        return result
+
+    front = api_gateway.start(context.stack, invoke, log=logging.getLogger("local_stack.admin_api").info)
+    try:
+        yield front.url
+    finally:
+        front.stop()
+
+
+def _api_functions(stack: Stack) -> list[str]:
+    return sorted({route.function for route in api_gateway.api_routes(stack)})
+
+
+#: Fronts started by ``make run``, each after the scheduler and stopped before it.
+FRONTS: list[Front] = [Front("admin API (sign requests with SigV4, e.g. awscurl)", _api_functions, admin_api)]

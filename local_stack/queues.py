@@ -68,7 +68,12 @@ def matches(policy: Mapping[str, Any], attributes: Mapping[str, str]) -> bool:
     """An SNS filter policy of exact string values, evaluated locally; other operators count as a match."""
     for name, allowed in policy.items():
         exact = [value for value in allowed if isinstance(value, str)]
-        if len(exact) == len(allowed) and attributes.get(name) not in exact:
+        if len(exact) != len(allowed):
+            continue
+        value = attributes.get(name)
+        # A String.Array attribute matches when any of its values does.
+        values = json.loads(value) if value and value.startswith("[") else [value]
+        if not set(exact) & set(values):
             return False
     return True
 

@@ -45,6 +45,8 @@ POWERTOOLS_LOCAL = {
 }
 #: The template parameter scaled with the clock, so that a run keeps the same share of its time in reserve.
 MARGIN_PARAMETER = "SafetyMarginSeconds"
+#: ... but never less than this: publishing one page to moto takes a second or two, not SNS's 100 ms.
+MARGIN_FLOOR_SECONDS = 3.0
 
 log = logging.getLogger("local_stack")
 
@@ -64,7 +66,7 @@ class Options:
     stack_name: str | None = None
     feeds: list[str] = field(default_factory=list)
     parameters: dict[str, str] = field(default_factory=dict)
-    backlog: int = 500
+    backlog: int = 300
     traffic_interval: float = 0.25
     faults: float = 0.0
     seed: int = 7
@@ -92,7 +94,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     parser.add_argument(
         "--parameter", action="append", default=[], metavar="NAME=VALUE", help="a template parameter (repeatable)"
     )
-    parser.add_argument("--backlog", type=int, default=500, help="events waiting before the first run (sim)")
+    parser.add_argument("--backlog", type=int, default=300, help="events waiting in each feed at the start (sim)")
     parser.add_argument("--traffic-interval", type=float, default=0.25, help="seconds between traffic ticks (sim)")
     parser.add_argument("--faults", type=float, default=0.0, help="share of API requests that fail (sim), e.g. 0.1")
     parser.add_argument("--seed", type=int, default=7, help="seed of the simulated traffic and faults")
@@ -574,33 +576,21 @@ def start(options: Options, resources: ExitStack, out: Callable[[str], None]) ->
     # Functions resolve only once their resources exist; the margin scales with the clock.
     speed = speed_for(options, stack.functions())
     if MARGIN_PARAMETER in stack.parameters:
-        stack.parameters[MARGIN_PARAMETER] = f"{float(stack.parameters[MARGIN_PARAMETER]) / speed:g}"
+        margin = max(float(stack.parameters[MARGIN_PARAMETER]) / speed, MARGIN_FLOOR_SECONDS)
+        stack.parameters[MARGIN_PARAMETER] = f"{margin:g}"
     functions = {function.logical_id: function for function in stack.functions()}
 
     consumer = start_demo_queues(options, stack, runs, clients, resources)
     if consumer is not None:
         header.append("demo queues: " + ", ".join(queue.name for queue in consumer.queues))
-    # The functions of the active feeds, and any scheduled function that no feed kit claims.
-    claimed = {kit.function for kit in feeds.KITS.values()}
-    active = {run.kit.function for run in runs}
-    fronted = {front.function for front in feeds.FRONTS}
-    runners, scheduled = {}, set()
-    for logical_id, function in functions.items():
-        if function.schedules and (logical_id not in claimed or logical_id in active):
-            scheduled.add(logical_id)
-        elif logical_id not in fronted:
-            continue
-        log_path = LOG_DIR / f"{logical_id}.log"
-        log_path.write_text("")
-        environment = function_environment(function, stack, options.log_level)
-        runners[logical_id] = FunctionRunner(function, environment, log_path, speed=speed)
+    runners, scheduled = make_runners(options, stack, functions, runs, speed)
 
     runtime = Runtime(
         options, stack, clients, runs, runners, Scheduler(runners, speed, scheduled=scheduled), consumer, header
     )
     runtime.scheduler.on_invocation = lambda invocation: record(runtime, invocation)
     ticks = ", ".join(f"{t.function} every {t.period:g}s" for t in runtime.scheduler.ticks())
-    budgets = ", ".join(f"{r.function.logical_id} {r.budget:g}s" for r in runners.values())
+    budgets = ", ".join(f"{name} {runners[name].budget:g}s" for name in sorted(scheduled))
     header.append(f"clock x{speed:g}: {ticks}; timeouts {budgets}")
     if options.aws == "real":
         # The deployed table counts every event ever relayed; the view shows this run's.
@@ -617,11 +607,38 @@ def start(options: Options, resources: ExitStack, out: Callable[[str], None]) ->
             resources.callback(run.simulated.stop_traffic)
     context = FrontContext(stack, runtime.scheduler.invoke, clients)
     for front in feeds.FRONTS:
-        if front.function in functions:
+        if front.functions(stack):
             url = resources.enter_context(front.start(context))
             runtime.fronts.append(f"{front.name}: {url}")
     runtime.started = time.monotonic()
     return runtime
+
+
+def make_runners(
+    options: Options, stack: Stack, functions: dict[str, Function], runs: Sequence[FeedRun], speed: float
+) -> tuple[dict[str, FunctionRunner], set[str]]:
+    """Runners for the active feeds' functions, for any scheduled function no feed kit claims, and
+    for the fronts' functions; and the names of those that run on their schedules."""
+    claimed = {kit.function for kit in feeds.KITS.values()}
+    active = {run.kit.function for run in runs}
+    fronted = {function for front in feeds.FRONTS for function in front.functions(stack)}
+    runners, scheduled = {}, set()
+    for logical_id, function in functions.items():
+        if function.schedules and (logical_id not in claimed or logical_id in active):
+            scheduled.add(logical_id)
+        elif logical_id not in fronted:
+            continue
+        log_path = LOG_DIR / f"{logical_id}.log"
+        log_path.write_text("")
+        environment = function_environment(function, stack, options.log_level)
+        # Functions behind a front answer requests in real time: their Timeout is not scaled.
+        runner_speed = speed if logical_id in scheduled else 1.0
+        # As many containers as schedules (Diadoc: one per box), as their invocations overlap deployed.
+        concurrency = len(function.schedules) if logical_id in scheduled else 2
+        runners[logical_id] = FunctionRunner(
+            function, environment, log_path, speed=runner_speed, concurrency=concurrency
+        )
+    return runners, scheduled
 
 
 def start_kontur(

@@ -74,23 +74,52 @@ class FunctionStats:
     last_failure: Invocation | None = None
 
 
+class _Container:
+    """One worker process and its end of the pipe."""
+
+    def __init__(self, process: multiprocessing.process.BaseProcess, conn: Connection) -> None:
+        self.process = process
+        self.conn = conn
+        self.used = False
+
+    def stop(self) -> None:
+        self.conn.close()  # an idle worker reads EOF and returns
+        self.process.join(timeout=2)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(timeout=5)
+
+
 class FunctionRunner:
-    """One function's worker process: started on first use, restarted after it was killed."""
+    """A function's containers: worker processes started on demand, up to ``concurrency`` at once
+    (deployed, Lambda runs concurrent invocations in containers of their own), kept warm between
+    invocations, and replaced after one was killed at its timeout."""
 
     def __init__(
-        self, function: Function, environment: Mapping[str, str], log_path: Path, *, speed: float = 1.0
+        self,
+        function: Function,
+        environment: Mapping[str, str],
+        log_path: Path,
+        *,
+        speed: float = 1.0,
+        concurrency: int = 1,
     ) -> None:
         self.function = function
         self.environment = dict(environment)
         self.log_path = log_path
         self.speed = speed
+        self.concurrency = max(1, concurrency)
         self.stats = FunctionStats()
         #: Set by the scheduler when stopping: an invocation still running gets ``abort_grace`` more.
         self.aborting = threading.Event()
         self.abort_grace = 5.0
-        self._lock = threading.Lock()
-        self._process: multiprocessing.process.BaseProcess | None = None
-        self._conn: Connection | None = None
+        self._abort_started = 0.0
+        self._available = threading.Condition()
+        self._idle: list[_Container] = []
+        self._containers: list[_Container] = []
+        #: Containers running or being started: never more than ``concurrency``.
+        self._slots = 0
+        self._running = 0
         self._context = multiprocessing.get_context("spawn")
 
     @property
@@ -104,16 +133,37 @@ class FunctionRunner:
 
     @property
     def busy(self) -> bool:
-        return self._lock.locked()
+        return self._running > 0
 
     def invoke(self, event: Any, *, cancel: threading.Event | None = None) -> Invocation | None:
-        """Run the handler on ``event`` once the worker is free; None if ``cancel`` was set meanwhile."""
-        with self._lock:
+        """Run the handler on ``event`` in a free container (waiting while ``concurrency`` are busy);
+        None if ``cancel`` was set before one was free."""
+        with self._available:
+            while not self._idle and self._slots >= self.concurrency:
+                self._available.wait()
             if cancel is not None and cancel.is_set():
                 return None
-            return self._invoke(event)
+            container = self._idle.pop() if self._idle else None
+            if container is None:
+                self._slots += 1
+            self._running += 1
+        try:
+            if container is None:
+                container = self._start()
+            invocation = self._invoke(container, event)
+        finally:
+            with self._available:
+                self._running -= 1
+                if container is not None and container.process.is_alive():
+                    self._idle.append(container)
+                else:
+                    self._slots -= 1
+                    if container in self._containers:
+                        self._containers.remove(container)
+                self._available.notify()
+        return invocation
 
-    def _start(self) -> None:
+    def _start(self) -> _Container:
         parent, child = self._context.Pipe()
         process = self._context.Process(
             target=run_worker,
@@ -135,18 +185,17 @@ class FunctionRunner:
         )
         process.start()
         child.close()
-        self._process, self._conn = process, parent
+        container = _Container(process, parent)
+        with self._available:
+            self._containers.append(container)
         self.stats.cold_starts += 1
+        return container
 
-    def _invoke(self, event: Any) -> Invocation:
-        cold = self._process is None or not self._process.is_alive()
-        if cold:
-            self._stop_process()
-            self._start()
-        assert self._conn is not None
+    def _invoke(self, container: _Container, event: Any) -> Invocation:
+        cold, container.used = not container.used, True
         request_id = str(uuid.uuid4())
         started = time.time()
-        self._conn.send((request_id, event, self.budget))
+        container.conn.send((request_id, event, self.budget))
         # Lambda gives the init phase 10 seconds of its own; a cold worker gets them here too.
         kill_at = started + self.budget + KILL_GRACE_SECONDS + (INIT_SECONDS if cold else 0.0)
         answer: Any = None
@@ -154,19 +203,19 @@ class FunctionRunner:
             limit = kill_at
             if self.aborting.is_set():
                 limit = min(limit, self._abort_started + self.abort_grace)
-            if self._conn.poll(min(0.1, max(0.0, limit - time.time()))):
+            if container.conn.poll(min(0.1, max(0.0, limit - time.time()))):
                 try:
-                    answer = self._conn.recv()
+                    answer = container.conn.recv()
                 except (EOFError, OSError):
                     answer = ("error", "WorkerDied", f"the worker of {self.function.logical_id} exited")
-                    self._stop_process()
+                    container.stop()
             elif time.time() >= limit:
-                self._stop_process()
+                container.stop()
                 what = "stopped with the local stack" if self.aborting.is_set() else "timed out"
                 answer = ("timeout", "TimeoutError", f"Task {what} after {time.time() - started:.2f} seconds")
-            elif self._process is not None and not self._process.is_alive():
-                answer = ("error", "WorkerDied", f"the worker exited with {self._process.exitcode}")
-                self._stop_process()
+            elif not container.process.is_alive():
+                answer = ("error", "WorkerDied", f"the worker exited with {container.process.exitcode}")
+                container.stop()
         status = answer[0]
         invocation = Invocation(
             function=self.function.logical_id,
@@ -187,29 +236,17 @@ class FunctionRunner:
             self.stats.last_failure = invocation
         return invocation
 
-    _abort_started = 0.0
-
     def abort(self, grace: float) -> None:
         self._abort_started = time.time()
         self.abort_grace = grace
         self.aborting.set()
 
-    def _stop_process(self) -> None:
-        process, conn = self._process, self._conn
-        self._process = self._conn = None
-        if conn is not None:
-            conn.close()  # an idle worker reads EOF and returns
-        if process is None:
-            return
-        process.join(timeout=2)
-        if process.is_alive():
-            process.kill()
-            process.join(timeout=5)
-
     def close(self) -> None:
-        """Stop the worker; waits for a running invocation only as long as ``abort`` allows."""
-        with self._lock:
-            self._stop_process()
+        """Stop every container; call once no invocation runs (``Scheduler.stop`` sees to that)."""
+        with self._available:
+            containers, self._containers, self._idle, self._slots = self._containers, [], [], 0
+        for container in containers:
+            container.stop()
 
 
 @dataclass

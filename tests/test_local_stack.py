@@ -92,7 +92,7 @@ def test_make_run_delivers_every_generated_event_and_leaves_nothing_behind():
     assert code == 0, text
     assert "OK: every generated event reached the unfiltered demo queue." in text
     received, expected, missing = check_line(text)
-    assert received == expected > 500  # the backlog of 500 and the traffic after it
+    assert received == expected > 300  # the backlog of 300 and the traffic after it
     assert missing == 0
     assert "0 not shared with the relay yet received" in text
     assert re.search(r"extern-filtered: \d+ messages through filter .*, 0 outside it", text)
