@@ -106,6 +106,7 @@ class LiveView:
     plain_interval: float = 5.0
     _drawn: int = 0
     _last_plain: float = field(default=0.0)
+    _header_shown: bool = False
 
     def show(self, snapshot: Snapshot, *, force: bool = False) -> None:
         if self.tty:
@@ -127,6 +128,9 @@ class LiveView:
 
     def _plain(self, snapshot: Snapshot) -> None:
         parts = []
+        if not self._header_shown:
+            self._header_shown = True
+            parts.extend(snapshot.header)
         for row in snapshot.feeds:
             error = f" error={_short(row.last_error, 120)}" if row.last_error else ""
             parts.append(

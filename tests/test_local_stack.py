@@ -7,6 +7,7 @@ environment, a warm worker, and a timeout that kills the worker the way Lambda e
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -18,8 +19,11 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 
 from local_stack.scheduler import FunctionRunner, Scheduler
+from local_stack.simulators.extern import ExternSimulator
+from local_stack.simulators.identity import IdentitySimulator
 from local_stack.template import ROOT, Function, Schedule
 
 pytestmark = pytest.mark.slow
@@ -79,30 +83,31 @@ def survivors(text: str, group: int) -> list[str]:
         time.sleep(0.5)
 
 
-def check_line(text: str) -> tuple[int, int, int]:
-    match = re.search(r"extern check: (\d+) of (\d+) generated events received, (\d+) missing", text)
-    assert match, text
-    received, expected, missing = map(int, match.groups())
-    return received, expected, missing
+def checks(text: str) -> dict[str, tuple[int, int, int]]:
+    """Per feed kit: (received, expected, missing) from the summary's check lines."""
+    found = re.findall(r"(\w+) check: (\d+) of (\d+) generated events received, (\d+) missing", text)
+    return {kit: (int(received), int(expected), int(missing)) for kit, received, expected, missing in found}
 
 
 def test_make_run_delivers_every_generated_event_and_leaves_nothing_behind():
-    code, text, group = run_stack("--duration", "12")
+    code, text, group = run_stack("--duration", "8")
 
     assert code == 0, text
     assert "OK: every generated event reached the unfiltered demo queue." in text
-    received, expected, missing = check_line(text)
-    assert received == expected > 300  # the backlog of 300 and the traffic after it
-    assert missing == 0
+    found = checks(text)
+    assert set(found) == {"extern", "diadoc"}, text
+    for received, expected, missing in found.values():
+        assert received == expected > 100  # a backlog, then traffic
+        assert missing == 0
     assert "0 not shared with the relay yet received" in text
     assert re.search(r"extern-filtered: \d+ messages through filter .*, 0 outside it", text)
     # The plain view showed the feed moving while it ran.
-    assert re.search(r"\[running \d+s of 12s\] extern: cursor=\w+", text)
+    assert re.search(r"\[running \d+s of 8s\] extern: cursor=\w+", text)
     assert survivors(text, group) == []
 
 
 def test_make_run_delivers_everything_through_throttling_server_errors_and_expired_tokens():
-    code, text, group = run_stack("--duration", "12", "--faults", "0.25")
+    code, text, group = run_stack("--duration", "8", "--faults", "0.25")
 
     assert code == 0, text
     faults = re.search(r"faults served by the simulators: (\d+) \((.*)\)", text)
@@ -110,8 +115,9 @@ def test_make_run_delivers_everything_through_throttling_server_errors_and_expir
     assert "throttle" in faults.group(2)
     assert "expired_token" in faults.group(2)
     assert re.search(r"http_5\d\d|html_502", faults.group(2))
-    received, expected, missing = check_line(text)
-    assert (received, missing) == (expected, 0)
+    found = checks(text)
+    assert set(found) == {"extern", "diadoc"}, text
+    assert all(received == expected and missing == 0 for received, expected, missing in found.values())
     assert survivors(text, group) == []
 
 
@@ -122,6 +128,62 @@ def test_ctrl_c_stops_everything_and_still_reports():
     assert "Stopped by SIGINT" in text
     assert "Summary:" in text
     assert survivors(text, group) == []
+
+
+def test_real_kontur_credentials_from_a_file_and_the_rotated_refresh_token_kept(tmp_path):
+    """``--kontur real``: no simulator of the stack's own; Kontur here is a pair of simulators the test
+    runs, reached only through the credentials file, whose refresh token rotates on use."""
+    identity = IdentitySimulator(token_lifetime=300).start()
+    extern = ExternSimulator(identity, seed=3).start()
+    try:
+        extern.add_integrator("integrator", "api-key", username="svc@example", password="secret-password")
+        extern.setup("integrator", accounts=2, backlog=120)
+        answer = requests.post(
+            identity.token_url,
+            data={
+                "grant_type": "password",
+                "client_id": "integrator",
+                "client_secret": "api-key",
+                "username": "svc@example",
+                "password": "secret-password",
+                "scope": "extern.api offline_access",
+            },
+            timeout=10,
+        ).json()
+        first_refresh = answer["refresh_token"]
+        credentials = tmp_path / "creds.json"
+        secret = {
+            "api_url": extern.url,
+            "token_url": identity.token_url,
+            "client_id": "integrator",
+            "client_secret": "api-key",
+            "grant_type": "refresh_token",
+            "refresh_token": first_refresh,
+            "scope": "extern.api offline_access",
+        }
+        credentials.write_text(json.dumps({"extern": secret}))
+
+        code, text, group = run_stack(
+            "--duration", "4", "--kontur", "real", "--credentials", str(credentials), "--feed", "extern"
+        )
+
+        assert code == 0, text
+        assert "OK: every feed's last run ended caught up." in text
+        assert "simulators" not in text
+        assert f"Kontur: extern at {extern.url}" in text
+        delivered = re.search(r"extern on \S+-demo-all: (\d+) messages, (\d+) distinct events", text)
+        assert delivered, text
+        assert int(delivered.group(2)) == len(extern.events_visible_to("integrator")) == 120
+        kept = json.loads(credentials.read_text())["extern"]["refresh_token"]
+        assert kept != first_refresh
+        assert identity.refresh_token_is_valid(kept)
+        assert not identity.refresh_token_is_valid(first_refresh)
+        assert first_refresh not in text
+        assert kept not in text
+        assert survivors(text, group) == []
+    finally:
+        extern.stop()
+        identity.stop()
 
 
 # -- the scheduler on a function of the test's own -----------------------------------------------------
