@@ -9,7 +9,8 @@ stops. Either way no one's write is silently overwritten.
 from __future__ import annotations
 
 import re
-from datetime import UTC
+from collections.abc import Callable
+from datetime import UTC, datetime
 from functools import cache
 from typing import Annotated, Any
 
@@ -22,16 +23,14 @@ from pydantic.alias_generators import to_camel
 
 from kontur_relay import admin_api, wiring
 from kontur_relay.admin_api import ApiError, responses
+from kontur_relay.diadoc import source as diadoc_source
 from kontur_relay.dynamo import DynamoCursorStore, FeedStatus
 from kontur_relay.errors import CursorConflict
 from kontur_relay.observability import logger, metrics, tracer
 
-try:
-    # The Diadoc source names how a point in time is kept as its cursor; until it does, a
-    # timestamp is refused rather than stored as something the source would not understand.
-    from kontur_relay.diadoc.source import cursor_at as diadoc_cursor_at  # type: ignore[attr-defined]
-except ImportError:
-    diadoc_cursor_at = None
+#: How the Diadoc source keeps a point in time as its cursor, once it says (``cursor_at``); until
+#: then a timestamp is refused rather than stored as something the source would not understand.
+diadoc_cursor_at: Callable[[datetime], str] | None = getattr(diadoc_source, "cursor_at", None)
 
 app = admin_api.resolver()
 
