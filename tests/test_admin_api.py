@@ -150,6 +150,34 @@ def world(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[AdminWorld]
         yield built
 
 
+@contextmanager
+def captured_logs() -> Iterator[list[str]]:
+    """Every log line of every logger, formatted as the relay formats its own, at DEBUG."""
+    lines: list[str] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            # botocore.auth is this test's own client signing its requests (its debug log prints the
+            # signed headers); the relay signs nothing with the administrator's credential.
+            if record.name != "botocore.auth":
+                lines.append(self.format(record))
+
+    capture = Capture(level=logging.DEBUG)
+    capture.setFormatter(relay_logger.registered_formatter)
+    # The root logger sees every library; the relay's Powertools logger does not propagate to it.
+    targets = [logging.getLogger(), logging.getLogger(relay_logger.name)]
+    levels = [target.level for target in targets]
+    for target in targets:
+        target.addHandler(capture)
+        target.setLevel(logging.DEBUG)
+    try:
+        yield lines
+    finally:
+        for target, level in zip(targets, levels, strict=True):
+            target.removeHandler(capture)
+            target.setLevel(level)
+
+
 def problem(answer: requests.Response, status: int) -> dict[str, Any]:
     """The Problem body of an error answer, after checking its status and that it is JSON."""
     assert answer.status_code == status, answer.text
@@ -241,31 +269,10 @@ def test_a_legacy_auth_sid_administrator_can_share(world):
 def test_the_administrator_credential_is_forwarded_and_never_logged_or_echoed(world):
     account = world.extern.add_account()
     token = world.extern.admin_token(account)
-    lines: list[str] = []
-
-    class Capture(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            # botocore.auth is this test's own client signing its requests (its debug log prints the
-            # signed headers); the relay signs nothing with the administrator's credential.
-            if record.name != "botocore.auth":
-                lines.append(self.format(record))
-
-    capture = Capture(level=logging.DEBUG)
-    capture.setFormatter(relay_logger.registered_formatter)
-    # The root logger sees every library; the relay's Powertools logger does not propagate to it.
-    targets = [logging.getLogger(), logging.getLogger(relay_logger.name)]
-    levels = [target.level for target in targets]
-    for target in targets:
-        target.addHandler(capture)
-        target.setLevel(logging.DEBUG)
-    try:
+    with captured_logs() as lines:
         good = world.share(account, credential=f"Bearer {token}")
         refused = world.share(world.extern.add_account(), credential=f"Bearer {token}")  # not its admin
         invalid = world.share(account, credential=f"Basic {token}")
-    finally:
-        for target, level in zip(targets, levels, strict=True):
-            target.removeHandler(capture)
-            target.setLevel(level)
 
     assert good.status_code == 200
     forwarded = world.extern.calls("/v1/", method="POST")[0]
@@ -498,13 +505,18 @@ def test_one_feed_by_id_percent_encoded_or_not(world):
 def test_setting_a_cursor_replays_records_who_and_resumes_a_stopped_feed(world):
     cursors = seed(world)
 
-    replay = world.api.request("PUT", "/feeds/extern/cursor", json_body={"cursor": "0_0", "expectedVersion": 1})
+    with captured_logs() as lines:
+        replay = world.api.request("PUT", "/feeds/extern/cursor", json_body={"cursor": "0_0", "expectedVersion": 1})
     resume = world.api.request("PUT", f"{BOX_PATH}/cursor", json_body={"cursor": "AAEC+/idx==", "expectedVersion": 1})
 
     assert replay.status_code == 200, replay.text
     assert (replay.json()["cursor"], replay.json()["version"]) == ("0_0", 2)
     assert replay.json()["updatedBy"] == SIGNER_ARN
     assert cursors.load("extern").position == "0_0"
+    record = next(json.loads(line) for line in lines if "An operator set a feed's cursor" in line)
+    assert (record["feed"], record["cursor_before"], record["cursor_after"]) == ("extern", "1a4_c3", "0_0")
+    assert (record["by"], record["version"]) == (SIGNER_ARN, 2)
+    assert record["correlation_id"], "the API Gateway request id"
     assert resume.status_code == 200, resume.text
     assert resume.json()["stopped"] is False
     assert cursors.load(BOX).stopped_reason is None
