@@ -127,7 +127,7 @@ class LiveView:
         self._drawn = len(lines)
 
     def _plain(self, snapshot: Snapshot) -> None:
-        parts = []
+        parts: list[str] = []
         if not self._header_shown:
             self._header_shown = True
             parts.extend(snapshot.header)

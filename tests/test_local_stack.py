@@ -17,19 +17,30 @@ import textwrap
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
+import boto3
 import pytest
 import requests
 
 from local_stack.scheduler import FunctionRunner, Scheduler
+from local_stack.services import LOCAL_CREDENTIALS, moto_server
 from local_stack.simulators.extern import ExternSimulator
 from local_stack.simulators.identity import IdentitySimulator
-from local_stack.template import ROOT, Function, Schedule
+from local_stack.template import REGION, ROOT, Function, Schedule, Stack
 
 pytestmark = pytest.mark.slow
 
 
-def run_stack(*args: str, interrupt_after: str | None = None, timeout: float = 150) -> tuple[int, str, int]:
+def client(service: str, endpoint: str) -> Any:
+    return boto3.client(  # type: ignore[call-overload]
+        service, endpoint_url=endpoint, region_name=REGION, aws_access_key_id="local", aws_secret_access_key="local"
+    )
+
+
+def run_stack(
+    *args: str, interrupt_after: str | None = None, timeout: float = 150, environment: dict[str, str] | None = None
+) -> tuple[int, str, int]:
     """Run ``python -m local_stack`` to its end: (exit code, stdout and stderr, its process group)."""
     process = subprocess.Popen(
         [sys.executable, "-m", "local_stack", "--view", "plain", "--period", "1", *args],
@@ -38,6 +49,7 @@ def run_stack(*args: str, interrupt_after: str | None = None, timeout: float = 1
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,  # its own process group: what it leaves behind is findable
+        env=environment,
     )
     assert process.stdout is not None
     # A run that hangs is killed, so that the test fails with what it printed rather than stalls.
@@ -59,8 +71,7 @@ def run_stack(*args: str, interrupt_after: str | None = None, timeout: float = 1
 def survivors(text: str, group: int) -> list[str]:
     """Processes still alive from that run: its DynamoDB Local (by port) and its process group."""
     match = re.search(r"DynamoDB Local http://127\.0\.0\.1:(\d+)", text)
-    assert match, text
-    port = match.group(1)
+    port = match.group(1) if match else None
     deadline = time.monotonic() + 10
     while True:
         found = []
@@ -76,7 +87,7 @@ def survivors(text: str, group: int) -> list[str]:
             state, group_id = fields[0], int(fields[2])
             if state == "Z":
                 continue
-            if f"-port {port} " in command + " " or group_id == group:
+            if (port and f"-port {port} " in command + " ") or group_id == group:
                 found.append(f"{proc.name}: {command}")
         if not found or time.monotonic() > deadline:
             return found
@@ -181,6 +192,77 @@ def test_real_kontur_credentials_from_a_file_and_the_rotated_refresh_token_kept(
         assert first_refresh not in text
         assert kept not in text
         assert survivors(text, group) == []
+    finally:
+        extern.stop()
+        identity.stop()
+
+
+def test_real_aws_runs_against_a_deployed_stack_and_creates_nothing_local(tmp_path):
+    """``--aws real``: the stack's resources are found through CloudFormation, nothing local starts,
+    and the demo queues made for the run are gone after it. The "account" is a moto server holding
+    a stack made of template.yaml's own tables, topics and queues; its secrets are passed by ARN,
+    as a deployment with existing secrets does (moto's CloudFormation has no secrets)."""
+    identity = IdentitySimulator(token_lifetime=300).start()
+    extern = ExternSimulator(identity, seed=5).start()
+    try:
+        extern.add_integrator("integrator", "api-key", username="svc@example", password="secret-password")
+        extern.setup("integrator", accounts=2, backlog=80)
+        with moto_server() as endpoint:
+            environment = {**os.environ, **LOCAL_CREDENTIALS, "AWS_ENDPOINT_URL": endpoint}
+            environment.pop("AWS_ENDPOINT_URL_DYNAMODB", None)
+            secrets = client("secretsmanager", endpoint)
+            extern_secret = secrets.create_secret(
+                Name="extern-credentials",
+                SecretString=json.dumps(
+                    {
+                        "token_url": identity.token_url,
+                        "client_id": "integrator",
+                        "client_secret": "api-key",
+                        "grant_type": "password",
+                        "username": "svc@example",
+                        "password": "secret-password",
+                    }
+                ),
+            )["ARN"]
+            diadoc_secret = secrets.create_secret(Name="diadoc-credentials", SecretString="{}")["ARN"]
+            parameters = {
+                "ExternApiUrl": extern.url,
+                "ExternCredentialsSecretArn": extern_secret,
+                "DiadocCredentialsSecretArn": diadoc_secret,
+            }
+            template = Stack(name="deployed", parameters=dict(parameters))
+            resources = {
+                logical_id: {"Type": kind, "Properties": template.resolve(resource.get("Properties", {}))}
+                for kind in ("AWS::DynamoDB::Table", "AWS::SNS::Topic", "AWS::SQS::Queue")
+                for logical_id, resource in template.resources(kind)
+            }
+            cloudformation = client("cloudformation", endpoint)
+            cloudformation.create_stack(
+                StackName="deployed",
+                TemplateBody=json.dumps(
+                    {
+                        "Parameters": {name: {"Type": "String"} for name in parameters},
+                        "Resources": resources,
+                    }
+                ),
+                Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
+            )
+
+            code, text, group = run_stack(
+                "--duration", "4", "--aws", "real", "--kontur", "real", "--stack-name", "deployed",
+                "--feed", "extern", "--demo-queues", environment=environment,
+            )  # fmt: skip
+
+            assert code == 0, text
+            assert "OK: every feed's last run ended caught up." in text
+            assert "DynamoDB Local" not in text
+            assert "AWS: the deployed stack deployed" in text
+            delivered = re.search(r"extern on \S+-demo-\d+-all: (\d+) messages, (\d+) distinct events", text)
+            assert delivered, text
+            assert int(delivered.group(2)) == 80
+            sqs = client("sqs", endpoint)
+            assert [url for url in sqs.list_queues().get("QueueUrls", []) if "-demo-" in url] == []
+            assert survivors(text, group) == []
     finally:
         extern.stop()
         identity.stop()
