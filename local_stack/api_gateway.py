@@ -59,6 +59,15 @@ SIGV4_SCHEME: Any = {
         "x-amazon-apigateway-authtype": "awsSigv4",
     }
 }
+#: Where the deployed API answers (the stack's AdminApiUrl output); locally, the front's URL.
+DEPLOYED: Any = {
+    "url": "https://{restApiId}.execute-api.{region}.amazonaws.com/Prod",
+    "description": "The deployed stack (its AdminApiUrl output)",
+    "variables": {
+        "restApiId": {"default": "restApiId", "description": "The AdminApi's id"},
+        "region": {"default": "eu-central-1"},
+    },
+}
 _SIGV4_CREDENTIAL = re.compile(r"Credential=([^/\s,]+)/")
 
 
@@ -408,6 +417,7 @@ def openapi_document(stack: Stack | None = None) -> str:
         description="Share Extern accounts' events with the integrator, manage its event publishers, and "
         "see and steer the relay's feeds. Every route is IAM-authenticated: sign requests with SigV4 "
         "(service execute-api).",
+        servers=[DEPLOYED],
         security_schemes=SIGV4_SCHEME,
         security=[{"sigv4": []}],
         on_conflict="error",

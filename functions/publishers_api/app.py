@@ -235,6 +235,12 @@ def extern() -> Extern:
     return Extern()
 
 
+def _trace(response: requests.Response) -> dict[str, str]:
+    """Kontur's trace id, passed on for support requests to Kontur."""
+    trace_id = response.headers.get("X-Kontur-Trace-Id")
+    return {"X-Kontur-Trace-Id": trace_id} if trace_id else {}
+
+
 def _json(response: requests.Response) -> Any:
     if not response.content:
         return None
@@ -329,10 +335,7 @@ def list_publishers() -> Response[Any]:
     response = extern_api.call(extern_api.integrator(), "GET", "/v1/event-publishers", whose="integrator")
     _json(response)  # refuse to pass on what is not JSON
     return Response(
-        status_code=200,
-        content_type=content_types.APPLICATION_JSON,
-        body=response.text,
-        headers={"X-Kontur-Trace-Id": response.headers.get("X-Kontur-Trace-Id", "")},
+        status_code=200, content_type=content_types.APPLICATION_JSON, body=response.text, headers=_trace(response)
     )
 
 
@@ -367,7 +370,7 @@ def delete_publisher(publisherId: PublisherId) -> Response[None]:
             "trace_id": response.headers.get("X-Kontur-Trace-Id"),
         },
     )
-    return Response(status_code=204, headers={"X-Kontur-Trace-Id": response.headers.get("X-Kontur-Trace-Id", "")})
+    return Response(status_code=204, headers=_trace(response))
 
 
 # Never log the event: its X-Kontur-Authorization header is an administrator's credential.
