@@ -100,10 +100,14 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     parser.add_argument("--seed", type=int, default=7, help="seed of the simulated traffic and faults")
     parser.add_argument("--catch-up", type=float, default=60.0, help="seconds allowed to catch up after --duration")
     queues = parser.add_mutually_exclusive_group()
-    queues.add_argument("--demo-queues", dest="demo_queues", action="store_true", default=None)
     queues.add_argument(
-        "--no-demo-queues", dest="demo_queues", action="store_false", help="(default with --aws real: none)"
+        "--demo-queues",
+        dest="demo_queues",
+        action="store_true",
+        default=None,
+        help="subscribe demo queues (the default with local AWS; with --aws real, made for the run and deleted)",
     )
+    queues.add_argument("--no-demo-queues", dest="demo_queues", action="store_false", help="no demo queues")
     parser.add_argument("--view", choices=("auto", "live", "plain"), default="auto", help="live redraw or lines")
     parser.add_argument("--log-level", default="INFO", help="the handlers' POWERTOOLS_LOG_LEVEL")
     args = parser.parse_args(argv)

@@ -65,13 +65,16 @@ def _short(text: str | None, width: int) -> str:
 
 def render(snapshot: Snapshot, *, messages: int = 8) -> list[str]:
     lines = [f"Kontur Feed Relay, local stack: {snapshot.phase}", *snapshot.header, ""]
-    lines.append(f"{'feed':<10} {'cursor':<16} {'relayed':>8} {'rate/s':>7} {'backlog':>8} {'runs':>6}  last error")
+    width = min(max([10, *(len(row.feed) for row in snapshot.feeds)]), 50)
+    lines.append(
+        f"{'feed':<{width}} {'cursor':<16} {'relayed':>8} {'rate/s':>7} {'backlog':>8} {'runs':>6}  last error"
+    )
     for row in snapshot.feeds:
         backlog = "-" if row.backlog is None else f"{row.backlog}{'+' if row.backlog_capped else ''}"
         runs = f"{row.runs}" + (f"/{row.failed_runs}!" if row.failed_runs else "")
         state = "stopped: " + row.stopped_reason if row.stopped_reason else row.last_error
         lines.append(
-            f"{row.feed:<10} {_short(row.cursor, 16):<16} {row.relayed:>8} {row.rate:>7.1f} {backlog:>8} {runs:>6}  "
+            f"{_short(row.feed, width):<{width}} {_short(row.cursor, 16):<16} {row.relayed:>8} {row.rate:>7.1f} {backlog:>8} {runs:>6}  "
             f"{'●' if row.running else ' '} {_short(state, 200)}"
         )
     lines.append("")
