@@ -74,8 +74,8 @@ def render(snapshot: Snapshot, *, messages: int = 8) -> list[str]:
         runs = f"{row.runs}" + (f"/{row.failed_runs}!" if row.failed_runs else "")
         state = "stopped: " + row.stopped_reason if row.stopped_reason else row.last_error
         lines.append(
-            f"{_short(row.feed, width):<{width}} {_short(row.cursor, 16):<16} {row.relayed:>8} {row.rate:>7.1f} {backlog:>8} {runs:>6}  "
-            f"{'●' if row.running else ' '} {_short(state, 200)}"
+            f"{_short(row.feed, width):<{width}} {_short(row.cursor, 16):<16} {row.relayed:>8} {row.rate:>7.1f} "
+            f"{backlog:>8} {runs:>6}  {'●' if row.running else ' '} {_short(state, 200)}"
         )
     lines.append("")
     for queue in snapshot.queues:
