@@ -438,7 +438,13 @@ def summarise(runtime: Runtime, traffic_seconds: float, catch_up_seconds: float 
         kinds = ", ".join(f"{name} {count}" for name, count in served.most_common())
         lines.append(f"  faults served by the simulators: {sum(served.values())} ({kinds})")
     failures = sum(runner.stats.failures for runner in runtime.runners.values())
-    lines.append(f"  errors: {failures} failed runs; handler logs in {LOG_DIR.relative_to(ROOT)}/")
+    dead_letters = ""
+    if runtime.options.aws == "local" and "FailedRunsQueue" in runtime.stack.physical:
+        counted = runtime.clients["sqs"].get_queue_attributes(
+            QueueUrl=runtime.stack.physical["FailedRunsQueue"], AttributeNames=["ApproximateNumberOfMessages"]
+        )["Attributes"]["ApproximateNumberOfMessages"]
+        dead_letters = f" ({counted} on FailedRunsQueue)"
+    lines.append(f"  errors: {failures} failed runs{dead_letters}; handler logs in {LOG_DIR.relative_to(ROOT)}/")
     if any(run.simulated is None for run in runtime.feeds):
         return Summary(lines, delivered, "every feed's last run ended caught up")
     return Summary(lines, delivered)
@@ -461,6 +467,7 @@ def summarise_feed(runtime: Runtime, run: FeedRun, rows: Sequence[FeedRow], line
         lines.append(
             f"  {kit.function}: {stats.invocations} runs, {stats.failures} failed ({stats.timeouts} timed out), "
             f"{stats.skipped_ticks} ticks skipped"
+            + (f", {stats.stopped} ended by the stop" if stats.stopped else "")
             + (f"; last failure {failure.error_type}: {failure.error}" if failure else "")
         )
     unfiltered = [q for q in runtime.consumer.queues if not q.filter_policy] if runtime.consumer else []
@@ -721,6 +728,8 @@ def record(runtime: Runtime, invocation: Invocation) -> None:
     log.warning(
         "%s %s failed: %s: %s", invocation.function, invocation.request_id, invocation.error_type, invocation.error
     )
+    if invocation.status == "stopped":
+        return
     function = runtime.runners[invocation.function].function
     try:
         on_failure_destination(runtime, invocation, function.schedules[0].input if function.schedules else {})

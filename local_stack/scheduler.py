@@ -48,7 +48,8 @@ class Invocation:
     request_id: str
     started: float
     duration: float
-    #: ``ok``, ``error`` (the handler raised or could not be loaded) or ``timeout`` (killed).
+    #: ``ok``, ``error`` (the handler raised or could not be loaded), ``timeout`` (killed at its
+    #: Timeout) or ``stopped`` (killed because the local stack stopped).
     status: str
     result: Any = None
     error_type: str | None = None
@@ -68,6 +69,8 @@ class FunctionStats:
     failures: int = 0
     timeouts: int = 0
     cold_starts: int = 0
+    #: Invocations ended by the local stack's own stop, not by the function.
+    stopped: int = 0
     #: Ticks that came while the previous invocation was still running (deployed: a LEASE_BUSY run).
     skipped_ticks: int = 0
     last: Invocation | None = None
@@ -86,8 +89,13 @@ class _Container:
         self.conn.close()  # an idle worker reads EOF and returns
         self.process.join(timeout=2)
         if self.process.is_alive():
-            self.process.kill()
-            self.process.join(timeout=5)
+            self.kill()
+
+    def kill(self) -> None:
+        """What Lambda does to a run past its Timeout: no chance to finish."""
+        self.conn.close()
+        self.process.kill()
+        self.process.join(timeout=5)
 
 
 class FunctionRunner:
@@ -210,9 +218,13 @@ class FunctionRunner:
                     answer = ("error", "WorkerDied", f"the worker of {self.function.logical_id} exited")
                     container.stop()
             elif time.time() >= limit:
-                container.stop()
-                what = "stopped with the local stack" if self.aborting.is_set() else "timed out"
-                answer = ("timeout", "TimeoutError", f"Task {what} after {time.time() - started:.2f} seconds")
+                elapsed = time.time() - started
+                container.kill()
+                if self.aborting.is_set() and elapsed < kill_at - started:
+                    # Not the function's failure: the local stack is stopping and ended it.
+                    answer = ("stopped", "Stopped", f"stopped with the local stack after {elapsed:.2f} s")
+                else:
+                    answer = ("timeout", "TimeoutError", f"Task timed out after {elapsed:.2f} seconds")
             elif not container.process.is_alive():
                 answer = ("error", "WorkerDied", f"the worker exited with {container.process.exitcode}")
                 container.stop()
@@ -230,7 +242,9 @@ class FunctionRunner:
         )
         self.stats.invocations += 1
         self.stats.last = invocation
-        if not invocation.ok:
+        if status == "stopped":
+            self.stats.stopped += 1
+        elif not invocation.ok:
             self.stats.failures += 1
             self.stats.timeouts += status == "timeout"
             self.stats.last_failure = invocation
