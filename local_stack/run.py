@@ -572,10 +572,11 @@ def start(options: Options, resources: ExitStack, out: Callable[[str], None]) ->
     """Everything up to the first tick; each part registers its own clean-up on ``resources``."""
     kits = [feeds.KITS[name] for name in options.feeds] if options.feeds else list(feeds.KITS.values())
     header: list[str] = []
+    # Kontur first: missing credentials are told before Java starts.
+    runs = start_kontur(options, kits, resources, out, header)
     if options.aws == "local":
         resources.enter_context(local_aws(out))
-        header.append(f"AWS: DynamoDB Local and moto on 127.0.0.1 (moto at {os.environ['AWS_ENDPOINT_URL']})")
-    runs = start_kontur(options, kits, resources, out, header)
+        header.insert(0, f"AWS: DynamoDB Local and moto on 127.0.0.1 (moto at {os.environ['AWS_ENDPOINT_URL']})")
     clients: dict[str, Any] = {
         "dynamodb": boto3.client("dynamodb"),
         "sns": boto3.client("sns"),
