@@ -555,7 +555,9 @@ def test_cursor_changes_are_validated_before_anything_is_written(world):
     cursors = seed(world)
     cases = [
         ("/feeds/extern/cursor", {"cursor": "0_0"}, ["body"]),
-        ("/feeds/extern/cursor", {"cursor": "0_0", "expectedVersion": -1}, ["body"]),
+        ("/feeds/extern/cursor", {"cursor": "0_0", "expectedVersion": -1}, ["body", "expectedVersion"]),
+        ("/feeds/extern/cursor", {"cursor": "0_0", "expectedVersion": True}, ["body", "expectedVersion"]),
+        ("/feeds/extern/cursor", {"expectedVersion": 1}, ["body"]),
         (
             "/feeds/extern/cursor",
             {"cursor": "0_0", "timestamp": "2024-05-01T00:00:00Z", "expectedVersion": 1},

@@ -18,7 +18,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Path
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from kontur_relay import admin_api, wiring
@@ -93,24 +93,54 @@ class _Input(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, extra="forbid")
 
 
-class CursorPosition(_Input):
-    """Move the cursor to a position the feed itself gave, or to its beginning."""
+def _one_position(schema: dict[str, Any]) -> None:
+    # What the validator below enforces, for the OpenAPI description: exactly one of the two, and a
+    # timestamp that is never null (pydantic would describe the Optional as nullable).
+    schema["oneOf"] = [{"required": ["cursor"]}, {"required": ["timestamp"]}]
+    timestamp = schema["properties"]["timestamp"]
+    timestamp.update(next(choice for choice in timestamp.pop("anyOf") if choice.get("type") != "null"))
+    timestamp.pop("default", None)
+
+
+class CursorChange(_Input):
+    """Where the feed's next run reads from: a cursor the feed gave, or (Diadoc) a point in time."""
+
+    model_config = ConfigDict(json_schema_extra=_one_position)
 
     cursor: str | None = Field(
+        default=None,
+        # Every cursor a feed gives is printable ASCII (event ids, base64 IndexKeys).
+        pattern="^[!-~]+$",
         min_length=1,
         max_length=1024,
         description="Extern: an event id (`4ca_137`), the next run reads from that event on. "
         "Diadoc: an IndexKey, the next run reads the events after it. "
         "null: the next run starts as a new feed does (Extern: from the beginning; Diadoc: per its `start`).",
     )
-    expected_version: int = Field(ge=0, le=2**53, description="The version GET /feeds/{feedId} answered")
+    timestamp: AwareDatetime | None = Field(
+        default=None,
+        description="Diadoc only, instead of a cursor: the next run reads the box's events from this moment "
+        "on. RFC 3339 with a time zone, e.g. 2024-05-01T00:00:00Z",
+    )
+    # Strict: true is not version 1.
+    expected_version: int = Field(strict=True, ge=0, le=2**53, description="The version GET /feeds/{feedId} answered")
 
+    @field_validator("timestamp", mode="before")
+    @classmethod
+    def _rfc3339_text(cls, value: Any) -> Any:
+        # pydantic would also take a number of seconds; the description promises a string.
+        if value is not None and not isinstance(value, str):
+            raise ValueError("must be an RFC 3339 string")
+        return value
 
-class CursorTime(_Input):
-    """Diadoc only: move the cursor to a point in time; the next run reads the box's events from then on."""
-
-    timestamp: AwareDatetime = Field(description="RFC 3339 with a time zone, e.g. 2024-05-01T00:00:00Z")
-    expected_version: int = Field(ge=0, le=2**53, description="The version GET /feeds/{feedId} answered")
+    @model_validator(mode="after")
+    def _exactly_one(self) -> CursorChange:
+        given = self.model_fields_set & {"cursor", "timestamp"}
+        if len(given) != 1:
+            raise ValueError("give either cursor or timestamp, not both and not neither")
+        if given == {"timestamp"} and self.timestamp is None:
+            raise ValueError("timestamp cannot be null")
+        return self
 
 
 def _view(status: FeedStatus) -> FeedView:
@@ -139,9 +169,9 @@ def _status(feed: str) -> FeedStatus:
     return status
 
 
-def _position(feed: str, change: CursorPosition | CursorTime) -> str | None:
+def _position(feed: str, change: CursorChange) -> str | None:
     kind = feed.partition(":")[0]
-    if isinstance(change, CursorTime):
+    if change.timestamp is not None:
         if kind != "diadoc":
             raise ApiError(
                 422,
@@ -203,7 +233,7 @@ def get_feed(feedId: FeedId) -> FeedView:
 )
 def set_cursor(
     feedId: FeedId,
-    change: Annotated[CursorPosition | CursorTime, Body()],
+    change: Annotated[CursorChange, Body()],
 ) -> FeedView:
     who = admin_api.caller(app)
     if who.name is None:

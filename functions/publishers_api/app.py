@@ -43,6 +43,9 @@ RETRIES = 1
 #: A Retry-After longer than this is not waited for: the caller is told to retry later instead.
 MAX_RETRY_AFTER = 2.0
 
+#: Printable ASCII but space: tokens, client ids and URNs are. Not ``\S``, which Python and JSON
+#: Schema (ECMAScript) read differently (Python counts \x1c-\x1f and \x85 as whitespace).
+PRINTABLE = "[!-~]"
 GUID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 #: Both classifiers' codes have seven digits: KND 1151001 (a VAT return), OKUD 0710001 (a balance sheet).
 FORM_CODE = r"^[0-9]{7}$"
@@ -61,7 +64,7 @@ AdminCredential = Annotated[
     str,
     Header(
         alias="X-Kontur-Authorization",
-        pattern=r"^(Bearer|auth\.sid) \S+$",
+        pattern=rf"^(Bearer|auth\.sid) {PRINTABLE}+$",
         description="The account administrator's own Kontur credential: `Bearer <access token>` or "
         "`auth.sid <sid>`. Forwarded to Kontur as Authorization; never logged or stored.",
     ),
@@ -103,7 +106,7 @@ class DocumentForm(_KonturInput):
         return self
 
 
-DocflowType = Annotated[str, Field(pattern=r"^urn:docflow:\S+$", max_length=200)]
+DocflowType = Annotated[str, Field(pattern=rf"^urn:docflow:{PRINTABLE}+$", max_length=200)]
 
 
 class EventsFilter(_KonturInput):
@@ -128,7 +131,7 @@ class EventsFilter(_KonturInput):
 class ShareEvents(_KonturInput):
     subscriber: str | None = Field(
         default=None,
-        pattern=r"^\S+$",
+        pattern=rf"^{PRINTABLE}+$",
         max_length=256,
         description="The integrator's client_id; by default the one in the relay's Extern credentials",
     )
