@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import boto3
@@ -28,6 +28,7 @@ from botocore.credentials import Credentials
 
 from kontur_relay import http
 from kontur_relay.auth import CredentialsSecret, extern_authenticator
+from kontur_relay.diadoc import source as diadoc_source
 from kontur_relay.dynamo import DynamoCursorStore
 from kontur_relay.errors import CursorConflict
 from kontur_relay.extern import ExternSource, read_extern_error
@@ -631,28 +632,16 @@ def test_a_cursor_change_without_an_iam_principal_is_refused(world):
     assert world.cursors().load("extern").position == "1a4_c3"
 
 
-def test_a_diadoc_feed_moves_to_a_point_in_time_as_the_diadoc_source_keeps_it(world, monkeypatch):
+def test_a_diadoc_feed_moves_to_a_point_in_time_as_the_diadoc_source_keeps_it(world):
     cursors = seed(world)
     module = api_gateway.load_modules(world.stack)["FeedsApiFunction"]
     event = json.loads((ROOT / "events" / "admin_set_cursor.json").read_text())
     event["path"] = BOX_PATH + "/cursor"
     event["body"] = json.dumps({"timestamp": "2024-05-01T03:00:00+03:00", "expectedVersion": 1})
 
-    if module.diadoc_cursor_at is None:
-        refused = module.handler(event, api_gateway.LocalContext("FeedsApiFunction"))
-        assert refused["statusCode"] == 422
-        assert "cannot start from a point in time" in json.loads(refused["body"])["message"]
-        assert cursors.load(BOX).version == 1
-    moments: list[datetime] = []
-
-    def cursor_at(moment: datetime) -> str:
-        moments.append(moment)
-        return "~since:ticks"
-
-    monkeypatch.setattr(module, "diadoc_cursor_at", cursor_at)
-
     result = module.handler(event, api_gateway.LocalContext("FeedsApiFunction"))
 
     assert result["statusCode"] == 200, result["body"]
-    assert [moment.isoformat() for moment in moments] == ["2024-05-01T00:00:00+00:00"]
-    assert cursors.load(BOX).position == "~since:ticks"
+    # What the Diadoc source reads as "from this moment on": the UTC moment in .NET ticks.
+    assert cursors.load(BOX).position == diadoc_source.cursor_at(datetime(2024, 5, 1, tzinfo=UTC))
+    assert cursors.load(BOX).position == "~since:638501184000000000"

@@ -11,6 +11,7 @@ import secrets
 import urllib.parse
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -24,9 +25,10 @@ from kontur_relay.diadoc.source import (
     DIADOC_RETRYABLE_STATUSES,
     DiadocApi,
     DiadocSource,
+    cursor_at,
     read_diadoc_error,
 )
-from kontur_relay.diadoc.ticks import from_rfc3339, to_rfc3339
+from kontur_relay.diadoc.ticks import from_rfc3339, to_rfc3339, to_ticks
 from kontur_relay.errors import ConfigurationError, FeedAuthError, FeedError, FeedRejected
 from kontur_relay.observability import logger
 from local_stack.simulators.base import Fault
@@ -128,6 +130,34 @@ def test_index_keys_are_percent_encoded_on_the_wire(sim, clock):
         assert "/" not in raw
         assert "=" not in raw
         assert {"%2B", "%2F", "%3D"} <= {raw[i : i + 3] for i in range(len(raw) - 2)}
+
+
+def test_an_operators_point_in_time_reads_from_that_moment_then_by_index_key(sim, clock):
+    box = next(iter(sim.boxes))
+    sim.generate(box, 40)
+    feed = source(sim, legacy(sim, clock))
+    first = feed.read_page(None)
+    middle = first.events[6]
+    assert middle.time is not None
+    moment = datetime.fromisoformat(middle.time.replace("Z", "+00:00"))
+    # The admin API's PUT cursor with a timestamp stores this, whatever the feed's own filters.
+    cursor = cursor_at(moment.astimezone(UTC))
+    assert cursor == f"~since:{to_ticks(moment)}"
+    wanted = sim.event_ids(box, timestampFromTicks=str(to_ticks(moment)))
+    assert 0 < len(wanted) < 40
+
+    page = feed.read_page(cursor)
+    assert [event.id for event in page.events] == wanted[:10]
+    assert page.next_cursor == sim.index_keys(box)[sim.event_ids(box).index(wanted[9])]
+    rest = []
+    cursor = page.next_cursor
+    while True:
+        page = feed.read_page(cursor)
+        rest += [event.id for event in page.events]
+        cursor = page.next_cursor or cursor
+        if not page.more:
+            break
+    assert rest == wanted[10:]
 
 
 def test_a_key_sent_without_encoding_is_refused_as_diadoc_does(sim, clock):

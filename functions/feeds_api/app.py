@@ -9,8 +9,7 @@ stops. Either way no one's write is silently overwritten.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC
 from functools import cache
 from typing import Annotated, Any
 
@@ -27,10 +26,6 @@ from kontur_relay.diadoc import source as diadoc_source
 from kontur_relay.dynamo import DynamoCursorStore, FeedStatus
 from kontur_relay.errors import CursorConflict
 from kontur_relay.observability import logger, metrics, tracer
-
-#: How the Diadoc source keeps a point in time as its cursor, once it says (``cursor_at``); until
-#: then a timestamp is refused rather than stored as something the source would not understand.
-diadoc_cursor_at: Callable[[datetime], str] | None = getattr(diadoc_source, "cursor_at", None)
 
 app = admin_api.resolver()
 
@@ -180,9 +175,7 @@ def _position(feed: str, change: CursorChange) -> str | None:
                     {"loc": ["body", "timestamp"], "msg": "only Diadoc feeds take a timestamp", "type": "value_error"}
                 ],
             )
-        if diadoc_cursor_at is None:
-            raise ApiError(422, "This deployment's Diadoc source cannot start from a point in time: give a cursor")
-        return str(diadoc_cursor_at(change.timestamp.astimezone(UTC)))
+        return diadoc_source.cursor_at(change.timestamp.astimezone(UTC))
     if kind == "extern" and change.cursor is not None and not EXTERN_CURSOR.match(change.cursor):
         raise ApiError(
             422,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection
+from datetime import datetime
 from typing import Any
 
 import requests
@@ -11,6 +12,7 @@ import requests
 from kontur_relay.diadoc import diadoc_events_pb2 as pb
 from kontur_relay.diadoc.config import BoxFeed, Start
 from kontur_relay.diadoc.events import ReadEvent, parse_event, parse_page, read_event
+from kontur_relay.diadoc.ticks import to_ticks
 from kontur_relay.errors import FeedError, FeedStopped, MalformedPage
 from kontur_relay.http import RETRYABLE_STATUSES, ErrorDetails, KonturApi
 from kontur_relay.model import Page
@@ -25,8 +27,17 @@ STOPPING_STATUSES = frozenset({402, 403})
 #: The cursor of a feed that settled on reading from the box's first event before any event came:
 #: "now" found the box empty. Not an IndexKey, which is base64 and never holds ``~``.
 FROM_OLDEST = "~oldest"
+#: An operator's point in time (the admin API's ``PUT /feeds/{feedId}/cursor`` with a timestamp):
+#: ``~since:<ticks>``. The next read asks for the events from that moment on (``timestampFromTicks``)
+#: instead of those after an IndexKey; the IndexKey of its last event is the cursor from then on.
+SINCE = "~since:"
 
 _TITLE = re.compile(r"<title>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+
+
+def cursor_at(moment: datetime) -> str:
+    """The cursor that makes a feed read on from ``moment`` (an aware datetime)."""
+    return f"{SINCE}{to_ticks(moment)}"
 
 
 def read_diadoc_error(response: requests.Response) -> ErrorDetails:
@@ -78,12 +89,17 @@ class DiadocSource:
 
     def read_page(self, cursor: str | None) -> Page:
         after: str | None = None
+        since: str | None = None
         if cursor is None and self.feed.start is Start.NOW:
             after = self.last_index_key()
+        elif cursor is not None and cursor.startswith(SINCE):
+            since = cursor.removeprefix(SINCE)
         elif cursor is not None and cursor != FROM_OLDEST:
             after = cursor
 
         params = {**self.feed.query(), "limit": str(self.feed.limit)}
+        if since is not None:
+            params["timestampFromTicks"] = since
         if after is not None:
             params["afterIndexKey"] = after  # requests percent-encodes it: keys hold + / =
         response = self.api.request("GET", self.path, params=params, headers={"Accept": PROTOBUF})

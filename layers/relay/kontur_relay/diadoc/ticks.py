@@ -30,5 +30,10 @@ def from_rfc3339(text: str) -> int:
     moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
     if moment.tzinfo is None:
         raise ValueError(f"{text!r} has no time zone")
+    return to_ticks(moment)
+
+
+def to_ticks(moment: datetime) -> int:
+    """Ticks of an aware datetime."""
     delta = moment.astimezone(UTC) - _YEAR_ONE
     return (delta.days * 86_400 + delta.seconds) * TICKS_PER_SECOND + delta.microseconds * 10
