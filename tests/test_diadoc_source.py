@@ -149,12 +149,12 @@ def test_an_operators_point_in_time_reads_from_that_moment_then_by_index_key(sim
     page = feed.read_page(cursor)
     assert [event.id for event in page.events] == wanted[:10]
     assert page.next_cursor == sim.index_keys(box)[sim.event_ids(box).index(wanted[9])]
-    rest = []
-    cursor = page.next_cursor
+    rest: list[str] = []
+    after: str | None = page.next_cursor
     while True:
-        page = feed.read_page(cursor)
+        page = feed.read_page(after)
         rest += [event.id for event in page.events]
-        cursor = page.next_cursor or cursor
+        after = page.next_cursor or after
         if not page.more:
             break
     assert rest == wanted[10:]
