@@ -16,8 +16,6 @@ from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any
 
-import boto3
-import fastjsonschema
 import pytest
 from google.protobuf import json_format
 from google.protobuf.unknown_fields import UnknownFieldSet
@@ -26,7 +24,6 @@ from kontur_relay.diadoc import diadoc_events_pb2 as pb
 from kontur_relay.diadoc.events import MESSAGE_EVENT_TYPE, PATCH_EVENT_TYPE
 from kontur_relay.diadoc.source import FROM_OLDEST
 from kontur_relay.diadoc.ticks import to_rfc3339
-from kontur_relay.dynamo import DynamoCursorStore
 from kontur_relay.errors import (
     ConfigurationError,
     FeedAuthError,
@@ -48,10 +45,10 @@ from local_stack.simulators.diadoc import (
 from local_stack.simulators.identity import IdentitySimulator
 from local_stack.template import ROOT, Stack, provision
 from tests.conftest import load_handler
+from tests.queues import bodies, cursors, receive, subscribe
 
 FUNCTION = "DiadocPollerFunction"
 EVENTS = "/V8/GetNewEvents"
-validate_message = fastjsonschema.compile(json.loads((ROOT / "schemas" / "message.schema.json").read_text()))
 
 
 @dataclass
@@ -118,44 +115,6 @@ def poller(
     )
 
 
-def subscribe(aws: dict[str, Any], topic_arn: str, *, filter_policy: dict[str, Any] | None = None) -> str:
-    """A queue subscribed to the topic with raw delivery: its bodies are the messages as published."""
-    fifo = topic_arn.endswith(".fifo")
-    name = f"sub-{uuid.uuid4().hex[:12]}" + (".fifo" if fifo else "")
-    url = aws["sqs"].create_queue(QueueName=name, Attributes={"FifoQueue": "true"} if fifo else {})["QueueUrl"]
-    arn = aws["sqs"].get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    attributes = {"RawMessageDelivery": "true"}
-    if filter_policy:
-        attributes["FilterPolicy"] = json.dumps(filter_policy)
-    aws["sns"].subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=arn, Attributes=attributes)
-    return str(url)
-
-
-def receive(aws: dict[str, Any], url: str) -> list[dict[str, Any]]:
-    """Every message in the queue, each validated against the schema, deleted as read."""
-    messages: list[dict[str, Any]] = []
-    while True:
-        batch = (
-            aws["sqs"]
-            .receive_message(
-                QueueUrl=url, MaxNumberOfMessages=10, MessageAttributeNames=["All"], AttributeNames=["All"]
-            )
-            .get("Messages", [])
-        )
-        if not batch:
-            return messages
-        for message in batch:
-            validate_message(json.loads(message["Body"]))
-        messages += batch
-        aws["sqs"].delete_message_batch(
-            QueueUrl=url, Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)]
-        )
-
-
-def bodies(messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [json.loads(m["Body"]) for m in messages]
-
-
 def ids(messages: Sequence[dict[str, Any]]) -> list[str]:
     return [body["id"] for body in bodies(messages)]
 
@@ -167,10 +126,6 @@ def attributes(message: dict[str, Any]) -> dict[str, Any]:
         text = value["StringValue"]
         found[name] = json.loads(text) if value["DataType"] == "String.Array" else text
     return found
-
-
-def cursors(stack: Stack) -> DynamoCursorStore:
-    return DynamoCursorStore(boto3.resource("dynamodb").Table(stack.physical["CursorsTable"]))
 
 
 def metrics_printed(out: str) -> list[dict[str, Any]]:

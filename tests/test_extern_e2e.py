@@ -6,18 +6,15 @@ from __future__ import annotations
 import json
 import secrets
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import boto3
-import fastjsonschema
 import pytest
 import requests
 
-from kontur_relay.dynamo import DynamoCursorStore
 from kontur_relay.errors import FeedRejected
 from kontur_relay.extern import EXTERN_EVENT_TYPE
 from local_stack.simulators.base import Fault
@@ -25,12 +22,12 @@ from local_stack.simulators.extern import ExternSimulator
 from local_stack.simulators.identity import IdentitySimulator
 from local_stack.template import ROOT, Stack, provision
 from tests.conftest import load_handler
+from tests.queues import bodies, cursors, receive, subscribe, validate_message
 
 FUNCTION = "ExternPollerFunction"
 CLIENT_ID = "feed-relay"
 PAGE_SIZE = 50
 SHARED_TYPES = ["urn:docflow:fns534-demand", "urn:docflow:pfr-report"]
-validate_message = fastjsonschema.compile(json.loads((ROOT / "schemas" / "message.schema.json").read_text()))
 
 
 @dataclass
@@ -105,52 +102,8 @@ def poller(stack: Stack, kontur: Kontur, aws: dict[str, Any], monkeypatch: pytes
     )
 
 
-def subscribe(aws: dict[str, Any], topic_arn: str, *, filter_policy: dict[str, Any] | None = None) -> str:
-    """A queue subscribed to the topic with raw delivery: its bodies are the messages as published."""
-    fifo = topic_arn.endswith(".fifo")
-    name = f"sub-{uuid.uuid4().hex[:12]}" + (".fifo" if fifo else "")
-    url = aws["sqs"].create_queue(QueueName=name, Attributes={"FifoQueue": "true"} if fifo else {})["QueueUrl"]
-    arn = aws["sqs"].get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    attributes = {"RawMessageDelivery": "true"}
-    if filter_policy:
-        attributes["FilterPolicy"] = json.dumps(filter_policy)
-    aws["sns"].subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=arn, Attributes=attributes)
-    return str(url)
-
-
-def receive(aws: dict[str, Any], url: str) -> list[dict[str, Any]]:
-    """Every message in the queue, deleted as read (a FIFO group releases its next one only then)."""
-    messages: list[dict[str, Any]] = []
-    while True:
-        batch = (
-            aws["sqs"]
-            .receive_message(
-                QueueUrl=url,
-                MaxNumberOfMessages=10,
-                MessageAttributeNames=["All"],
-                AttributeNames=["All"],
-                WaitTimeSeconds=0,
-            )
-            .get("Messages", [])
-        )
-        if not batch:
-            return messages
-        messages += batch
-        aws["sqs"].delete_message_batch(
-            QueueUrl=url, Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)]
-        )
-
-
-def bodies(messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [json.loads(m["Body"]) for m in messages]
-
-
 def attributes(message: dict[str, Any]) -> dict[str, str]:
     return {name: value["StringValue"] for name, value in message.get("MessageAttributes", {}).items()}
-
-
-def cursors(stack: Stack) -> DynamoCursorStore:
-    return DynamoCursorStore(boto3.resource("dynamodb").Table(stack.physical["CursorsTable"]))
 
 
 def test_every_shared_event_reaches_the_topic_as_a_valid_message(stack, kontur, aws, monkeypatch):

@@ -226,6 +226,8 @@ class Simulator:
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._journal_lock = threading.Lock()
+        self._traffic: threading.Thread | None = None
+        self._traffic_stop = threading.Event()
 
     # -- for subclasses ----------------------------------------------------------------------------
 
@@ -244,6 +246,31 @@ class Simulator:
 
     def expire_tokens(self) -> None:
         """What an ``expired_token`` fault does besides answering 401; override where tokens exist."""
+
+    def advance(self) -> int:
+        """One tick of a live feed's traffic; simulators of feeds override it. Returns events added."""
+        raise NotImplementedError(f"the {self.name} simulator generates no traffic")
+
+    # -- traffic -----------------------------------------------------------------------------------
+
+    def start_traffic(self, interval: float = 1.0) -> None:
+        """Call ``advance`` every ``interval`` seconds in a background thread, until ``stop_traffic``."""
+        if self._traffic is not None:
+            return
+        self._traffic_stop.clear()
+
+        def tick() -> None:
+            while not self._traffic_stop.wait(interval):
+                self.advance()
+
+        self._traffic = threading.Thread(target=tick, name=f"{self.name}-traffic", daemon=True)
+        self._traffic.start()
+
+    def stop_traffic(self) -> None:
+        self._traffic_stop.set()
+        if self._traffic is not None:
+            self._traffic.join(timeout=5)
+            self._traffic = None
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -267,6 +294,7 @@ class Simulator:
         return self
 
     def stop(self) -> None:
+        self.stop_traffic()
         if self._server is None:
             return
         self._stopping.set()  # wakes requests sleeping in a slow fault

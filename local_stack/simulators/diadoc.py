@@ -176,8 +176,6 @@ class DiadocSimulator(Simulator):
         # A few days before departments: a backlog holds events with and without one.
         self._moment = datetime(2017, 3, 12, 9, 0, tzinfo=UTC)
         self._lock = threading.RLock()
-        self._traffic: threading.Thread | None = None
-        self._traffic_stop = threading.Event()
 
         self.route("GET", "/V8/GetNewEvents", self._get_new_events)
         self.route("GET", "/V7/GetNewEvents", self._get_new_events)
@@ -264,28 +262,6 @@ class DiadocSimulator(Simulator):
                 count = self.rng.randint(10, 60) if burst else self.rng.choice((0, 0, 0, 1, 1, 2))
                 added += len(self.generate(box_id, count))
         return added
-
-    def start_traffic(self, interval: float = 1.0) -> None:
-        if self._traffic is not None:
-            return
-        self._traffic_stop.clear()
-
-        def tick() -> None:
-            while not self._traffic_stop.wait(interval):
-                self.advance()
-
-        self._traffic = threading.Thread(target=tick, name="diadoc-traffic", daemon=True)
-        self._traffic.start()
-
-    def stop_traffic(self) -> None:
-        self._traffic_stop.set()
-        if self._traffic is not None:
-            self._traffic.join(timeout=5)
-            self._traffic = None
-
-    def stop(self) -> None:
-        self.stop_traffic()
-        super().stop()
 
     def add_future_event(self, box_id: str) -> str:
         """An event as a newer Diadoc schema writes it: a Message field, a BoxEvent field and an

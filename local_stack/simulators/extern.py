@@ -230,8 +230,6 @@ class ExternSimulator(Simulator):
         self._enabled: set[str] = set()
         self._moment = datetime(2024, 3, 25, 6, 0, tzinfo=UTC) + timedelta(seconds=self.rng.randrange(86400))
         self._lock = threading.RLock()
-        self._traffic: threading.Thread | None = None
-        self._traffic_stop = threading.Event()
         identity.register_client(ADMIN_CLIENT)
 
         self.route("GET", "/v1/events", self._read_events)
@@ -329,29 +327,6 @@ class ExternSimulator(Simulator):
             count = self.rng.randint(20, 150) if burst else self.rng.choice((0, 0, 1, 1, 2, 3))
             self.generate(count)
         return count
-
-    def start_traffic(self, interval: float = 1.0) -> None:
-        """Call ``advance`` every ``interval`` seconds in a background thread, until ``stop_traffic``."""
-        if self._traffic is not None:
-            return
-        self._traffic_stop.clear()
-
-        def tick() -> None:
-            while not self._traffic_stop.wait(interval):
-                self.advance()
-
-        self._traffic = threading.Thread(target=tick, name="extern-traffic", daemon=True)
-        self._traffic.start()
-
-    def stop_traffic(self) -> None:
-        self._traffic_stop.set()
-        if self._traffic is not None:
-            self._traffic.join(timeout=5)
-            self._traffic = None
-
-    def stop(self) -> None:
-        self.stop_traffic()
-        super().stop()
 
     def events_visible_to(self, client_id: str) -> list[str]:
         """The ids, in feed order, that every relay of ``client_id`` must eventually publish."""

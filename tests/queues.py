@@ -1,0 +1,63 @@
+"""A queue subscribed to the events topic, read as a user's consumer would: shared by the end-to-end tests."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import boto3
+import fastjsonschema
+
+from kontur_relay.dynamo import DynamoCursorStore
+from local_stack.template import ROOT, Stack
+
+validate_message = fastjsonschema.compile(json.loads((ROOT / "schemas" / "message.schema.json").read_text()))
+
+
+def subscribe(aws: dict[str, Any], topic_arn: str, *, filter_policy: dict[str, Any] | None = None) -> str:
+    """A queue subscribed to the topic with raw delivery: its bodies are the messages as published."""
+    fifo = topic_arn.endswith(".fifo")
+    name = f"sub-{uuid.uuid4().hex[:12]}" + (".fifo" if fifo else "")
+    url = aws["sqs"].create_queue(QueueName=name, Attributes={"FifoQueue": "true"} if fifo else {})["QueueUrl"]
+    arn = aws["sqs"].get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    attributes = {"RawMessageDelivery": "true"}
+    if filter_policy:
+        attributes["FilterPolicy"] = json.dumps(filter_policy)
+    aws["sns"].subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=arn, Attributes=attributes)
+    return str(url)
+
+
+def receive(aws: dict[str, Any], url: str) -> list[dict[str, Any]]:
+    """Every message in the queue, each validated against the message schema, deleted as read
+    (a FIFO group releases its next message only then)."""
+    messages: list[dict[str, Any]] = []
+    while True:
+        batch = (
+            aws["sqs"]
+            .receive_message(
+                QueueUrl=url,
+                MaxNumberOfMessages=10,
+                MessageAttributeNames=["All"],
+                AttributeNames=["All"],
+                WaitTimeSeconds=0,
+            )
+            .get("Messages", [])
+        )
+        if not batch:
+            return messages
+        for message in batch:
+            validate_message(json.loads(message["Body"]))
+        messages += batch
+        aws["sqs"].delete_message_batch(
+            QueueUrl=url, Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)]
+        )
+
+
+def bodies(messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [json.loads(m["Body"]) for m in messages]
+
+
+def cursors(stack: Stack) -> DynamoCursorStore:
+    return DynamoCursorStore(boto3.resource("dynamodb").Table(stack.physical["CursorsTable"]))
