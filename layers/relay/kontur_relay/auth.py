@@ -74,7 +74,37 @@ class StaticCredential:
         return False
 
 
-class OpenIdConnectTokens:
+class CachedToken:
+    """A token obtained when first needed, kept until it is due for renewal, dropped after a 401.
+
+    Subclasses obtain the token (setting ``_token`` and ``_renew_at``) and say how it is sent."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.clock = clock
+        self._token: str | None = None
+        self._renew_at = 0.0
+        self._lock = threading.Lock()
+
+    def headers(self) -> dict[str, str]:
+        with self._lock:
+            if self._token is None or self.clock() >= self._renew_at:
+                self._obtain()
+            assert self._token is not None
+            return self._headers(self._token)
+
+    def renew(self) -> bool:
+        with self._lock:
+            self._token = None
+        return True
+
+    def _obtain(self) -> None:
+        raise NotImplementedError
+
+    def _headers(self, token: str) -> dict[str, str]:
+        raise NotImplementedError
+
+
+class OpenIdConnectTokens(CachedToken):
     """Bearer tokens from an OpenID Connect token endpoint (``password`` or ``refresh_token`` grant)."""
 
     def __init__(
@@ -85,28 +115,17 @@ class OpenIdConnectTokens:
         timeout: float = 20.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        super().__init__(clock)
         self.secret = secret
         self.http = http
         self.timeout = timeout
-        self.clock = clock
-        self._token: str | None = None
-        self._renew_at = 0.0
         self._api_key: str | None = None
-        self._lock = threading.Lock()
 
-    def headers(self) -> dict[str, str]:
-        with self._lock:
-            if self._token is None or self.clock() >= self._renew_at:
-                self._obtain()
-            headers = {"Authorization": f"Bearer {self._token}"}
-            if self._api_key:
-                headers["X-Kontur-Apikey"] = self._api_key
-            return headers
-
-    def renew(self) -> bool:
-        with self._lock:
-            self._token = None
-        return True
+    def _headers(self, token: str) -> dict[str, str]:
+        headers = {"Authorization": f"Bearer {token}"}
+        if self._api_key:
+            headers["X-Kontur-Apikey"] = self._api_key
+        return headers
 
     def _obtain(self) -> None:
         config = self.secret.values()

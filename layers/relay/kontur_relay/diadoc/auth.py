@@ -9,14 +9,13 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 import requests
 
-from kontur_relay.auth import CredentialsSecret, OpenIdConnectTokens, StaticCredential
+from kontur_relay.auth import CachedToken, CredentialsSecret, OpenIdConnectTokens, StaticCredential
 from kontur_relay.errors import ConfigurationError, FeedAuthError, FeedUnavailable
 from kontur_relay.http import Authenticator
 from kontur_relay.observability import logger
@@ -27,7 +26,7 @@ TOKEN_LIFETIME_SECONDS = 24 * 3600
 RENEW_AHEAD_SECONDS = 3600
 
 
-class DiadocAuthTokens:
+class DiadocAuthTokens(CachedToken):
     """Legacy DiadocAuth tokens, obtained with login and password, cached, renewed before they expire
     and once after a 401."""
 
@@ -40,28 +39,17 @@ class DiadocAuthTokens:
         timeout: float = 20.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        super().__init__(clock)
         self.secret = secret
         self.http = http
         self.url = f"{api_url.rstrip('/')}/V3/Authenticate"
         self.timeout = timeout
-        self.clock = clock
         self._client_id: str | None = None
-        self._token: str | None = None
-        self._renew_at = 0.0
-        self._lock = threading.Lock()
         #: Tokens obtained by this container (for tests and the logs).
         self.obtained = 0
 
-    def headers(self) -> dict[str, str]:
-        with self._lock:
-            if self._token is None or self.clock() >= self._renew_at:
-                self._obtain()
-            return {"Authorization": f"DiadocAuth ddauth_api_client_id={self._client_id},ddauth_token={self._token}"}
-
-    def renew(self) -> bool:
-        with self._lock:
-            self._token = None
-        return True
+    def _headers(self, token: str) -> dict[str, str]:
+        return {"Authorization": f"DiadocAuth ddauth_api_client_id={self._client_id},ddauth_token={token}"}
 
     def _obtain(self) -> None:
         config = self.secret.values()
