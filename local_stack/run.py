@@ -10,12 +10,12 @@ reached the unfiltered demo queue.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import logging
 import os
 import signal
 import sys
-import threading
 import time
 import types
 from collections import Counter, deque
@@ -164,7 +164,9 @@ class Signals:
     stopping they are noted and otherwise ignored, so that clean-up (Java!) is never cut short."""
 
     def __init__(self, out: Callable[[str], None]) -> None:
-        self.stop = threading.Event()
+        # A plain attribute, not a threading.Event: the handler runs in the main thread between two
+        # bytecodes, possibly while that thread holds the Event's lock inside Event.wait, and
+        # Event.set would then wait for that lock for ever.
         self.received: int | None = None
         self.phase = "starting"
         self._out = out
@@ -175,10 +177,19 @@ class Signals:
             self._out(f"{signal.Signals(number).name} again: still stopping, please wait")
             return
         self.received = number
-        self.stop.set()
         if self.phase == "starting":
             self.phase = "stopping"
             raise Interrupted(signal.Signals(number).name)
+
+    @property
+    def stopped(self) -> bool:
+        return self.received is not None
+
+    def pause(self, seconds: float) -> None:
+        """Sleep up to ``seconds``, less if a signal comes."""
+        deadline = time.monotonic() + seconds
+        while not self.stopped and (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(left, 0.1))
 
     def running(self) -> None:
         self.phase = "running"
@@ -537,6 +548,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Library warnings would tear the live view: they go to the log file with everything else.
     logging.captureWarnings(True)
     log.setLevel(logging.INFO)
+    # `kill -USR1 <pid>` prints every thread's stack: how to see where a run that does not stop is.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     tty = options.view == "live" or (options.view == "auto" and sys.stdout.isatty())
 
     def out(text: str) -> None:
@@ -741,28 +754,28 @@ def record(runtime: Runtime, invocation: Invocation) -> None:
 
 def run(runtime: Runtime, signals: Signals, view: LiveView, out: Callable[[str], None]) -> Summary:
     options = runtime.options
-    while not signals.stop.is_set():
+    while not signals.stopped:
         elapsed = time.monotonic() - runtime.started
         if options.duration is not None and elapsed >= options.duration:
             break
         phase = f"running {elapsed:.0f}s" + (f" of {options.duration:g}s" if options.duration else "")
         view.show(snapshot(runtime, phase))
-        signals.stop.wait(0.5)
+        signals.pause(0.5)
     traffic_seconds = time.monotonic() - runtime.started
 
     catch_up_seconds = None
     caught_up = False
-    if not signals.stop.is_set():
+    if not signals.stopped:
         for feed_run in runtime.feeds:
             if feed_run.simulated is not None:
                 feed_run.simulated.stop_traffic()
         began = time.monotonic()
-        while not signals.stop.is_set() and time.monotonic() - began < options.catch_up:
+        while not signals.stopped and time.monotonic() - began < options.catch_up:
             if all_delivered(runtime, began):
                 caught_up = True
                 break
             view.show(snapshot(runtime, f"traffic stopped; catching up {time.monotonic() - began:.0f}s"))
-            signals.stop.wait(0.5)
+            signals.pause(0.5)
         catch_up_seconds = time.monotonic() - began
     # The figures are taken once nothing moves: no run in flight, no message on its way.
     runtime.scheduler.stop()

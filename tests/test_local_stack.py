@@ -52,8 +52,15 @@ def run_stack(
         env=environment,
     )
     assert process.stdout is not None
-    # A run that hangs is killed, so that the test fails with what it printed rather than stalls.
-    watchdog = threading.Timer(timeout, os.killpg, (process.pid, signal.SIGKILL))
+
+    # A run that hangs is killed, so that the test fails with what it printed rather than stalls;
+    # first it prints every thread's stack (SIGUSR1), to show where it hung.
+    def kill() -> None:
+        os.kill(process.pid, signal.SIGUSR1)
+        time.sleep(3)
+        os.killpg(process.pid, signal.SIGKILL)
+
+    watchdog = threading.Timer(timeout, kill)
     watchdog.start()
     output = []
     try:
