@@ -7,7 +7,7 @@ import json
 import secrets
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -21,32 +21,13 @@ from local_stack.simulators.base import Fault
 from local_stack.simulators.extern import ExternSimulator
 from local_stack.simulators.identity import IdentitySimulator
 from local_stack.template import ROOT, Stack, provision
-from tests.conftest import load_handler
+from tests.conftest import LambdaContext, load_handler
 from tests.queues import bodies, cursors, receive, subscribe, validate_message
 
 FUNCTION = "ExternPollerFunction"
 CLIENT_ID = "feed-relay"
 PAGE_SIZE = 50
 SHARED_TYPES = ["urn:docflow:fns534-demand", "urn:docflow:pfr-report"]
-
-
-@dataclass
-class LambdaContext:
-    """What Lambda hands the handler. ``seconds_left`` are the successive answers of
-    get_remaining_time_in_millis (the last one repeats): a run that must stop early gets a short list."""
-
-    seconds_left: list[float] = field(default_factory=lambda: [300.0])
-    function_name: str = FUNCTION
-    function_version: str = "$LATEST"
-    memory_limit_in_mb: int = 512
-    invoked_function_arn: str = f"arn:aws:lambda:us-east-1:123456789012:function:{FUNCTION}"
-    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    log_group_name: str = f"/aws/lambda/{FUNCTION}"
-    log_stream_name: str = "2026/01/01/[$LATEST]0123456789abcdef"
-
-    def get_remaining_time_in_millis(self) -> int:
-        seconds = self.seconds_left.pop(0) if len(self.seconds_left) > 1 else self.seconds_left[0]
-        return int(seconds * 1000)
 
 
 @dataclass
@@ -114,7 +95,7 @@ def test_every_shared_event_reaches_the_topic_as_a_valid_message(stack, kontur, 
     )
     handler = poller(stack, kontur, aws, monkeypatch).handler
 
-    result = handler({"feed": "extern"}, LambdaContext())
+    result = handler({"feed": "extern"}, LambdaContext(FUNCTION))
 
     expected = kontur.visible()
     assert 0 < len(expected) < 120, "some events are of accounts that share nothing or not that docflow type"
@@ -154,7 +135,7 @@ def test_every_shared_event_reaches_the_topic_as_a_valid_message(stack, kontur, 
     # The cursor is the feed's own next-event-id; a later run relays exactly what arrived since.
     assert cursors(stack).load("extern").position == kontur.extern.end_id
     new = set(kontur.extern.generate(40)) & set(kontur.visible())
-    again = handler({"feed": "extern"}, LambdaContext())
+    again = handler({"feed": "extern"}, LambdaContext(FUNCTION))
     assert again["events"] == len(new)
     assert {b["id"] for b in bodies(receive(aws, everything))} == new
 
@@ -169,7 +150,7 @@ def test_a_backlog_larger_than_one_run_drains_over_several_runs(stack, kontur, a
     outcomes = []
     for _ in range(10):
         # Time for one page: the lease, then under the safety margin once the page is published.
-        result = handler({"feed": "extern"}, LambdaContext(seconds_left=[300, 10]))
+        result = handler({"feed": "extern"}, LambdaContext(FUNCTION, seconds_left=[300, 10]))
         outcomes.append(result["outcome"])
         assert result["events"] <= PAGE_SIZE
         if result["outcome"] == "caught_up":
@@ -192,14 +173,14 @@ def test_a_failing_run_leaves_the_cursor_and_raises(stack, kontur, aws, monkeypa
     expected = kontur.visible()
     queue = subscribe(aws, stack.physical["EventsTopic"])
     handler = poller(stack, kontur, aws, monkeypatch).handler
-    first = handler({"feed": "extern"}, LambdaContext(seconds_left=[300, 10]))
+    first = handler({"feed": "extern"}, LambdaContext(FUNCTION, seconds_left=[300, 10]))
     assert (first["outcome"], first["events"]) == ("out_of_time", PAGE_SIZE)
     before = cursors(stack).load("extern")
     capsys.readouterr()
 
     kontur.extern.faults.add(Fault.server_error(400), prefix="/v1/events")
     with pytest.raises(FeedRejected) as raised:
-        handler({"feed": "extern"}, LambdaContext())
+        handler({"feed": "extern"}, LambdaContext(FUNCTION))
 
     assert cursors(stack).load("extern") == before
     status = cursors(stack).status("extern")
@@ -211,7 +192,7 @@ def test_a_failing_run_leaves_the_cursor_and_raises(stack, kontur, aws, monkeypa
     metrics = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
     assert any(m.get("Errors") == [1.0] or m.get("Errors") == 1.0 for m in metrics if m.get("kind") == "feed_rejected")
 
-    rest = handler({"feed": "extern"}, LambdaContext())
+    rest = handler({"feed": "extern"}, LambdaContext(FUNCTION))
     assert rest["outcome"] == "caught_up"
     ids = [b["id"] for b in bodies(receive(aws, queue))]
     assert sorted(ids) == sorted(expected)
@@ -224,7 +205,7 @@ def test_a_fifo_topic_delivers_in_feed_order_per_docflow(kontur, aws, monkeypatc
     kontur.extern.generate(150)
     queue = subscribe(aws, topic)
 
-    result = poller(stack, kontur, aws, monkeypatch).handler({"feed": "extern"}, LambdaContext())
+    result = poller(stack, kontur, aws, monkeypatch).handler({"feed": "extern"}, LambdaContext(FUNCTION))
 
     expected = kontur.visible()
     assert result["events"] == len(expected)
