@@ -30,6 +30,11 @@ LOCAL_CREDENTIALS = {
 }
 
 
+#: Java gets SIGTERM when the thread that started it exits, however it exits: a SIGKILLed run or
+#: test leaves no DynamoDB Local behind. setpriv (util-linux) sets that up and execs Java in place.
+_DIE_WITH_US = ["setpriv", "--pdeathsig", "TERM"] if shutil.which("setpriv") else []
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind((LOOPBACK, 0))
@@ -45,7 +50,8 @@ def _dynamodb_jar() -> Path:
 
 @contextmanager
 def dynamodb_local(startup_timeout: float = 60.0) -> Iterator[str]:
-    """Run DynamoDB Local in memory; yields its endpoint URL and stops it on exit."""
+    """Run DynamoDB Local in memory; yields its endpoint URL and stops it on exit. Enter it from a
+    thread that outlives its use (the main thread): Java is stopped when that thread exits."""
     java = shutil.which("java")
     if java is None:
         raise RuntimeError("DynamoDB Local needs Java (17 or newer) on PATH")
@@ -53,6 +59,7 @@ def dynamodb_local(startup_timeout: float = 60.0) -> Iterator[str]:
     port = free_port()
     process = subprocess.Popen(
         [
+            *_DIE_WITH_US,
             java,
             f"-Djava.library.path={jar.parent / 'DynamoDBLocal_lib'}",
             "-jar",
@@ -65,6 +72,7 @@ def dynamodb_local(startup_timeout: float = 60.0) -> Iterator[str]:
         cwd=jar.parent,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        # Its own session keeps a terminal's Ctrl-C off Java until we stop it in order.
         start_new_session=True,
     )
     endpoint = f"http://{LOOPBACK}:{port}"
