@@ -66,10 +66,8 @@ class Options:
     stack_name: str | None = None
     feeds: list[str] = field(default_factory=list)
     parameters: dict[str, str] = field(default_factory=dict)
-    backlog: int = 300
-    traffic_interval: float = 0.25
-    faults: float = 0.0
-    seed: int = 7
+    #: What the simulators generate and how often they fail (with the simulators only).
+    simulation: SimulationOptions = field(default_factory=SimulationOptions)
     catch_up: float = 60.0
     demo_queues: bool | None = None
     view: str = "auto"
@@ -145,10 +143,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         stack_name=args.stack_name,
         feeds=args.feed,
         parameters=parameters,
-        backlog=args.backlog,
-        traffic_interval=args.traffic_interval,
-        faults=args.faults,
-        seed=args.seed,
+        simulation=SimulationOptions(
+            seed=args.seed, backlog=args.backlog, traffic_interval=args.traffic_interval, fault_rate=args.faults
+        ),
         catch_up=args.catch_up,
         demo_queues=args.demo_queues,
         view=args.view,
@@ -674,13 +671,10 @@ def start_kontur(
         if options.aws == "real":
             return [FeedRun(kit) for kit in kits]  # the deployed stack's own endpoints and secrets
         return load_real_credentials(kits, options.credentials)
-    simulation = SimulationOptions(
-        seed=options.seed, backlog=options.backlog, traffic_interval=options.traffic_interval, fault_rate=options.faults
-    )
     runs = []
     for kit in kits:
         out(f"starting the {kit.feed} simulators ...")
-        simulated = kit.simulate(simulation)
+        simulated = kit.simulate(options.simulation)
         resources.callback(simulated.close)
         runs.append(FeedRun(kit, simulated, simulated.credentials, dict(simulated.parameters)))
         header.extend(simulated.describe())

@@ -257,6 +257,13 @@ def _json(response: requests.Response) -> Any:
         ) from None
 
 
+#: How every route that calls Kontur documents its throttling and its silence.
+KONTUR_BUSY_OR_SILENT = {
+    503: "Kontur is throttling the integrator's requests: retry later",
+    504: "Kontur did not answer in time",
+}
+
+
 # -- the routes -----------------------------------------------------------------------------------
 
 
@@ -275,8 +282,7 @@ def _json(response: requests.Response) -> Any:
             404: "Kontur knows no such account",
             409: "Kontur refused the change",
             502: "Kontur failed (5xx) or answered something unreadable",
-            503: "Kontur is throttling the integrator's requests: retry later",
-            504: "Kontur did not answer in time",
+            **KONTUR_BUSY_OR_SILENT,
         },
     ),
 )
@@ -327,8 +333,7 @@ def share_events(
         "Kontur's JSON, unchanged: its schema is not public",
         {
             502: "Kontur failed (5xx), refused the relay's own credentials, or answered something that is not JSON",
-            503: "Kontur is throttling the integrator's requests: retry later",
-            504: "Kontur did not answer in time",
+            **KONTUR_BUSY_OR_SILENT,
         },
         content={content_types.APPLICATION_JSON: {"schema": {}}},
     ),
@@ -351,8 +356,7 @@ def list_publishers() -> Response[Any]:
         {
             404: "Kontur knows no such publisher of this integrator",
             502: "Kontur failed (5xx), refused the relay's own credentials, or answered something unreadable",
-            503: "Kontur is throttling the integrator's requests: retry later",
-            504: "Kontur did not answer in time",
+            **KONTUR_BUSY_OR_SILENT,
         },
         status=204,
         content={},
