@@ -10,6 +10,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 
 from kontur_relay.model import AttributeValue, FeedEvent
 
@@ -43,7 +44,7 @@ class OutgoingMessage:
     group_id: str
     deduplication_id: str
 
-    @property
+    @cached_property  # batching asks several times per message; the body is up to 256 KiB
     def size(self) -> int:
         """Bytes SNS counts against its 256 KiB limit: the body plus each attribute's name, data type
         and value (SNS's MessageAttributeValue: "all parts ... are included in the size restriction")."""
