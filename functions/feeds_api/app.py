@@ -21,7 +21,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validato
 from pydantic.alias_generators import to_camel
 
 from kontur_relay import admin_api, wiring
-from kontur_relay.admin_api import ApiError, responses
+from kontur_relay.admin_api import ApiError, CamelModel, responses
 from kontur_relay.diadoc import source as diadoc_source
 from kontur_relay.dynamo import DynamoCursorStore, FeedStatus
 from kontur_relay.errors import CursorConflict
@@ -56,11 +56,7 @@ def cursors() -> DynamoCursorStore:
 # -- the models -----------------------------------------------------------------------------------
 
 
-class _Camel(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
-
-
-class FeedView(_Camel):
+class FeedView(CamelModel):
     """A feed as operators see it."""
 
     feed: str = Field(description="The feed id: the key of its cursor")
@@ -79,7 +75,7 @@ class FeedView(_Camel):
     updated_by: str | None = Field(description="The IAM principal who last set the cursor by hand")
 
 
-class FeedList(_Camel):
+class FeedList(CamelModel):
     feeds: list[FeedView]
 
 

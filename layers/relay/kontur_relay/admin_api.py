@@ -31,7 +31,9 @@ from kontur_relay.errors import ConfigurationError
 from kontur_relay.observability import logger, metrics
 
 
-class _Camel(BaseModel):
+class CamelModel(BaseModel):
+    """The admin API's JSON: camelCase on the wire, Python names in the code."""
+
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
 
 
@@ -43,7 +45,7 @@ class FieldProblem(BaseModel):
     type: str = Field(description="pydantic's error type, e.g. string_pattern_mismatch, missing, extra_forbidden")
 
 
-class Problem(_Camel):
+class Problem(CamelModel):
     """Every error answer of the admin API."""
 
     message: str = Field(description="What went wrong and what to do about it")
