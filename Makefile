@@ -55,7 +55,7 @@ proto: deps
 	@# like its type, an enum value None).
 	$(BIN)/python -m grpc_tools.protoc -Ilayers/relay --python_out=layers/relay \
 		--plugin=protoc-gen-mypy=$(BIN)/protoc-gen-mypy --mypy_out=layers/relay \
-		layers/relay/kontur_relay/diadoc/diadoc_events.proto
+		layers/relay/kontur_relay/feeds/diadoc/diadoc_events.proto
 
 build: deps
 	$(BIN)/sam build

@@ -27,7 +27,7 @@ from typing import Any
 
 import boto3
 
-from kontur_relay.dynamo import DynamoCursorStore, FeedStatus
+from kontur_relay.aws.cursors import DynamoCursorStore, FeedStatus
 from local_stack import feeds
 from local_stack.feeds import FeedKit, FrontContext, SimulatedFeed, SimulationOptions
 from local_stack.queues import DemoQueue, QueueConsumer, create_demo_queues, delete_demo_queues

@@ -41,11 +41,11 @@ from multiprocessing.synchronize import Event
 import boto3
 from botocore.config import Config
 
-from kontur_relay.dynamo import DynamoCursorStore
-from kontur_relay.engine import Outcome, Relay
-from kontur_relay.model import Feed
+from kontur_relay.aws.cursors import DynamoCursorStore
+from kontur_relay.aws.sns import SnsPublisher
+from kontur_relay.domain.engine import Outcome, Relay
+from kontur_relay.domain.model import Feed
 from kontur_relay.observability import metrics
-from kontur_relay.sns import SnsPublisher
 from local_stack.services import LOCAL_CREDENTIALS, aws_environment, dynamodb_local, moto_server
 from local_stack.template import Stack, provision
 from tests.fakes import FakeSource, cursor_at

@@ -3,7 +3,7 @@
 They exist to inject faults the real components cannot be made to produce on demand (a crash
 between two publish batches, a cursor write that lands and then loses its answer, two runs racing
 for one cursor). They keep the real components' semantics: ``FakeCursorStore`` is held to the same
-contract as ``DynamoCursorStore`` by ``tests/test_dynamo_store.py``.
+contract as ``DynamoCursorStore`` by ``tests/adapters/test_dynamo_store.py``.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from kontur_relay.envelope import OutgoingMessage
-from kontur_relay.errors import CursorConflict
-from kontur_relay.extern import EXTERN_EVENT_TYPE
-from kontur_relay.model import CursorState, FeedEvent, Page
+from kontur_relay.domain.envelope import OutgoingMessage
+from kontur_relay.domain.errors import CursorConflict
+from kontur_relay.domain.model import CursorState, FeedEvent, Page
+from kontur_relay.feeds.extern.source import EXTERN_EVENT_TYPE
 
 
 class Crash(BaseException):

@@ -10,7 +10,7 @@ from typing import Any
 import boto3
 import fastjsonschema
 
-from kontur_relay.dynamo import DynamoCursorStore
+from kontur_relay.aws.cursors import DynamoCursorStore
 from local_stack.template import ROOT, Stack
 
 validate_message = fastjsonschema.compile(json.loads((ROOT / "schemas" / "message.schema.json").read_text()))

@@ -14,9 +14,9 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from kontur_relay import wiring
-from kontur_relay.diadoc.config import BoxFeed
-from kontur_relay.engine import Relay
-from kontur_relay.errors import ConfigurationError
+from kontur_relay.domain.engine import Relay
+from kontur_relay.domain.errors import ConfigurationError
+from kontur_relay.feeds.diadoc.config import BoxFeed
 from kontur_relay.observability import count_error, logger, metrics, tracer
 
 _relays: dict[BoxFeed, Relay] = {}

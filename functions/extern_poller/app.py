@@ -8,7 +8,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from kontur_relay import wiring
-from kontur_relay.engine import Relay
+from kontur_relay.domain.engine import Relay
 from kontur_relay.observability import logger, metrics, tracer
 
 

@@ -20,11 +20,12 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
-from kontur_relay import admin_api, wiring
-from kontur_relay.admin_api import ApiError, CamelModel, responses
-from kontur_relay.diadoc import source as diadoc_source
-from kontur_relay.dynamo import DynamoCursorStore, FeedStatus
-from kontur_relay.errors import CursorConflict
+from kontur_relay import wiring
+from kontur_relay.admin import api as admin_api
+from kontur_relay.admin.api import ApiError, CamelModel, responses
+from kontur_relay.aws.cursors import DynamoCursorStore, FeedStatus
+from kontur_relay.domain.errors import CursorConflict
+from kontur_relay.feeds.diadoc import source as diadoc_source
 from kontur_relay.observability import logger, metrics, tracer
 
 app = admin_api.resolver()

@@ -24,12 +24,14 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
-from kontur_relay import admin_api, http, wiring
-from kontur_relay.admin_api import ApiError, responses
-from kontur_relay.auth import CredentialsSecret, StaticCredential, extern_authenticator
-from kontur_relay.errors import FeedAuthError, FeedTimeout, FeedUnavailable
-from kontur_relay.extern import read_extern_error
-from kontur_relay.http import KonturApi
+from kontur_relay import wiring
+from kontur_relay.admin import api as admin_api
+from kontur_relay.admin.api import ApiError, responses
+from kontur_relay.domain.errors import FeedAuthError, FeedTimeout, FeedUnavailable
+from kontur_relay.feeds.extern.source import read_extern_error
+from kontur_relay.kontur import client as http
+from kontur_relay.kontur.auth import CredentialsSecret, StaticCredential, extern_authenticator
+from kontur_relay.kontur.client import KonturApi
 from kontur_relay.observability import logger, tracer
 
 app = admin_api.resolver()

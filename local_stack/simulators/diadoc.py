@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from kontur_relay.diadoc import diadoc_events_pb2 as pb
+from kontur_relay.feeds.diadoc import diadoc_events_pb2 as pb
 from local_stack.simulators.base import TRANSIENT_FAULTS, Fault, Request, Response, Simulator
 from local_stack.simulators.identity import IdentitySimulator
 

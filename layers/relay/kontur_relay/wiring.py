@@ -16,17 +16,17 @@ from urllib.parse import quote
 import boto3
 from botocore.config import Config
 
-from kontur_relay import http
-from kontur_relay.auth import CredentialsSecret, extern_authenticator
-from kontur_relay.diadoc.auth import diadoc_authenticator
-from kontur_relay.diadoc.config import BoxFeed, api_version, box_defaults, box_feed
-from kontur_relay.diadoc.source import DIADOC_RETRYABLE_STATUSES, DiadocApi, DiadocSource, read_diadoc_error
-from kontur_relay.dynamo import DynamoCursorStore
-from kontur_relay.engine import Relay
-from kontur_relay.errors import ConfigurationError
-from kontur_relay.extern import ExternSource, read_extern_error
-from kontur_relay.model import Feed
-from kontur_relay.sns import SnsPublisher
+from kontur_relay.aws.cursors import DynamoCursorStore
+from kontur_relay.aws.sns import SnsPublisher
+from kontur_relay.domain.engine import Relay
+from kontur_relay.domain.errors import ConfigurationError
+from kontur_relay.domain.model import Feed
+from kontur_relay.feeds.diadoc.auth import diadoc_authenticator
+from kontur_relay.feeds.diadoc.config import BoxFeed, api_version, box_defaults, box_feed
+from kontur_relay.feeds.diadoc.source import DIADOC_RETRYABLE_STATUSES, DiadocApi, DiadocSource, read_diadoc_error
+from kontur_relay.feeds.extern.source import ExternSource, read_extern_error
+from kontur_relay.kontur import client as http
+from kontur_relay.kontur.auth import CredentialsSecret, extern_authenticator
 
 #: boto3's own retries for throttling and transient AWS errors, with bounded waits.
 AWS_CONFIG = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=15)

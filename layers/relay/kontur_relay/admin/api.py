@@ -1,0 +1,221 @@
+"""What the admin API's Lambdas share: a validating REST resolver whose every failure is a JSON
+answer the caller can act on, the models of those answers, and who asked.
+
+API Gateway authenticates every route with IAM (SigV4) before a Lambda runs, so the principal in
+``requestContext.identity`` is a verified caller: what an operator's change is recorded with.
+Validation is Powertools' (pydantic models on the routes); this module only decides how a rejected
+request reads: 422 naming each field and the rule it broke, never echoing the value (a header may
+hold an administrator's credential).
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from re import Match
+from typing import Any
+
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError, ServiceError
+from aws_lambda_powertools.event_handler.openapi.exceptions import (
+    RequestUnsupportedContentType,
+    RequestValidationError,
+)
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+from typing_extensions import override
+
+from kontur_relay.domain.errors import ConfigurationError
+from kontur_relay.observability import logger, metrics
+
+
+class CamelModel(BaseModel):
+    """The admin API's JSON: camelCase on the wire, Python names in the code."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+
+class FieldProblem(BaseModel):
+    """One rule a request broke."""
+
+    loc: list[str | int] = Field(description='Where: ["body", "events-filter", "docflow-types", 0], ["path", "feedId"]')
+    msg: str = Field(description="The rule, e.g. \"String should match pattern '^[0-9]{7}$'\"")
+    type: str = Field(description="pydantic's error type, e.g. string_pattern_mismatch, missing, extra_forbidden")
+
+
+class Problem(CamelModel):
+    """Every error answer of the admin API."""
+
+    message: str = Field(description="What went wrong and what to do about it")
+    request_id: str | None = Field(default=None, description="API Gateway's request id: quote it when asking for help")
+    error: str | None = Field(default=None, description="Kontur's error id (urn:error:...), when Kontur refused")
+    trace_id: str | None = Field(default=None, description="Kontur's X-Kontur-Trace-Id, when Kontur answered")
+    current_version: int | None = Field(default=None, description="409: the cursor's version now")
+    current_cursor: str | None = Field(default=None, description="409: the cursor now")
+    detail: list[FieldProblem] | None = Field(default=None, description="422: each rule the request broke")
+
+
+class ApiError(Exception):
+    """An answer other than success, raised from a route; ``fields`` are Problem's (snake_case)."""
+
+    def __init__(self, status: int, message: str, **fields: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.fields = fields
+
+
+#: What every route can answer; a route tells its own meanings of other statuses (and of 403).
+INVALID = {422: "The request broke a rule: each field and the rule it broke are named"}
+REFUSED_BY_IAM = "API Gateway refused the request: it is not signed (SigV4), or IAM does not allow the caller"
+
+
+def responses(
+    ok: str, errors: Mapping[int, str], *, status: int = 200, content: Mapping[str, Any] | None = None
+) -> dict[int, Any]:
+    """The ``responses=`` of a route: success (its body is the route's return type unless
+    ``content`` says otherwise) and each error status with what it means on this route, its body a Problem."""
+    success: dict[str, Any] = {"description": ok}
+    if content is not None:
+        success["content"] = dict(content)
+    documented: dict[int, Any] = {status: success}
+    meanings = {**INVALID, **errors}
+    meanings[403] = f"{REFUSED_BY_IAM}; or: {errors[403]}" if 403 in errors else REFUSED_BY_IAM
+    for code, meaning in meanings.items():
+        documented[code] = {"description": meaning, "content": {content_types.APPLICATION_JSON: {"model": Problem}}}
+    return documented
+
+
+def problem(app: APIGatewayRestResolver, status: int, message: str, **fields: Any) -> Response[Any]:
+    """A Problem answer, with the request id."""
+    body = Problem(message=message, request_id=app.current_event.request_context.request_id, **fields)
+    return Response(
+        status_code=status,
+        content_type=content_types.APPLICATION_JSON,
+        body=body.model_dump(mode="json", by_alias=True, exclude_none=True),
+    )
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The IAM principal API Gateway verified: a user's or an assumed role's ARN."""
+
+    arn: str | None
+    #: The access key's principal id (``AROA...:session`` for roles), when there is no ARN.
+    principal: str | None
+    source_ip: str | None
+
+    @property
+    def name(self) -> str | None:
+        return self.arn or self.principal
+
+
+def caller(app: APIGatewayRestResolver) -> Caller:
+    identity = app.current_event.request_context.identity
+    return Caller(arn=identity.user_arn, principal=identity.caller, source_ip=identity.source_ip)
+
+
+def _field_problems(errors: Sequence[Mapping[str, Any]]) -> list[FieldProblem]:
+    # pydantic's ``input`` and ``ctx`` are left out: the input may be a credential.
+    found = []
+    for error in errors:
+        kind = str(error.get("type") or "invalid")
+        loc = [part for part in error.get("loc", ()) if isinstance(part, str | int)]
+        found.append(FieldProblem(loc=loc, msg=str(error.get("msg") or kind), type=kind))
+    return found
+
+
+def _summary(found: Sequence[FieldProblem]) -> str:
+    return "; ".join(f"{'.'.join(str(part) for part in item.loc)}: {item.msg}" for item in found)
+
+
+def _count(status: int) -> None:
+    with single_metric(name="AdminApiErrors", unit=MetricUnit.Count, value=1, namespace=metrics.namespace) as metric:
+        metric.add_dimension("status", str(status))
+
+
+class AdminResolver(APIGatewayRestResolver):
+    """Powertools' REST resolver, with two decisions of this API.
+
+    The REST API passes the path percent-encoded (``diadoc:box@x.ru`` arrives as
+    ``diadoc%3Abox%40x.ru``): routes match it as sent, so an encoded ``/`` stays inside its segment,
+    and each path parameter is decoded once before it is validated and handed to the route.
+
+    Bodies are JSON only. Powertools would also read form and multipart bodies into the models (and
+    answers a multipart body without a boundary with a bare 500): those are refused with 415 first.
+    """
+
+    @override
+    def resolve(self, event: Mapping[str, Any], context: Any) -> dict[str, Any]:
+        if event.get("body") and not _json_content(event.get("headers") or {}):
+            request_id = (event.get("requestContext") or {}).get("requestId")
+            body = Problem(message=JSON_ONLY, request_id=request_id)
+            logger.info("Refused a body that is not JSON", extra={"status": 415})
+            return {
+                "statusCode": 415,
+                "headers": {"Content-Type": content_types.APPLICATION_JSON},
+                "body": body.model_dump_json(by_alias=True, exclude_none=True),
+                "isBase64Encoded": False,
+            }
+        return super().resolve(event, context)
+
+    @override
+    def _convert_matches_into_route_keys(self, match: Match[str]) -> dict[str, str]:
+        return {name: urllib.parse.unquote(value) for name, value in match.groupdict().items()}
+
+
+JSON_ONLY = "Send the body as JSON (Content-Type: application/json)"
+
+
+def _json_content(headers: Mapping[str, Any]) -> bool:
+    """No Content-Type (read as JSON, as Powertools does) or a JSON one."""
+    given = next((str(value) for name, value in headers.items() if name.lower() == "content-type"), "")
+    media = given.split(";", 1)[0].strip().lower()
+    return media in ("", "application/json") or (media.startswith("application/") and media.endswith("+json"))
+
+
+def resolver() -> AdminResolver:
+    """A resolver with request validation whose every failure is a Problem."""
+    app = AdminResolver(enable_validation=True)
+
+    @app.exception_handler(RequestValidationError)
+    def invalid(error: RequestValidationError) -> Response[Any]:
+        found = _field_problems(error.errors())
+        logger.info("Rejected an invalid request", extra={"problems": [p.model_dump() for p in found]})
+        return problem(app, 422, f"The request is invalid: {_summary(found)}", detail=found)
+
+    @app.exception_handler(RequestUnsupportedContentType)
+    def unsupported(error: RequestUnsupportedContentType) -> Response[Any]:
+        return problem(app, 415, JSON_ONLY)
+
+    @app.not_found
+    def no_route(error: NotFoundError) -> Response[Any]:
+        event = app.current_event
+        return problem(app, 404, f"No route {event.http_method} {event.path}")
+
+    @app.exception_handler(ServiceError)
+    def service_error(error: ServiceError) -> Response[Any]:
+        return problem(app, error.status_code, str(error.msg))
+
+    @app.exception_handler(ApiError)
+    def api_error(error: ApiError) -> Response[Any]:
+        _count(error.status)
+        level = logger.warning if error.status >= 500 else logger.info
+        level(error.message, extra={"status": error.status, **error.fields})
+        return problem(app, error.status, error.message, **error.fields)
+
+    @app.exception_handler(ConfigurationError)
+    def misconfigured(error: ConfigurationError) -> Response[Any]:
+        _count(500)
+        logger.exception("The admin API is misconfigured")
+        return problem(app, 500, f"The relay is misconfigured: {error}. Quote the request id to its operators.")
+
+    @app.exception_handler(Exception)
+    def unexpected(error: Exception) -> Response[Any]:
+        _count(500)
+        logger.exception("Unexpected error in the admin API")
+        return problem(app, 500, "Unexpected error in the relay's admin API. Quote the request id to its operators.")
+
+    return app

@@ -1,0 +1,210 @@
+"""The cursor table in DynamoDB: one item per feed holding its cursor, lease and status.
+
+One item keeps every change to a feed a single conditional write: the cursor moves only at the
+version the run read, the lease is taken only when free or expired, and an operator's change to
+the cursor is guarded by the same version.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+
+from kontur_relay.domain.errors import CursorConflict
+from kontur_relay.domain.model import CursorState
+from kontur_relay.observability import logger
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.service_resource import Table
+
+
+def _conditional_failed(error: ClientError) -> bool:
+    return error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class FeedStatus:
+    """What operators see of a feed (the admin API's ``GET /feeds``)."""
+
+    feed: str
+    cursor: str | None
+    version: int
+    events_relayed: int
+    last_success_at: str | None
+    last_error: str | None
+    last_error_at: str | None
+    backlog: int | None
+    backlog_capped: bool
+    stopped_reason: str | None
+    running: bool
+    updated_by: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class DynamoCursorStore:
+    def __init__(self, table: Table, *, clock: Callable[[], float] = time.time) -> None:
+        self.table = table
+        self.clock = clock
+
+    # -- the relay's side -------------------------------------------------------------------------
+
+    def acquire_lease(self, feed: str, owner: str, until: float) -> bool:
+        try:
+            self.table.update_item(
+                Key={"feed": feed},
+                UpdateExpression="SET lease_owner = :owner, lease_until = :until",
+                ConditionExpression="attribute_not_exists(lease_until) OR lease_until < :now",
+                ExpressionAttributeValues={
+                    ":owner": owner,
+                    ":until": Decimal(str(round(until, 3))),
+                    ":now": Decimal(str(round(self.clock(), 3))),
+                },
+            )
+        except ClientError as error:
+            if _conditional_failed(error):
+                return False
+            raise
+        return True
+
+    def release_lease(self, feed: str, owner: str) -> None:
+        try:
+            self.table.update_item(
+                Key={"feed": feed},
+                UpdateExpression="REMOVE lease_owner, lease_until",
+                ConditionExpression="lease_owner = :owner",
+                ExpressionAttributeValues={":owner": owner},
+            )
+        except ClientError as error:
+            if not _conditional_failed(error):
+                raise
+            # The lease expired and another run took it: that run releases it, not this one.
+            logger.warning("The lease had passed to another run before this one released it")
+
+    def load(self, feed: str) -> CursorState:
+        item = self.table.get_item(Key={"feed": feed}, ConsistentRead=True).get("Item") or {}
+        return CursorState(
+            feed=feed,
+            position=_str(item.get("position")),
+            version=int(item.get("version", 0)),  # type: ignore[arg-type]
+            stopped_reason=_str(item.get("stopped_reason")),
+        )
+
+    def advance(self, state: CursorState, position: str | None, *, relayed: int) -> CursorState:
+        return self._write_cursor(state.feed, position, state.version, relayed=relayed)
+
+    def record_success(self, feed: str, *, backlog: int | None, backlog_capped: bool) -> None:
+        values: dict[str, Any] = {":now": _iso(self.clock())}
+        expression = "SET last_success_at = :now"
+        if backlog is None:
+            expression += " REMOVE backlog, backlog_capped"
+        else:
+            expression += ", backlog = :backlog, backlog_capped = :capped"
+            values |= {":backlog": backlog, ":capped": backlog_capped}
+        self.table.update_item(Key={"feed": feed}, UpdateExpression=expression, ExpressionAttributeValues=values)
+
+    def record_failure(self, feed: str, error: str, *, stop: bool = False) -> None:
+        expression = "SET last_error = :error, last_error_at = :now"
+        if stop:
+            expression += ", stopped_reason = :error"
+        self.table.update_item(
+            Key={"feed": feed},
+            UpdateExpression=expression,
+            ExpressionAttributeValues={":error": error[:2000], ":now": _iso(self.clock())},
+        )
+
+    # -- the operators' side ----------------------------------------------------------------------
+
+    def set_cursor(self, feed: str, position: str | None, *, expected_version: int, by: str) -> CursorState:
+        """Replay or skip: move the cursor anywhere, resume a stopped feed, and say who did it."""
+        return self._write_cursor(feed, position, expected_version, relayed=0, by=by)
+
+    def status(self, feed: str) -> FeedStatus | None:
+        item = self.table.get_item(Key={"feed": feed}, ConsistentRead=True).get("Item")
+        return None if item is None else self._status(item)
+
+    def statuses(self) -> Iterator[FeedStatus]:
+        kwargs: dict[str, Any] = {}
+        while True:
+            response = self.table.scan(**kwargs)
+            for item in response.get("Items", []):
+                yield self._status(item)
+            if "LastEvaluatedKey" not in response:
+                return
+            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+    def _status(self, item: dict[str, Any]) -> FeedStatus:
+        lease_until = item.get("lease_until")
+        return FeedStatus(
+            feed=str(item["feed"]),
+            cursor=_str(item.get("position")),
+            version=int(item.get("version", 0)),
+            events_relayed=int(item.get("events_relayed", 0)),
+            last_success_at=_str(item.get("last_success_at")),
+            last_error=_str(item.get("last_error")),
+            last_error_at=_str(item.get("last_error_at")),
+            backlog=None if item.get("backlog") is None else int(item["backlog"]),
+            backlog_capped=bool(item.get("backlog_capped", False)),
+            stopped_reason=_str(item.get("stopped_reason")),
+            running=lease_until is not None and float(lease_until) > self.clock(),
+            updated_by=_str(item.get("updated_by")),
+        )
+
+    # -- shared -----------------------------------------------------------------------------------
+
+    def _write_cursor(
+        self, feed: str, position: str | None, expected_version: int, *, relayed: int, by: str | None = None
+    ) -> CursorState:
+        names = {"#version": "version", "#position": "position"}
+        values: dict[str, Any] = {
+            ":expected": expected_version,
+            ":next": expected_version + 1,
+            ":relayed": relayed,
+            ":now": _iso(self.clock()),
+        }
+        sets = ["#version = :next", "updated_at = :now"]
+        removes = []
+        if position is None:
+            removes.append("#position")
+        else:
+            sets.append("#position = :position")
+            values[":position"] = position
+        if by is not None:
+            # An operator's write also resumes a stopped feed: acting on it is what the stop asked for.
+            sets.append("updated_by = :by")
+            values[":by"] = by
+            removes.append("stopped_reason")
+        condition = "#version = :expected"
+        if expected_version == 0:
+            condition = "attribute_not_exists(#version) OR " + condition
+        expression = "SET " + ", ".join(sets) + " ADD events_relayed :relayed"
+        if removes:
+            expression += " REMOVE " + ", ".join(removes)
+        try:
+            self.table.update_item(
+                Key={"feed": feed},
+                UpdateExpression=expression,
+                ConditionExpression=condition,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+            )
+        except ClientError as error:
+            if _conditional_failed(error):
+                raise CursorConflict(f"the cursor of feed {feed} is no longer at version {expected_version}") from error
+            raise
+        return CursorState(feed=feed, position=position, version=expected_version + 1)
+
+
+def _str(value: object) -> str | None:
+    return None if value is None else str(value)

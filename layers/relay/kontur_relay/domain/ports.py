@@ -1,0 +1,45 @@
+"""The three things the relay engine talks to. Adapters implement them; tests fake them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from kontur_relay.domain.envelope import OutgoingMessage
+from kontur_relay.domain.model import CursorState, Page
+
+
+class Source(Protocol):
+    """A Kontur feed, read a page at a time from a cursor."""
+
+    def read_page(self, cursor: str | None) -> Page:
+        """Read the page after ``cursor`` (None: where a new feed starts)."""
+        ...
+
+
+class Publisher(Protocol):
+    """Where events go. Returns only when every message was accepted; raises PublishError otherwise."""
+
+    def publish(self, messages: Sequence[OutgoingMessage]) -> None: ...
+
+
+class CursorStore(Protocol):
+    """The durable per-feed state: cursor with its version, the run lease, and what operators see."""
+
+    def acquire_lease(self, feed: str, owner: str, until: float) -> bool:
+        """Take the feed's lease until the epoch second ``until``; False while another run holds it."""
+        ...
+
+    def release_lease(self, feed: str, owner: str) -> None: ...
+
+    def load(self, feed: str) -> CursorState: ...
+
+    def advance(self, state: CursorState, position: str | None, *, relayed: int) -> CursorState:
+        """Move the cursor iff its version is still ``state.version``; raise CursorConflict if not."""
+        ...
+
+    def record_success(self, feed: str, *, backlog: int | None, backlog_capped: bool) -> None: ...
+
+    def record_failure(self, feed: str, error: str, *, stop: bool = False) -> None:
+        """Keep the error for operators; ``stop`` halts the feed until someone resumes it."""
+        ...

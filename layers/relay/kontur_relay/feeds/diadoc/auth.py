@@ -1,0 +1,99 @@
+"""Diadoc's credentials, from the JSON of the Diadoc credentials secret:
+
+- OpenID Connect (current): ``token_url``, ``client_id``, ``client_secret``, ``grant_type`` and the
+  grant's fields, as for Extern (:class:`~kontur_relay.kontur.auth.OpenIdConnectTokens`): ``Bearer`` tokens;
+- a fixed ``access_token``: ``Bearer`` as is;
+- legacy: ``api_client_id`` (ddauth_api_client_id), ``login`` and ``password``: a token from
+  ``POST /V3/Authenticate?type=password`` sent as ``DiadocAuth ddauth_api_client_id=..,ddauth_token=..``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import requests
+
+from kontur_relay.domain.errors import ConfigurationError, FeedAuthError, FeedUnavailable
+from kontur_relay.kontur.auth import CachedToken, CredentialsSecret, OpenIdConnectTokens, StaticCredential
+from kontur_relay.kontur.client import Authenticator
+from kontur_relay.observability import logger
+
+#: A DiadocAuth token lives 24 hours; it is replaced an hour early, so that none lapses mid-run
+#: and a clock running a little behind Diadoc's does not matter.
+TOKEN_LIFETIME_SECONDS = 24 * 3600
+RENEW_AHEAD_SECONDS = 3600
+
+
+class DiadocAuthTokens(CachedToken):
+    """Legacy DiadocAuth tokens, obtained with login and password, cached, renewed before they expire
+    and once after a 401."""
+
+    def __init__(
+        self,
+        secret: CredentialsSecret,
+        http: requests.Session,
+        api_url: str,
+        *,
+        timeout: float = 20.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(clock)
+        self.secret = secret
+        self.http = http
+        self.url = f"{api_url.rstrip('/')}/V3/Authenticate"
+        self.timeout = timeout
+        self._client_id: str | None = None
+        #: Tokens obtained by this container (for tests and the logs).
+        self.obtained = 0
+
+    def _headers(self, token: str) -> dict[str, str]:
+        return {"Authorization": f"DiadocAuth ddauth_api_client_id={self._client_id},ddauth_token={token}"}
+
+    def _obtain(self) -> None:
+        config = self.secret.values()
+        missing = [name for name in ("api_client_id", "login", "password") if not config.get(name)]
+        if missing:
+            raise ConfigurationError(f"the Diadoc credentials secret lacks {', '.join(missing)}")
+        client_id = str(config["api_client_id"])
+        try:
+            response = self.http.post(
+                self.url,
+                params={"type": "password"},
+                json={"login": config["login"], "password": config["password"]},
+                headers={"Authorization": f"DiadocAuth ddauth_api_client_id={client_id}"},
+                timeout=self.timeout,
+            )
+        except (requests.ConnectionError, requests.Timeout, requests.exceptions.RetryError) as error:
+            raise FeedUnavailable(f"Diadoc's Authenticate did not answer: {type(error).__name__}") from error
+        code = response.headers.get("X-Diadoc-ErrorCode")
+        if response.status_code in (400, 401, 403):
+            # The code names the problem (a wrong password, an unknown client id) without the credential.
+            raise FeedAuthError("Diadoc refused the login and password", status=response.status_code, error_code=code)
+        if response.status_code != 200:
+            raise FeedUnavailable("Diadoc's Authenticate failed", status=response.status_code, error_code=code)
+        token = response.text.strip()
+        if not token or "<" in token:
+            raise FeedAuthError("Diadoc's Authenticate answered 200 without a token")
+        self._client_id, self._token = client_id, token
+        self._renew_at = self.clock() + TOKEN_LIFETIME_SECONDS - RENEW_AHEAD_SECONDS
+        self.obtained += 1
+        logger.info("Obtained a DiadocAuth token", extra={"renew_at": self._renew_at})
+
+
+def diadoc_authenticator(
+    secret: CredentialsSecret, http: requests.Session, api_url: str, *, timeout: float = 20.0
+) -> Authenticator:
+    """The authenticator the secret describes."""
+    config: dict[str, Any] = secret.values()
+    if config.get("token_url"):
+        return OpenIdConnectTokens(secret, http, timeout=timeout)
+    if config.get("access_token"):
+        return StaticCredential({"Authorization": f"Bearer {config['access_token']}"})
+    if config.get("login") or config.get("api_client_id"):
+        return DiadocAuthTokens(secret, http, api_url, timeout=timeout)
+    raise ConfigurationError(
+        "the Diadoc credentials secret holds none of: token_url (+ client_id, ...) for OpenID Connect, "
+        "access_token, or api_client_id + login + password"
+    )

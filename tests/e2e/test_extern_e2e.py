@@ -1,0 +1,229 @@
+"""The Extern poller end to end: the Extern simulator over HTTP -> the real handler, with the template's
+environment -> SNS (moto) -> SQS queues subscribed to the topic; the cursor in DynamoDB Local."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import requests
+
+from kontur_relay.domain.errors import FeedRejected
+from kontur_relay.feeds.extern.source import EXTERN_EVENT_TYPE
+from local_stack.simulators.base import Fault
+from local_stack.simulators.extern import ExternSimulator
+from local_stack.simulators.identity import IdentitySimulator
+from local_stack.template import ROOT, Stack, provision
+from tests.conftest import LambdaContext, load_handler
+from tests.queues import bodies, cursors, receive, subscribe, validate_message
+
+FUNCTION = "ExternPollerFunction"
+CLIENT_ID = "feed-relay"
+PAGE_SIZE = 50
+SHARED_TYPES = ["urn:docflow:fns534-demand", "urn:docflow:pfr-report"]
+
+
+@dataclass
+class Kontur:
+    identity: IdentitySimulator
+    extern: ExternSimulator
+    api_key: str
+    username: str
+    password: str
+
+    def visible(self) -> list[str]:
+        return self.extern.events_visible_to(CLIENT_ID)
+
+
+@pytest.fixture
+def kontur() -> Iterator[Kontur]:
+    with IdentitySimulator(token_lifetime=600) as identity, ExternSimulator(identity, seed=3) as extern:
+        kontur = Kontur(identity, extern, secrets.token_hex(16), "svc@integrator.example", secrets.token_urlsafe(16))
+        extern.add_integrator(CLIENT_ID, kontur.api_key, username=kontur.username, password=kontur.password)
+        accounts = extern.setup(CLIENT_ID, accounts=3)
+        extern.add_account()  # an account that shares nothing: its events must never reach SNS
+        # One account shares only two docflow types, through the API, with its administrator's token.
+        answer = requests.post(
+            f"{extern.url}/v1/{accounts[2].id}/share-events",
+            json={"subscriber": CLIENT_ID, "events-filter": {"docflow-types": SHARED_TYPES}},
+            headers={"Authorization": f"Bearer {extern.admin_token(accounts[2])}"},
+            timeout=5,
+        )
+        assert answer.status_code == 200
+        yield kontur
+
+
+def poller(stack: Stack, kontur: Kontur, aws: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """The handler module, imported fresh (a cold container) with the template's environment."""
+    name = f"extern-credentials-{uuid.uuid4().hex}"
+    credentials = {
+        "token_url": kontur.identity.token_url,
+        "client_id": CLIENT_ID,
+        "client_secret": kontur.api_key,
+        "grant_type": "password",
+        "username": kontur.username,
+        "password": kontur.password,
+        "scope": "extern.api",
+        "api_key": kontur.api_key,
+    }
+    aws["secretsmanager"].create_secret(Name=name, SecretString=json.dumps(credentials))
+    return load_handler(
+        stack.function(FUNCTION),
+        monkeypatch,
+        EXTERN_API_URL=kontur.extern.url,
+        EXTERN_CREDENTIALS_SECRET=name,
+        EXTERN_PAGE_SIZE=str(PAGE_SIZE),
+    )
+
+
+def attributes(message: dict[str, Any]) -> dict[str, str]:
+    return {name: value["StringValue"] for name, value in message.get("MessageAttributes", {}).items()}
+
+
+def test_every_shared_event_reaches_the_topic_as_a_valid_message(stack, kontur, aws, monkeypatch):
+    kontur.extern.generate(120)
+    everything = subscribe(aws, stack.physical["EventsTopic"])
+    reports = subscribe(
+        aws, stack.physical["EventsTopic"], filter_policy={"docflow_type": ["urn:docflow:fns534-report"]}
+    )
+    handler = poller(stack, kontur, aws, monkeypatch).handler
+
+    result = handler({"feed": "extern"}, LambdaContext(FUNCTION))
+
+    expected = kontur.visible()
+    assert 0 < len(expected) < 120, "some events are of accounts that share nothing or not that docflow type"
+    assert result["outcome"] == "caught_up"
+    assert result["events"] == len(expected)
+    messages = receive(aws, everything)
+    assert sorted(m["id"] for m in bodies(messages)) == sorted(expected)
+
+    for message in messages:
+        body = json.loads(message["Body"])
+        validate_message(body)
+        event = kontur.extern.event(body["id"])
+        assert body["data"] == event  # every key as Extern sent it, unknown ones too
+        assert body["type"] == EXTERN_EVENT_TYPE
+        assert body["source"] == f"{kontur.extern.url}/v1/events"
+        assert body["feed"] == "extern"
+        assert body["time"] == event["event-date-time"]
+        assert body["subject"] == event["docflow-id"]
+        expected_attributes = {
+            "source": "extern",
+            "feed": "extern",
+            "event_type": EXTERN_EVENT_TYPE,
+            "account_id": event["account-id"],
+            "docflow_type": event["docflow-type"],
+            "new_state": event["new-state"],
+            "inn": event["inn"],
+            "kpp": event.get("kpp"),
+        }
+        assert attributes(message) == {k: v for k, v in expected_attributes.items() if v is not None}
+
+    filtered = bodies(receive(aws, reports))
+    assert sorted(b["id"] for b in filtered) == sorted(
+        i for i in expected if kontur.extern.event(i)["docflow-type"] == "urn:docflow:fns534-report"
+    )
+    assert filtered
+
+    # The cursor is the feed's own next-event-id; a later run relays exactly what arrived since.
+    assert cursors(stack).load("extern").position == kontur.extern.end_id
+    new = set(kontur.extern.generate(40)) & set(kontur.visible())
+    again = handler({"feed": "extern"}, LambdaContext(FUNCTION))
+    assert again["events"] == len(new)
+    assert {b["id"] for b in bodies(receive(aws, everything))} == new
+
+
+def test_a_backlog_larger_than_one_run_drains_over_several_runs(stack, kontur, aws, monkeypatch):
+    kontur.extern.generate(300)
+    expected = kontur.visible()
+    assert len(expected) > 2 * PAGE_SIZE
+    queue = subscribe(aws, stack.physical["EventsTopic"])
+    handler = poller(stack, kontur, aws, monkeypatch).handler
+
+    outcomes = []
+    for _ in range(10):
+        # Time for one page: the lease, then under the safety margin once the page is published.
+        result = handler({"feed": "extern"}, LambdaContext(FUNCTION, seconds_left=[300, 10]))
+        outcomes.append(result["outcome"])
+        assert result["events"] <= PAGE_SIZE
+        if result["outcome"] == "caught_up":
+            break
+
+    assert outcomes[:-1] == ["out_of_time"] * (len(outcomes) - 1)
+    assert outcomes[-1] == "caught_up"
+    # One run a page, then the run whose page is empty: only an empty page says the feed is drained.
+    assert len(outcomes) == -(-len(expected) // PAGE_SIZE) + 1
+    ids = [b["id"] for b in bodies(receive(aws, queue))]
+    assert sorted(ids) == sorted(expected), "nothing lost, nothing twice"
+    status = cursors(stack).status("extern")
+    assert status is not None
+    assert status.events_relayed == len(expected)
+    assert status.cursor == kontur.extern.end_id
+
+
+def test_a_failing_run_leaves_the_cursor_and_raises(stack, kontur, aws, monkeypatch, capsys):
+    kontur.extern.generate(300)
+    expected = kontur.visible()
+    queue = subscribe(aws, stack.physical["EventsTopic"])
+    handler = poller(stack, kontur, aws, monkeypatch).handler
+    first = handler({"feed": "extern"}, LambdaContext(FUNCTION, seconds_left=[300, 10]))
+    assert (first["outcome"], first["events"]) == ("out_of_time", PAGE_SIZE)
+    before = cursors(stack).load("extern")
+    capsys.readouterr()
+
+    kontur.extern.faults.add(Fault.server_error(400), prefix="/v1/events")
+    with pytest.raises(FeedRejected) as raised:
+        handler({"feed": "extern"}, LambdaContext(FUNCTION))
+
+    assert cursors(stack).load("extern") == before
+    status = cursors(stack).status("extern")
+    assert status is not None
+    assert status.last_error is not None
+    assert str(raised.value) in status.last_error
+    assert "Extern answered 400 to GET /v1/events" in str(raised.value)
+    assert "trace_id=" in str(raised.value)
+    metrics = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    assert any(m.get("Errors") == [1.0] or m.get("Errors") == 1.0 for m in metrics if m.get("kind") == "feed_rejected")
+
+    rest = handler({"feed": "extern"}, LambdaContext(FUNCTION))
+    assert rest["outcome"] == "caught_up"
+    ids = [b["id"] for b in bodies(receive(aws, queue))]
+    assert sorted(ids) == sorted(expected)
+
+
+def test_a_fifo_topic_delivers_in_feed_order_per_docflow(kontur, aws, monkeypatch):
+    stack = provision(Stack(name=f"t{uuid.uuid4().hex[:10]}", parameters={"FifoTopic": "true"}), aws)
+    topic = stack.physical["EventsTopic"]
+    assert topic.endswith(".fifo")
+    kontur.extern.generate(150)
+    queue = subscribe(aws, topic)
+
+    result = poller(stack, kontur, aws, monkeypatch).handler({"feed": "extern"}, LambdaContext(FUNCTION))
+
+    expected = kontur.visible()
+    assert result["events"] == len(expected)
+    messages = receive(aws, queue)
+    assert sorted(b["id"] for b in bodies(messages)) == sorted(expected)
+    groups: dict[str, list[str]] = {}
+    for message in messages:
+        body = json.loads(message["Body"])
+        validate_message(body)
+        assert message["Attributes"]["MessageGroupId"] == body["data"]["docflow-id"]
+        assert message["Attributes"]["MessageDeduplicationId"]
+        groups.setdefault(message["Attributes"]["MessageGroupId"], []).append(body["id"])
+    assert len(groups) > 1
+    for docflow, ids in groups.items():
+        in_feed_order = [i for i in expected if kontur.extern.event(i)["docflow-id"] == docflow]
+        assert ids == in_feed_order
+
+
+def test_the_sam_local_event_is_the_schedules_input(stack):
+    schedule = stack.function(FUNCTION).schedules[0]
+    assert json.loads(Path(ROOT / "events" / "extern_poller.json").read_text()) == schedule.input

@@ -1,0 +1,171 @@
+"""The admin API's part of template.yaml: every route IAM-authenticated once SAM has transformed it,
+and each function allowed only what its routes need."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from typing import Any
+
+import boto3
+import pytest
+from cfnlint.decode import decode
+from samtranslator.translator.transform import transform
+
+from kontur_relay.aws.cursors import DynamoCursorStore
+from local_stack.template import TEMPLATE, Stack
+
+FUNCTIONS = ("FeedsApiFunction", "PublishersApiFunction")
+EXTERN_SECRET = {"Fn::If": ["CreateExternSecret", {"Ref": "ExternCredentials"}, {"Ref": "ExternCredentialsSecretArn"}]}
+
+
+class _NoManagedPolicies:
+    def load(self) -> dict[str, str]:
+        return {}
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    decoded, problems = decode(str(TEMPLATE))
+    assert decoded is not None, problems
+    document: dict[str, Any] = json.loads(json.dumps(decoded))
+    return document
+
+
+@pytest.fixture(scope="module")
+def transformed(template: dict[str, Any]) -> dict[str, Any]:
+    """template.yaml as SAM deploys it: the API's definition with each method's authorizer."""
+    document = json.loads(json.dumps(template))
+    document["Transform"] = "AWS::Serverless-2016-10-31"
+    # Language extensions (Fn::ForEach) are expanded by SAM CLI before this transform; the admin API uses none.
+    document["Resources"] = {k: v for k, v in document["Resources"].items() if not k.startswith("Fn::ForEach::")}
+    for resource in document["Resources"].values():
+        for key in ("CodeUri", "ContentUri"):
+            if key in resource.get("Properties", {}):
+                resource["Properties"][key] = "s3://bucket/key"  # what `sam package` puts there
+    region = os.environ.get("AWS_DEFAULT_REGION")
+    os.environ["AWS_DEFAULT_REGION"] = "eu-central-1"
+    try:
+        result: dict[str, Any] = transform(document, {}, _NoManagedPolicies())
+    finally:
+        if region is None:
+            del os.environ["AWS_DEFAULT_REGION"]
+        else:
+            os.environ["AWS_DEFAULT_REGION"] = region
+    return result
+
+
+def test_every_route_of_every_rest_api_is_iam_authenticated(transformed):
+    apis = {k: v for k, v in transformed["Resources"].items() if v["Type"] == "AWS::ApiGateway::RestApi"}
+    assert set(apis) == {"AdminApi"}, "no implicit API: every Api event names the admin API"
+    body = apis["AdminApi"]["Properties"]["Body"]
+    operations = [(path, method, op) for path, item in body["paths"].items() for method, op in item.items()]
+    assert len(operations) == 6
+    for path, method, operation in operations:
+        assert operation.get("security") == [{"AWS_IAM": []}], f"{method.upper()} {path} is not IAM-authenticated"
+    assert body["securityDefinitions"]["AWS_IAM"]["x-amazon-apigateway-authtype"] == "awsSigv4"
+
+
+def test_the_admin_api_defaults_to_iam_and_no_event_opts_out(template):
+    resources = template["Resources"]
+    assert resources["AdminApi"]["Properties"]["Auth"]["DefaultAuthorizer"] == "AWS_IAM"
+    for logical_id, resource in resources.items():
+        if logical_id.startswith("Fn::ForEach::"):
+            continue  # Diadoc's schedules: no API events
+        for name, event in resource.get("Properties", {}).get("Events", {}).items():
+            if event["Type"] == "Api":
+                assert logical_id in FUNCTIONS
+                assert event["Properties"]["RestApiId"] == {"Ref": "AdminApi"}, name
+                assert "Auth" not in event["Properties"], f"{name} must not override the API's IAM authorizer"
+
+
+def _statements(role: dict[str, Any]) -> list[dict[str, Any]]:
+    return [s for policy in role["Properties"]["Policies"] for s in policy["PolicyDocument"]["Statement"]]
+
+
+def _actions(statement: dict[str, Any]) -> set[str]:
+    action = statement["Action"]
+    return {action} if isinstance(action, str) else set(action)
+
+
+def test_the_feeds_function_reads_the_cursor_table_and_only_sets_cursors(transformed):
+    statements = _statements(transformed["Resources"]["FeedsApiFunctionRole"])
+
+    actions = set().union(*(_actions(s) for s in statements))
+
+    assert actions == {
+        "dynamodb:GetItem",
+        "dynamodb:Scan",
+        "dynamodb:Query",
+        "dynamodb:BatchGetItem",
+        "dynamodb:DescribeTable",
+        "dynamodb:UpdateItem",
+    }
+    update = next(s for s in statements if "dynamodb:UpdateItem" in _actions(s))
+    assert update["Resource"] == {"Fn::GetAtt": ["CursorsTable", "Arn"]}
+    assert update["Condition"]["ForAllValues:StringEquals"]["dynamodb:Attributes"]
+    for statement in statements:
+        assert "CursorsTable" in json.dumps(statement["Resource"])
+
+
+def test_the_publishers_function_reads_and_rotates_the_extern_secret_and_nothing_else(transformed, template):
+    statements = _statements(transformed["Resources"]["PublishersApiFunctionRole"])
+
+    assert len(statements) == 1
+    assert _actions(statements[0]) == {"secretsmanager:GetSecretValue", "secretsmanager:PutSecretValue"}
+    assert statements[0]["Resource"] == EXTERN_SECRET
+    environment = template["Resources"]["PublishersApiFunction"]["Properties"]["Environment"]["Variables"]
+    assert environment["EXTERN_CREDENTIALS_SECRET"] == EXTERN_SECRET
+
+
+def test_the_api_url_is_an_output(template):
+    assert "${AdminApi}.execute-api" in template["Outputs"]["AdminApiUrl"]["Value"]["Fn::Sub"]
+
+
+def _attributes(params: dict[str, Any]) -> set[str]:
+    """The top-level attributes an UpdateItem names: IAM's dynamodb:Attributes for the request."""
+    names = dict(params.get("ExpressionAttributeNames", {}))
+    found = set(params["Key"])
+    for expression in (params.get("UpdateExpression", ""), params.get("ConditionExpression", "")):
+        for token in re.findall(r"[#:]?[A-Za-z_][A-Za-z0-9_]*", expression):
+            if token.startswith("#"):
+                found.add(names[token])
+            elif not token.startswith(":") and token not in {
+                "SET",
+                "REMOVE",
+                "ADD",
+                "DELETE",
+                "AND",
+                "OR",
+                "NOT",
+                "attribute_exists",
+                "attribute_not_exists",
+            }:
+                found.add(token)
+    return found
+
+
+def test_the_update_condition_lists_every_attribute_a_cursor_change_writes(stack: Stack, template):
+    allowed = set(
+        template["Resources"]["FeedsApiFunction"]["Properties"]["Policies"][1]["Statement"][0]["Condition"][
+            "ForAllValues:StringEquals"
+        ]["dynamodb:Attributes"]
+    )
+    table = boto3.resource("dynamodb").Table(stack.physical["CursorsTable"])
+    cursors = DynamoCursorStore(table)
+    sent: list[dict[str, Any]] = []
+    table.meta.client.meta.events.register(
+        "provide-client-params.dynamodb.UpdateItem", lambda params, **_: sent.append(dict(params))
+    )
+    cursors.advance(cursors.load("extern"), "1_a", relayed=1)
+    cursors.record_failure("extern", "stopped", stop=True)
+    sent.clear()
+
+    cursors.set_cursor("extern", "0_0", expected_version=1, by="arn:aws:iam::123456789012:user/ops")
+    cursors.set_cursor("extern", None, expected_version=2, by="arn:aws:iam::123456789012:user/ops")
+    cursors.set_cursor("diadoc:new", "k", expected_version=0, by="arn:aws:iam::123456789012:user/ops")
+
+    assert len(sent) == 3
+    for params in sent:
+        assert _attributes(params) <= allowed, _attributes(params) - allowed

@@ -1,0 +1,622 @@
+"""The relay engine's delivery guarantee, proved against in-memory fakes that fail on command.
+
+What a user of the topic must be able to rely on: every event of the feed is published at least
+once; a duplicate comes only from the page a run was publishing when it died; the cursor never
+passes an event SNS has not accepted and never goes back; two runs of one feed never lose an event.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kontur_relay.domain import errors
+from kontur_relay.domain.engine import LEASE_SLACK_SECONDS, Outcome, Relay, RunReport
+from kontur_relay.domain.errors import (
+    CursorConflict,
+    FeedStopped,
+    FeedUnavailable,
+    MalformedPage,
+    PublishError,
+    RelayError,
+)
+from kontur_relay.domain.model import Feed
+from kontur_relay.observability import logger, metrics
+from tests.fakes import Crash, FakeClock, FakeCursorStore, FakePublisher, FakeSource, cursor_at, offset_of
+
+FEED = Feed(id="extern", kind="extern", source_uri="https://extern-api.test/v1/events")
+#: A Lambda invocation's time, as the poller is deployed (template.yaml's Timeout).
+INVOCATION_SECONDS = 300.0
+
+
+@dataclass
+class Rig:
+    """A feed, a topic and a cursor table in memory, with the invariants checked on every cursor write."""
+
+    source: FakeSource
+    publisher: FakePublisher
+    store: FakeCursorStore
+    clock: FakeClock
+    #: How far the witness has looked into publisher.published (it only ever grows).
+    _seen: int = 0
+    _published: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.store.witness = self._witness
+
+    def _witness(self, feed: str, position: str | None) -> None:
+        """Runs inside the store, just before a cursor write lands."""
+        published = self.publisher.published
+        self._published.update(message.event_id for message in published[self._seen :])
+        self._seen = len(published)
+        passed = self.source.ids[: offset_of(position)]
+        unpublished = [event_id for event_id in passed if event_id not in self._published]
+        assert not unpublished, f"the cursor would move to {position} past unpublished {unpublished[:5]}"
+        current = self.store.items[feed].position
+        assert offset_of(position) >= offset_of(current), f"the cursor would go back from {current} to {position}"
+
+    def relay(self, *, margin: float = 30.0) -> Relay:
+        return Relay(FEED, self.source, self.publisher, self.store, safety_margin=margin, clock=self.clock)
+
+    def run(self, *, seconds: float = INVOCATION_SECONDS, margin: float = 30.0) -> RunReport:
+        """One scheduled invocation with ``seconds`` of time, as Lambda's remaining time counts it."""
+        deadline = self.clock() + seconds
+        return self.relay(margin=margin).run(lambda: deadline - self.clock())
+
+    @property
+    def position(self) -> str | None:
+        return self.store.load(FEED.id).position
+
+
+def make_rig(count: int = 0, *, page_size: int = 10, batch_size: int = 10, bypass_lease: bool = False) -> Rig:
+    clock = FakeClock()
+    return Rig(
+        source=FakeSource(count, page_size=page_size),
+        publisher=FakePublisher(batch_size=batch_size),
+        store=FakeCursorStore(clock=clock, bypass_lease=bypass_lease),
+        clock=clock,
+    )
+
+
+@pytest.fixture(autouse=True)
+def _fresh_observability() -> Iterator[None]:
+    """The engine adds to process-wide Powertools objects; a handler would flush them per invocation."""
+    yield
+    metrics.clear_metrics()
+    logger.remove_keys(["feed", "cursor"])
+
+
+class Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def messages(self, level: int = logging.WARNING) -> list[str]:
+        return [record.getMessage() for record in self.records if record.levelno >= level]
+
+
+@pytest.fixture
+def logs() -> Iterator[Records]:
+    """What the relay logs (Powertools' logger does not propagate to the root, so caplog misses it)."""
+    handler = Records()
+    target = logging.getLogger(logger.service)
+    target.addHandler(handler)
+    yield handler
+    target.removeHandler(handler)
+
+
+def emitted_errors(stdout: str) -> list[dict[str, Any]]:
+    """The ``Errors`` datapoints among the CloudWatch EMF documents Powertools printed."""
+    found = []
+    for line in stdout.splitlines():
+        try:
+            document = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(document, dict) or "_aws" not in document:
+            continue
+        names = [metric["Name"] for block in document["_aws"]["CloudWatchMetrics"] for metric in block["Metrics"]]
+        if "Errors" in names:
+            value = document["Errors"]
+            total = sum(value) if isinstance(value, list) else value
+            found.append({"kind": document.get("kind"), "feed": document.get("feed"), "value": total})
+    return found
+
+
+# -- crashes at every step boundary ---------------------------------------------------------------
+
+#: Where a run can die: between reading a page and publishing it, between two publish batches, after
+#: SNS accepted the whole page but before the cursor write, and after the cursor write landed.
+STEPS = ("after_read", "after_batches", "before_cursor_write", "after_cursor_write")
+
+
+@dataclass
+class CrashPlan:
+    page: int
+    step: str
+    #: after_batches: how many batches SNS accepted before the crash.
+    batches: int
+    error: BaseException
+
+
+def arm(rig: Rig, plan: CrashPlan) -> list[str]:
+    """Make the run die as planned when it reads page ``plan.page``; return the ids the crash will
+    duplicate: exactly what SNS accepted from the page whose cursor write never landed."""
+    page_size = rig.source.page_size
+    batch = rig.publisher.batch_size
+    page_ids = rig.source.ids[plan.page * page_size : (plan.page + 1) * page_size]
+    armed = False
+
+    def on_read(cursor: str | None) -> None:
+        nonlocal armed
+        if armed or offset_of(cursor) != plan.page * page_size:
+            return
+        armed = True
+        if plan.step == "after_read":
+            rig.publisher.fail_after(0, plan.error)
+        elif plan.step == "after_batches":
+            rig.publisher.fail_after(plan.batches, plan.error)
+        elif plan.step == "before_cursor_write":
+            rig.store.fail_advance(plan.error)
+        else:
+            rig.store.fail_advance(plan.error, after_write=True)
+
+    rig.source.before_read = on_read
+    if plan.step == "after_batches":
+        return page_ids[: plan.batches * batch]
+    if plan.step == "before_cursor_write":
+        return page_ids
+    return []
+
+
+def crash_then_rerun(rig: Rig, plan: CrashPlan) -> list[str]:
+    duplicates = arm(rig, plan)
+    with pytest.raises(type(plan.error)):
+        rig.run()
+    rig.source.before_read = None
+    page_size = rig.source.page_size
+    landed = plan.step == "after_cursor_write"
+    expected_offset = min((plan.page + int(landed)) * page_size, len(rig.source.events))
+    assert offset_of(rig.position) == expected_offset, "the cursor is not where the crash left it"
+
+    # The next tick, after any lease the dead run may have left has expired.
+    rig.clock.advance(INVOCATION_SECONDS + LEASE_SLACK_SECONDS + 1)
+    report = rig.run()
+    assert report.outcome is Outcome.CAUGHT_UP
+    return duplicates
+
+
+def assert_delivered(rig: Rig, duplicates: list[str]) -> None:
+    published = Counter(rig.publisher.ids)
+    assert set(published) == set(rig.source.ids), "an event of the feed was never published"
+    assert published - Counter(rig.source.ids) == Counter(duplicates), "duplicates beyond the crash window"
+    assert offset_of(rig.position) == len(rig.source.events)
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data())
+def test_a_crash_at_any_step_then_a_rerun_publishes_everything_duplicating_only_the_crash_window(
+    data: st.DataObject,
+) -> None:
+    count = data.draw(st.integers(1, 120), label="events")
+    page_size = data.draw(st.integers(1, 35), label="page size")
+    batch = data.draw(st.integers(1, 10), label="publish batch")
+    rig = make_rig(count, page_size=page_size, batch_size=batch)
+    page = data.draw(st.integers(0, math.ceil(count / page_size) - 1), label="crash page")
+    in_page = min(page_size, count - page * page_size)
+    batches_in_page = math.ceil(in_page / batch)
+    step = data.draw(st.sampled_from(STEPS), label="step")
+    accepted = data.draw(st.integers(1, max(1, batches_in_page - 1)), label="batches accepted")
+    if step == "after_batches" and batches_in_page == 1:
+        step = "after_read"  # a single-batch page has no boundary between batches
+    if step in ("after_read", "after_batches"):
+        # SNS's refusal (the publisher gives up) or the process dying: the same for the cursor.
+        error: BaseException = data.draw(st.sampled_from([Crash("killed"), PublishError("SNS did not accept")]))
+    else:
+        error = Crash("killed")  # a cursor store that fails is the process, or DynamoDB, going away
+    plan = CrashPlan(page=page, step=step, batches=accepted, error=error)
+
+    duplicates = crash_then_rerun(rig, plan)
+
+    assert_delivered(rig, duplicates)
+
+
+def ids(start: int, stop: int) -> list[str]:
+    return [f"ev{i:06d}" for i in range(start, stop)]
+
+
+# 70 events in pages of 25 and batches of 10: the second page is ev000025..ev000049, in three batches.
+@pytest.mark.parametrize(
+    ("step", "batches", "duplicated"),
+    [
+        ("after_read", 0, []),
+        ("after_batches", 1, ids(25, 35)),
+        ("after_batches", 2, ids(25, 45)),
+        ("before_cursor_write", 0, ids(25, 50)),
+        ("after_cursor_write", 0, []),
+    ],
+)
+def test_a_crash_on_the_second_page_duplicates_exactly_what_sns_accepted_of_it(
+    step: str, batches: int, duplicated: list[str]
+) -> None:
+    rig = make_rig(70, page_size=25, batch_size=10)
+
+    assert crash_then_rerun(rig, CrashPlan(page=1, step=step, batches=batches, error=Crash("killed"))) == duplicated
+    assert_delivered(rig, duplicated)
+
+
+def test_a_page_that_keeps_failing_is_republished_each_tick_and_the_cursor_waits() -> None:
+    rig = make_rig(30, page_size=30, batch_size=10)
+    for _ in range(3):
+        rig.publisher.fail_after(1, PublishError("SNS did not accept 10 of 10 messages"))
+        with pytest.raises(PublishError):
+            rig.run()
+        assert rig.position is None
+
+    assert rig.run().outcome is Outcome.CAUGHT_UP
+    # Three failed ticks each got the first batch accepted before failing.
+    assert_delivered(rig, rig.source.ids[:10] * 3)
+    assert [error for _, error, _ in rig.store.failures] == ["PublishError: SNS did not accept 10 of 10 messages"] * 3
+
+
+def test_a_cursor_write_that_landed_but_whose_answer_was_a_conflict_loses_and_duplicates_nothing() -> None:
+    # boto3 retries a write whose answer was lost; the retry then fails its own version check.
+    rig = make_rig(25, page_size=10)
+    rig.store.fail_advance(CursorConflict("the cursor of feed extern is no longer at version 0"), after_write=True)
+
+    first = rig.run()
+
+    assert first.outcome is Outcome.LOST_RACE
+    assert rig.position == cursor_at(10)
+    assert rig.run().outcome is Outcome.CAUGHT_UP
+    assert_delivered(rig, [])
+
+
+# -- two runs of one feed at once -----------------------------------------------------------------
+
+
+def test_two_runs_that_read_the_same_page_one_wins_the_other_changes_nothing(logs: Records) -> None:
+    rig = make_rig(45, page_size=10, bypass_lease=True)
+    both_read = threading.Barrier(2, timeout=10)
+    first_read: set[int] = set()
+
+    def line_up(cursor: str | None) -> None:
+        # Both runs read the first page before either publishes it.
+        ident = threading.get_ident()
+        if cursor is None and ident not in first_read:
+            first_read.add(ident)
+            both_read.wait()
+
+    rig.source.before_read = line_up
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        reports = [future.result(timeout=30) for future in [pool.submit(rig.run) for _ in range(2)]]
+
+    outcomes = sorted(report.outcome for report in reports)
+    assert outcomes == sorted([Outcome.CAUGHT_UP, Outcome.LOST_RACE])
+    loser = next(report for report in reports if report.outcome is Outcome.LOST_RACE)
+    assert (loser.events, loser.cursor_before, loser.cursor_after) == (0, None, None)
+    assert rig.store.failures == [], "losing a race is not a failure"
+    assert "Another writer moved the cursor; this run changed nothing and stops" in logs.messages()
+    # The loser's copy of the first page is the only duplicate.
+    assert_delivered(rig, rig.source.ids[:10])
+    assert [offset_of(write.position) for write in rig.store.writes] == [10, 20, 30, 40, 45]
+
+
+def test_a_run_whose_lease_expired_under_it_loses_to_the_run_that_took_the_lease_over() -> None:
+    rig = make_rig(35, page_size=10)
+    held = threading.Event()
+    go_on = threading.Event()
+    stalled_thread: list[int] = []
+
+    def stall(batch: int) -> None:
+        # The first run stalls inside its first publish (a long GC pause, a slow network).
+        if not stalled_thread:
+            stalled_thread.append(threading.get_ident())
+        if threading.get_ident() == stalled_thread[0] and not go_on.is_set():
+            held.set()
+            assert go_on.wait(timeout=10)
+
+    rig.publisher.before_batch = stall
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        first = pool.submit(rig.run)
+        assert held.wait(timeout=10)
+        assert rig.run().outcome is Outcome.LEASE_BUSY  # while the lease holds
+        rig.clock.advance(INVOCATION_SECONDS + LEASE_SLACK_SECONDS + 1)
+        second = rig.run()  # takes the expired lease over and drains the feed
+        go_on.set()
+        stalled_report = first.result(timeout=30)
+
+    assert second.outcome is Outcome.CAUGHT_UP
+    assert stalled_report.outcome is Outcome.LOST_RACE
+    assert offset_of(rig.position) == 35, "the stalled run moved the cursor back"
+    assert rig.store.items[FEED.id].lease_owner is None
+    assert_delivered(rig, rig.source.ids[:10])
+
+
+@settings(max_examples=15, deadline=None)
+@given(page_size=st.integers(1, 13), runs=st.integers(2, 4), extra=st.integers(0, 40))
+def test_runs_racing_without_a_lease_lose_nothing_and_never_move_the_cursor_back(
+    page_size: int, runs: int, extra: int
+) -> None:
+    rig = make_rig(150, page_size=page_size, batch_size=3, bypass_lease=True)
+    # Give up the GIL between batches so the runs interleave; the feed grows while they run.
+    rig.publisher.before_batch = lambda batch: time.sleep(0)
+    with ThreadPoolExecutor(max_workers=runs) as pool:
+        futures = [pool.submit(rig.run) for _ in range(runs)]
+        rig.source.append(extra)
+        reports = [future.result(timeout=60) for future in futures]
+
+    assert {report.outcome for report in reports} <= {Outcome.CAUGHT_UP, Outcome.LOST_RACE}
+    rig.clock.advance(1)
+    assert rig.run().outcome is Outcome.CAUGHT_UP  # picks up whatever the feed grew by
+    published = Counter(rig.publisher.ids)
+    assert set(published) == set(rig.source.ids)
+    positions = [offset_of(write.position) for write in rig.store.writes]
+    assert positions == sorted(positions), "the cursor went back"
+    assert [write.version for write in rig.store.writes] == list(range(1, len(positions) + 1))
+
+
+# -- the lease ------------------------------------------------------------------------------------
+
+
+def test_a_run_while_another_holds_the_lease_is_skipped_without_reading() -> None:
+    rig = make_rig(20)
+    held = threading.Event()
+    go_on = threading.Event()
+
+    def hold(batch: int) -> None:
+        held.set()
+        assert go_on.wait(timeout=10)
+
+    rig.publisher.before_batch = hold
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        first = pool.submit(rig.run)
+        assert held.wait(timeout=10)
+        rig.publisher.before_batch = None
+        reads_before = len(rig.source.reads)
+
+        busy = rig.run()
+
+        assert busy.outcome is Outcome.LEASE_BUSY
+        assert (busy.pages, busy.events) == (0, 0)
+        assert len(rig.source.reads) == reads_before
+        go_on.set()
+        assert first.result(timeout=30).outcome is Outcome.CAUGHT_UP
+    assert rig.store.failures == []
+    assert_delivered(rig, [])
+
+
+def test_the_lease_covers_the_whole_invocation_and_is_released_at_the_end() -> None:
+    rig = make_rig(5)
+    seen: list[float | None] = []
+    rig.source.before_read = lambda cursor: seen.append(rig.store.items[FEED.id].lease_until)
+    started = rig.clock()
+
+    rig.run(seconds=120)
+
+    assert seen == [started + 120 + LEASE_SLACK_SECONDS]
+    assert rig.store.items[FEED.id].lease_owner is None
+
+
+def test_a_lease_left_by_a_dead_run_blocks_until_it_expires_then_is_taken_over() -> None:
+    rig = make_rig(15)
+    rig.store.acquire_lease(FEED.id, "dead-run", rig.clock() + 60)
+
+    assert rig.run().outcome is Outcome.LEASE_BUSY
+    assert rig.source.reads == []
+
+    rig.clock.advance(61)
+    assert rig.run().outcome is Outcome.CAUGHT_UP
+    assert_delivered(rig, [])
+
+
+# -- paging ---------------------------------------------------------------------------------------
+
+
+def test_a_run_reads_full_pages_until_a_short_one() -> None:
+    rig = make_rig(55, page_size=10)
+
+    report = rig.run()
+
+    assert (report.outcome, report.pages, report.events) == (Outcome.CAUGHT_UP, 6, 55)
+    assert rig.source.reads == [None, *[cursor_at(n) for n in range(10, 60, 10)]]
+    assert rig.store.items[FEED.id].last_success == {"backlog": 0, "backlog_capped": False}
+
+
+def test_a_run_stops_on_an_empty_page_and_keeps_the_cursor() -> None:
+    rig = make_rig(30, page_size=10)
+
+    report = rig.run()
+
+    assert (report.outcome, report.pages, report.events) == (Outcome.CAUGHT_UP, 4, 30)
+    assert rig.position == cursor_at(30)
+    assert len(rig.store.writes) == 3, "an empty page wrote the cursor"
+
+    again = rig.run()
+    assert (again.outcome, again.pages, again.events) == (Outcome.CAUGHT_UP, 1, 0)
+    assert rig.publisher.calls == 3, "an empty page was published"
+
+
+def test_a_run_stops_with_out_of_time_when_less_than_the_margin_is_left_and_the_next_continues() -> None:
+    rig = make_rig(100, page_size=10)
+    # Each page takes 20 s of the 300: after the second page 260 s are left, after the third 240 s,
+    # fewer than the 250 s margin.
+    rig.source.before_read = lambda cursor: rig.clock.advance(20)
+
+    report = rig.run(margin=250)
+
+    assert (report.outcome, report.pages, report.events) == (Outcome.OUT_OF_TIME, 3, 30)
+    assert rig.position == cursor_at(30)
+    assert rig.store.items[FEED.id].last_success is not None, "running out of time is a success"
+
+    rest = rig.run(margin=30)
+    assert rest.outcome is Outcome.CAUGHT_UP
+    assert rest.cursor_before == cursor_at(30)
+    assert_delivered(rig, [])
+
+
+def test_a_backlog_of_50000_events_in_pages_of_100_drains_in_two_ticks() -> None:
+    rig = make_rig(50_000, page_size=100, batch_size=10)
+    # A page costs 0.7 s of the invocation: a read of 0.5 s and ten PublishBatch calls of 20 ms.
+    rig.source.before_read = lambda cursor: rig.clock.advance(0.5)
+    rig.publisher.before_batch = lambda batch: rig.clock.advance(0.02)
+
+    reports: list[RunReport] = []
+    while not reports or reports[-1].outcome is not Outcome.CAUGHT_UP:
+        reports.append(rig.run())
+        rig.clock.advance(60)  # the next scheduled tick
+        assert len(reports) < 10, "the backlog does not drain"
+
+    # 300 s less a 30 s margin at 0.7 s a page: 386 pages, 38,600 events in the first tick.
+    assert [(report.outcome, report.events) for report in reports] == [
+        (Outcome.OUT_OF_TIME, 38_600),
+        (Outcome.CAUGHT_UP, 11_400),
+    ]
+    assert_delivered(rig, [])
+
+
+# -- stopped feeds and failures -------------------------------------------------------------------
+
+
+def test_a_stopped_feed_is_not_read() -> None:
+    rig = make_rig(10)
+    rig.store.record_failure(FEED.id, "FeedStopped: Diadoc answered 402 (status=402)", stop=True)
+
+    report = rig.run()
+
+    assert report.outcome is Outcome.STOPPED
+    assert rig.source.reads == []
+    assert rig.publisher.published == []
+    assert rig.store.items[FEED.id].lease_owner is None
+
+
+def test_feed_stopped_records_its_reason_stops_the_feed_until_an_operator_resumes_it(capsys) -> None:
+    rig = make_rig(10)
+    rig.source.faults.append(FeedStopped("Diadoc answered 402: the box is not paid", status=402))
+
+    with pytest.raises(FeedStopped):
+        rig.run()
+
+    reason = rig.store.load(FEED.id).stopped_reason
+    assert reason == "FeedStopped: Diadoc answered 402: the box is not paid (status=402)"
+    assert emitted_errors(capsys.readouterr().out) == [{"kind": "feed_stopped", "feed": FEED.id, "value": 1.0}]
+    assert rig.run().outcome is Outcome.STOPPED
+    assert len(rig.source.reads) == 1
+
+    state = rig.store.load(FEED.id)
+    rig.store.set_cursor(FEED.id, state.position, expected_version=state.version, by="operator@example.com")
+    assert rig.run().outcome is Outcome.CAUGHT_UP
+    assert_delivered(rig, [])
+
+
+#: Every failure the relay names, except a lost race, which is an outcome and not a failure.
+RELAY_ERRORS = sorted(
+    (
+        value
+        for value in vars(errors).values()
+        if isinstance(value, type) and issubclass(value, RelayError) and value is not CursorConflict
+    ),
+    key=lambda error: error.__name__,
+)
+
+
+@pytest.mark.parametrize("error_class", RELAY_ERRORS, ids=lambda e: e.__name__)
+def test_every_relay_error_is_recorded_for_operators_counted_by_kind_and_reraised(
+    error_class: type[RelayError], capsys, logs: Records
+) -> None:
+    rig = make_rig(25, page_size=10)
+    error = error_class("what went wrong")
+    rig.run()  # the feed has moved on before the failure
+    rig.source.append(10)
+    if issubclass(error_class, PublishError):
+        rig.publisher.fail_after(0, error)
+    else:
+        rig.source.faults.append(error)
+    capsys.readouterr()
+
+    with pytest.raises(error_class) as raised:
+        rig.run()
+
+    assert raised.value is error
+    assert rig.store.failures == [
+        (FEED.id, f"{error_class.__name__}: what went wrong", issubclass(error_class, FeedStopped))
+    ]
+    assert emitted_errors(capsys.readouterr().out) == [{"kind": error.kind, "feed": FEED.id, "value": 1.0}]
+    assert "Run failed; the cursor stays at the last fully published page" in logs.messages(logging.ERROR)
+    assert rig.position == cursor_at(25)
+    assert rig.store.items[FEED.id].lease_owner is None, "a failed run kept its lease"
+
+
+def test_an_unexpected_error_is_recorded_and_counted_as_unexpected(capsys) -> None:
+    rig = make_rig(10)
+    rig.store.fail_advance(RuntimeError("DynamoDB is unreachable"))
+
+    with pytest.raises(RuntimeError):
+        rig.run()
+
+    assert rig.store.failures == [(FEED.id, "RuntimeError: DynamoDB is unreachable", False)]
+    assert emitted_errors(capsys.readouterr().out) == [{"kind": "unexpected", "feed": FEED.id, "value": 1.0}]
+    assert rig.position is None
+
+
+@pytest.mark.parametrize("cursor", [None, cursor_at(10)])
+def test_a_page_that_does_not_move_the_cursor_is_malformed_and_nothing_of_it_is_published(
+    cursor: str | None, capsys
+) -> None:
+    rig = make_rig(30)
+    if cursor is not None:
+        rig.run(margin=INVOCATION_SECONDS + 1)  # one page, then out of time
+        assert rig.position == cursor
+    published_before = len(rig.publisher.published)
+    rig.source.stuck = True
+    capsys.readouterr()
+
+    with pytest.raises(MalformedPage, match="a page of 10 events did not move the cursor"):
+        rig.run()
+
+    assert len(rig.publisher.published) == published_before
+    assert rig.position == cursor
+    assert emitted_errors(capsys.readouterr().out) == [{"kind": "malformed_page", "feed": FEED.id, "value": 1.0}]
+
+
+def test_an_empty_page_that_does_not_move_the_cursor_is_normal() -> None:
+    rig = make_rig(0)
+    rig.source.stuck = True
+
+    report = rig.run()
+
+    assert (report.outcome, report.pages, report.events) == (Outcome.CAUGHT_UP, 1, 0)
+    assert rig.store.writes == []
+    assert rig.store.failures == []
+
+
+def test_a_failure_in_a_later_page_keeps_the_pages_before_it() -> None:
+    rig = make_rig(50, page_size=10)
+
+    def fail_third(cursor: str | None) -> None:
+        if cursor == cursor_at(20):
+            rig.source.before_read = None
+            raise FeedUnavailable("Extern answered 503 on every try", status=503)
+
+    rig.source.before_read = fail_third
+    with pytest.raises(FeedUnavailable):
+        rig.run()
+    assert rig.position == cursor_at(20)
+
+    assert rig.run().outcome is Outcome.CAUGHT_UP
+    assert_delivered(rig, [])
