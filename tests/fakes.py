@@ -14,9 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from kontur_relay.domain.envelope import OutgoingMessage
 from kontur_relay.domain.errors import CursorConflict
-from kontur_relay.domain.model import CursorState, FeedEvent, Page
+from kontur_relay.domain.model import CursorState, Feed, FeedEvent, Page
 from kontur_relay.feeds.extern.source import EXTERN_EVENT_TYPE
 
 
@@ -112,7 +111,7 @@ class _PublishFault:
 
 
 class FakePublisher:
-    """Accepts messages in batches of ``batch_size`` like SNS's PublishBatch, keeping every accepted
+    """Accepts events in batches of ``batch_size`` like SNS's PublishBatch, keeping every accepted
     message in ``published`` (duplicates included, in acceptance order).
 
     ``fail_after(n, error)`` makes one later ``publish`` call accept its first ``n`` batches and then
@@ -122,7 +121,7 @@ class FakePublisher:
 
     def __init__(self, batch_size: int = 10) -> None:
         self.batch_size = batch_size
-        self.published: list[OutgoingMessage] = []
+        self.published: list[FeedEvent] = []
         self.calls = 0
         self.before_batch: Callable[[int], None] | None = None
         self._faults: deque[_PublishFault] = deque()
@@ -131,12 +130,12 @@ class FakePublisher:
     @property
     def ids(self) -> list[str]:
         with self._lock:
-            return [message.event_id for message in self.published]
+            return [event.id for event in self.published]
 
     def fail_after(self, batches: int, error: BaseException) -> None:
         self._faults.append(_PublishFault(batches, error))
 
-    def publish(self, messages: Sequence[OutgoingMessage]) -> None:
+    def publish(self, feed: Feed, messages: Sequence[FeedEvent]) -> None:
         with self._lock:
             self.calls += 1
             fault = self._faults.popleft() if self._faults else None

@@ -27,10 +27,12 @@ from pydantic.alias_generators import to_camel
 from kontur_relay import wiring
 from kontur_relay.admin import api as admin_api
 from kontur_relay.admin.api import ApiError, responses
+from kontur_relay.aws.secrets import CredentialsSecret
 from kontur_relay.domain.errors import FeedAuthError, FeedTimeout, FeedUnavailable
+from kontur_relay.feeds.extern.auth import extern_authenticator
 from kontur_relay.feeds.extern.source import read_extern_error
 from kontur_relay.kontur import client as http
-from kontur_relay.kontur.auth import CredentialsSecret, StaticCredential, extern_authenticator
+from kontur_relay.kontur.auth import StaticCredential
 from kontur_relay.kontur.client import KonturApi
 from kontur_relay.observability import logger, tracer
 

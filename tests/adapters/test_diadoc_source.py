@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import requests
 
+from kontur_relay.aws.secrets import CredentialsSecret
 from kontur_relay.domain.errors import ConfigurationError, FeedAuthError, FeedError, FeedRejected
 from kontur_relay.feeds.diadoc.auth import TOKEN_LIFETIME_SECONDS, DiadocAuthTokens, diadoc_authenticator
 from kontur_relay.feeds.diadoc.config import BoxFeed, Start, box_feed
@@ -29,7 +30,7 @@ from kontur_relay.feeds.diadoc.source import (
 )
 from kontur_relay.feeds.diadoc.ticks import from_rfc3339, to_rfc3339, to_ticks
 from kontur_relay.kontur import client as http
-from kontur_relay.kontur.auth import CredentialsSecret, OpenIdConnectTokens, StaticCredential
+from kontur_relay.kontur.auth import OpenIdConnectTokens, StaticCredential
 from kontur_relay.observability import logger
 from local_stack.simulators.base import Fault
 from local_stack.simulators.diadoc import DiadocSimulator

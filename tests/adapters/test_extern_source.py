@@ -17,6 +17,7 @@ import pytest
 import requests
 import urllib3.util.retry
 
+from kontur_relay.aws.secrets import CredentialsSecret
 from kontur_relay.domain.errors import (
     ConfigurationError,
     FeedAuthError,
@@ -26,9 +27,10 @@ from kontur_relay.domain.errors import (
     MalformedPage,
 )
 from kontur_relay.domain.model import Page
+from kontur_relay.feeds.extern.auth import extern_authenticator
 from kontur_relay.feeds.extern.source import AFTER, ExternSource, read_extern_error
 from kontur_relay.kontur import client as http
-from kontur_relay.kontur.auth import CredentialsSecret, OpenIdConnectTokens, StaticCredential, extern_authenticator
+from kontur_relay.kontur.auth import OpenIdConnectTokens, StaticCredential
 from kontur_relay.observability import logger
 from local_stack.simulators.base import Fault
 from local_stack.simulators.extern import ExternSimulator

@@ -18,9 +18,9 @@ from botocore.exceptions import ClientError
 
 from kontur_relay.aws import sns as sns_module
 from kontur_relay.aws.sns import MAX_PAYLOAD_BYTES, SnsPublisher
-from kontur_relay.domain.envelope import OutgoingMessage, deduplication_id, to_message
+from kontur_relay.aws.sns_message import SnsMessage, deduplication_id, sns_message
 from kontur_relay.domain.errors import PublishError
-from kontur_relay.domain.model import AttributeValue, FeedEvent
+from kontur_relay.domain.model import AttributeValue, Feed, FeedEvent
 from kontur_relay.feeds.extern.source import EXTERN_EVENT_TYPE
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ def message(
     pad: int = 0,
     ordering_key: str | None = None,
     attributes: Mapping[str, AttributeValue | None] | None = None,
-) -> OutgoingMessage:
+) -> SnsMessage:
     event_id = f"ev{index:04d}"
     event = FeedEvent(
         id=event_id,
@@ -49,10 +49,10 @@ def message(
         attributes=attributes or {},
         ordering_key=ordering_key,
     )
-    return to_message(FEED, SOURCE, "extern", event)
+    return sns_message(Feed(id=FEED, kind="extern", source_uri=SOURCE), event)
 
 
-def message_of_size(index: int, size: int) -> OutgoingMessage:
+def message_of_size(index: int, size: int) -> SnsMessage:
     """A message SNS counts as exactly ``size`` bytes (body and attributes)."""
     bare = message(index)
     padded = message(index, pad=size - bare.size)
@@ -235,7 +235,7 @@ def test_every_message_arrives_once_with_its_attributes(aws, raw: bool) -> None:
         for i in range(23)
     ]
 
-    SnsPublisher(aws["sns"], topic.topic_arn).publish(messages)
+    SnsPublisher(aws["sns"], topic.topic_arn).publish_messages(messages)
 
     delivered = topic.receive(expected=len(messages))
     assert sorted(d.body for d in delivered) == sorted(m.body for m in messages)
@@ -253,7 +253,9 @@ def test_every_message_arrives_once_with_its_attributes(aws, raw: bool) -> None:
 def test_string_array_attributes_are_typed_so_filter_policies_match_their_elements(aws) -> None:
     topic = subscribe(aws, raw=True)
 
-    SnsPublisher(aws["sns"], topic.topic_arn).publish([message(0, attributes={"forms": ["1151001", "0710099"]})])
+    SnsPublisher(aws["sns"], topic.topic_arn).publish_messages(
+        [message(0, attributes={"forms": ["1151001", "0710099"]})]
+    )
 
     (item,) = topic.receive(expected=1)
     data_type, value = item.attributes["forms"]
@@ -268,7 +270,7 @@ def test_a_page_goes_out_in_calls_of_at_most_10_messages(aws) -> None:
     recording = Recording(aws["sns"])
     messages = [message(i) for i in range(25)]
 
-    SnsPublisher(wrapped(recording), topic.topic_arn).publish(messages)
+    SnsPublisher(wrapped(recording), topic.topic_arn).publish_messages(messages)
 
     assert sorted(len(call) for call in recording.calls) == [5, 10, 10]
     assert sorted(event_id_of(d.body) for d in topic.receive(expected=25)) == [m.event_id for m in messages]
@@ -290,7 +292,7 @@ def test_a_call_never_carries_more_than_256_kib(aws, sizes: list[int], calls: li
     recording = Recording(aws["sns"])
     messages = [message_of_size(i, size) for i, size in enumerate(sizes)]
 
-    SnsPublisher(wrapped(recording), topic.topic_arn, parallel_batches=1).publish(messages)
+    SnsPublisher(wrapped(recording), topic.topic_arn, parallel_batches=1).publish_messages(messages)
 
     assert [len(call) for call in recording.calls] == calls
     assert all(request_bytes(call) <= MAX_PAYLOAD_BYTES for call in recording.calls)
@@ -308,7 +310,7 @@ def test_an_oversized_event_fails_the_page_before_anything_of_it_is_published(aw
     messages = [message(0), message_of_size(1, MAX_PAYLOAD_BYTES + 1), message(2)]
 
     with pytest.raises(PublishError, match=f"event ev0001 is {MAX_PAYLOAD_BYTES + 1} bytes"):
-        SnsPublisher(wrapped(recording), topic.topic_arn).publish(messages)
+        SnsPublisher(wrapped(recording), topic.topic_arn).publish_messages(messages)
 
     assert recording.calls == []
     assert topic.receive() == []
@@ -323,7 +325,7 @@ def test_a_fifo_topic_keeps_each_docflow_in_order_and_a_republished_page_keeps_i
     messages = [message(i, ordering_key=f"docflow-{i % 3}") for i in range(30)]
     publisher = SnsPublisher(wrapped(recording), topic.topic_arn)
 
-    publisher.publish(messages)
+    publisher.publish_messages(messages)
 
     # One call after another, in the page's order: a FIFO topic orders what it is given.
     assert [entry["Message"] for call in recording.calls for entry in call] == [m.body for m in messages]
@@ -340,7 +342,7 @@ def test_a_fifo_topic_keeps_each_docflow_in_order_and_a_republished_page_keeps_i
     # The same page again, as after a crash before the cursor write: the same deduplication ids, which
     # SNS FIFO drops within its 5-minute window (moto does not model that window, so it delivers them).
     first = {event_id_of(item.body): item.deduplication_id for item in delivered}
-    publisher.publish(messages)
+    publisher.publish_messages(messages)
     again = {event_id_of(item.body): item.deduplication_id for item in topic.receive(expected=30)}
     assert again == first
 
@@ -358,7 +360,7 @@ def test_entries_sns_failed_are_retried_with_growing_backoff_until_accepted(aws,
     sleeps: list[float] = []
     messages = [message(i) for i in range(10)]
 
-    SnsPublisher(wrapped(client), topic.topic_arn, base_delay=0.2, sleep=sleeps.append).publish(messages)
+    SnsPublisher(wrapped(client), topic.topic_arn, base_delay=0.2, sleep=sleeps.append).publish_messages(messages)
 
     assert client.attempts == 4
     assert sleeps == [0.4, 0.8, 1.6]
@@ -372,7 +374,7 @@ def test_an_entry_that_keeps_failing_ends_in_a_publish_error_naming_it(aws) -> N
     messages = [message(i) for i in range(10)]
 
     with pytest.raises(PublishError, match=r"did not accept 1 of 10 messages after 5 attempts \(first: event ev0003\)"):
-        SnsPublisher(wrapped(client), topic.topic_arn, attempts=5, sleep=sleeps.append).publish(messages)
+        SnsPublisher(wrapped(client), topic.topic_arn, attempts=5, sleep=sleeps.append).publish_messages(messages)
 
     assert client.attempts == 5
     assert len(sleeps) == 4, "no pause after the last attempt"
@@ -390,7 +392,9 @@ def test_an_entry_sns_rejects_as_the_senders_fault_is_not_retried(aws) -> None:
     sleeps: list[float] = []
 
     with pytest.raises(PublishError, match=r"SNS rejected event ev0003: InvalidParameter: injected \(1 of 10"):
-        SnsPublisher(wrapped(client), topic.topic_arn, sleep=sleeps.append).publish([message(i) for i in range(10)])
+        SnsPublisher(wrapped(client), topic.topic_arn, sleep=sleeps.append).publish_messages(
+            [message(i) for i in range(10)]
+        )
 
     assert (client.attempts, sleeps) == (1, [])
     assert len(topic.receive(expected=9)) == 9
@@ -403,7 +407,9 @@ def test_throttling_that_outlasts_boto3s_retries_is_a_publish_error(aws) -> None
     topic = subscribe(aws)
 
     with pytest.raises(PublishError, match=r"Throttling.*Rate exceeded") as raised:
-        SnsPublisher(wrapped(Throttled(aws["sns"], {1})), topic.topic_arn).publish([message(i) for i in range(3)])
+        SnsPublisher(wrapped(Throttled(aws["sns"], {1})), topic.topic_arn).publish_messages(
+            [message(i) for i in range(3)]
+        )
 
     assert isinstance(raised.value.__cause__, ClientError)
     assert topic.receive() == []
@@ -414,7 +420,9 @@ def test_one_throttled_batch_among_parallel_ones_fails_the_page(aws) -> None:
     client = Throttled(aws["sns"], {2})
 
     with pytest.raises(PublishError, match="Throttling"):
-        SnsPublisher(wrapped(client), topic.topic_arn, parallel_batches=4).publish([message(i) for i in range(35)])
+        SnsPublisher(wrapped(client), topic.topic_arn, parallel_batches=4).publish_messages(
+            [message(i) for i in range(35)]
+        )
 
     # Every other batch ran to its end before the error was raised; none was abandoned mid-call.
     assert client.count == 4

@@ -27,11 +27,12 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from kontur_relay.aws.cursors import DynamoCursorStore
+from kontur_relay.aws.secrets import CredentialsSecret
 from kontur_relay.domain.errors import CursorConflict
 from kontur_relay.feeds.diadoc import source as diadoc_source
+from kontur_relay.feeds.extern.auth import extern_authenticator
 from kontur_relay.feeds.extern.source import ExternSource, read_extern_error
 from kontur_relay.kontur import client as http
-from kontur_relay.kontur.auth import CredentialsSecret, extern_authenticator
 from kontur_relay.observability import logger as relay_logger
 from local_stack import api_gateway
 from local_stack.services import LOCAL_CREDENTIALS

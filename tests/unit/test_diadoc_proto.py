@@ -17,8 +17,9 @@ import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
 from google.protobuf import runtime_version as protobuf_runtime
 
-from kontur_relay.domain.envelope import to_message
+from kontur_relay.aws.sns_message import sns_message
 from kontur_relay.domain.errors import MalformedPage
+from kontur_relay.domain.model import Feed
 from kontur_relay.feeds.diadoc import diadoc_events_pb2 as pb
 from kontur_relay.feeds.diadoc.events import (
     MESSAGE_EVENT_TYPE,
@@ -391,7 +392,11 @@ def test_a_box_event_of_a_newer_kind_is_published_whole_not_stopped_at():
     """Neither Message nor Patch: a kind of event this schema has not met. It goes out with its bytes."""
     raw = pb.BoxEvent(EventId="ev-9", IndexKey="k+9/=").SerializeToString() + b"\x2a\x03new"  # field 5
     read = read_event(raw, "box@diadoc.ru")
-    message = json.loads(to_message("diadoc:box@diadoc.ru", "https://diadoc/boxes/box", "diadoc", read.event).body)
+    message = json.loads(
+        sns_message(
+            Feed(id="diadoc:box@diadoc.ru", kind="diadoc", source_uri="https://diadoc/boxes/box"), read.event
+        ).body
+    )
 
     validate_message(message)
     assert message["type"] == OTHER_EVENT_TYPE

@@ -59,7 +59,7 @@ class Rig:
     def _witness(self, feed: str, position: str | None) -> None:
         """Runs inside the store, just before a cursor write lands."""
         published = self.publisher.published
-        self._published.update(message.event_id for message in published[self._seen :])
+        self._published.update(event.id for event in published[self._seen :])
         self._seen = len(published)
         passed = self.source.ids[: offset_of(position)]
         unpublished = [event_id for event_id in passed if event_id not in self._published]

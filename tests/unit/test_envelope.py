@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kontur_relay.domain.envelope import MAX_ATTRIBUTES, deduplication_id, to_message
-from kontur_relay.domain.model import FeedEvent
+from kontur_relay.aws.sns_message import MAX_ATTRIBUTES, deduplication_id, sns_message
+from kontur_relay.domain.model import Feed, FeedEvent
 from kontur_relay.feeds.extern.source import EXTERN_EVENT_TYPE, ExternSource
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "message.schema.json"
@@ -82,7 +82,7 @@ extern_events = st.builds(
 
 def build(item: dict[str, Any]) -> Any:
     """The envelope of an Extern event as the relay builds it from the feed's JSON."""
-    return to_message("extern", SOURCE, "extern", ExternSource._event(item, trace_id=None))
+    return sns_message(Feed(id="extern", kind="extern", source_uri=SOURCE), ExternSource._event(item, trace_id=None))
 
 
 @settings(max_examples=300, deadline=None)
@@ -134,7 +134,7 @@ def test_more_than_ten_attributes_are_refused_naming_the_event() -> None:
     event = FeedEvent(id="e1", type=EXTERN_EVENT_TYPE, data={"id": "e1"}, attributes={f"a{n}": "v" for n in range(8)})
 
     with pytest.raises(ValueError, match="11 message attributes for event e1: SNS allows 10"):
-        to_message("extern", SOURCE, "extern", event)
+        sns_message(Feed(id="extern", kind="extern", source_uri=SOURCE), event)
 
 
 def test_empty_attributes_do_not_count_and_arrays_are_sets() -> None:
@@ -142,7 +142,7 @@ def test_empty_attributes_do_not_count_and_arrays_are_sets() -> None:
     attributes |= {"a7": None, "a8": [], "a6": ["b", "a", "b"]}
     event = FeedEvent(id="e1", type=EXTERN_EVENT_TYPE, data={"id": "e1"}, attributes=attributes)
 
-    message = to_message("extern", SOURCE, "extern", event)
+    message = sns_message(Feed(id="extern", kind="extern", source_uri=SOURCE), event)
 
     assert len(message.attributes) == MAX_ATTRIBUTES
     assert message.attributes["a6"] == ["a", "b"]
@@ -161,7 +161,10 @@ def test_a_diadoc_envelope_carries_the_raw_protobuf() -> None:
         extensions={"protobuf": "CgQ5ZjBj"},
     )
 
-    message = to_message("diadoc-box-1", "https://diadoc-api.kontur.ru/V8/GetNewEvents?boxId=box-1", "diadoc", event)
+    message = sns_message(
+        Feed(id="diadoc-box-1", kind="diadoc", source_uri="https://diadoc-api.kontur.ru/V8/GetNewEvents?boxId=box-1"),
+        event,
+    )
 
     envelope = json.loads(message.body)
     validate(envelope)
@@ -172,9 +175,9 @@ def test_a_diadoc_envelope_carries_the_raw_protobuf() -> None:
 def test_the_deduplication_id_is_stable_per_feed_and_event() -> None:
     event = FeedEvent(id="1_a", type=EXTERN_EVENT_TYPE, data={"id": "1_a"})
 
-    first = to_message("extern", SOURCE, "extern", event)
-    again = to_message("extern", SOURCE, "extern", event)
-    other_feed = to_message("extern-2", SOURCE, "extern", event)
+    first = sns_message(Feed(id="extern", kind="extern", source_uri=SOURCE), event)
+    again = sns_message(Feed(id="extern", kind="extern", source_uri=SOURCE), event)
+    other_feed = sns_message(Feed(id="extern-2", kind="extern", source_uri=SOURCE), event)
 
     assert first.deduplication_id == again.deduplication_id == deduplication_id("extern", "1_a")
     assert other_feed.deduplication_id != first.deduplication_id

@@ -10,22 +10,23 @@ from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from kontur_relay.domain.envelope import OutgoingMessage, attribute_data_type, attribute_text
+from kontur_relay.aws.sns_message import SnsMessage, sns_messages
 from kontur_relay.domain.errors import PublishError
+from kontur_relay.domain.model import Feed, FeedEvent
 from kontur_relay.observability import MetricUnit, logger, metrics
 
 if TYPE_CHECKING:
     from mypy_boto3_sns import SNSClient
-    from mypy_boto3_sns.type_defs import MessageAttributeValueTypeDef, PublishBatchRequestEntryTypeDef
+    from mypy_boto3_sns.type_defs import PublishBatchRequestEntryTypeDef
 
 #: SNS limits: entries per PublishBatch, and bytes of one message and of a whole batch.
 MAX_BATCH_ENTRIES = 10
 MAX_PAYLOAD_BYTES = 262_144
 
 
-def batches(messages: Sequence[OutgoingMessage]) -> Iterator[list[OutgoingMessage]]:
+def batches(messages: Sequence[SnsMessage]) -> Iterator[list[SnsMessage]]:
     """Split into PublishBatch calls, in order, by count and by total size."""
-    batch: list[OutgoingMessage] = []
+    batch: list[SnsMessage] = []
     size = 0
     for message in messages:
         if message.size > MAX_PAYLOAD_BYTES:
@@ -40,11 +41,6 @@ def batches(messages: Sequence[OutgoingMessage]) -> Iterator[list[OutgoingMessag
         size += message.size
     if batch:
         yield batch
-
-
-def _attribute(value: str | Sequence[str]) -> MessageAttributeValueTypeDef:
-    # The same type and text OutgoingMessage.size counted, so a batch is exactly as large as measured.
-    return {"DataType": attribute_data_type(value), "StringValue": attribute_text(value)}
 
 
 class SnsPublisher:
@@ -70,7 +66,10 @@ class SnsPublisher:
         self.sleep = sleep
         self._pool = ThreadPoolExecutor(max_workers=self.parallel_batches) if self.parallel_batches > 1 else None
 
-    def publish(self, messages: Sequence[OutgoingMessage]) -> None:
+    def publish(self, feed: Feed, events: Sequence[FeedEvent]) -> None:
+        self.publish_messages(sns_messages(feed, events))
+
+    def publish_messages(self, messages: Sequence[SnsMessage]) -> None:
         chunks = list(batches(messages))
         if self._pool is None or len(chunks) == 1:
             for chunk in chunks:
@@ -84,18 +83,18 @@ class SnsPublisher:
             if error is not None:
                 raise error
 
-    def _entry(self, index: int, message: OutgoingMessage) -> PublishBatchRequestEntryTypeDef:
+    def _entry(self, index: int, message: SnsMessage) -> PublishBatchRequestEntryTypeDef:
         entry: PublishBatchRequestEntryTypeDef = {
             "Id": str(index),
             "Message": message.body,
-            "MessageAttributes": {name: _attribute(value) for name, value in message.attributes.items()},
+            "MessageAttributes": message.sns_attributes,
         }
         if self.fifo:
             entry["MessageGroupId"] = message.group_id
             entry["MessageDeduplicationId"] = message.deduplication_id
         return entry
 
-    def _publish_batch(self, batch: list[OutgoingMessage]) -> None:
+    def _publish_batch(self, batch: list[SnsMessage]) -> None:
         pending = {str(index): message for index, message in enumerate(batch)}
         for attempt in range(1, self.attempts + 1):
             try:

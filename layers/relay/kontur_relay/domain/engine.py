@@ -1,7 +1,7 @@
 """The relay engine: read a page at the cursor, publish every event, and only then move the cursor.
 
 The delivery guarantee lives in ``Relay._relay_page``: a cursor write happens only after the
-publisher returned, and the publisher returns only when SNS accepted every message of the page.
+publisher returned, and the publisher returns only when the sink accepted every event of the page.
 A crash anywhere before the write leaves the cursor where it was, so the page is read and
 published again (a duplicate, never a loss). The version check on the write keeps two runs of one
 feed from moving the cursor backwards; the lease keeps them from running at the same time at all.
@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from kontur_relay.domain.envelope import to_message
 from kontur_relay.domain.errors import CursorConflict, FeedStopped, MalformedPage, RelayError
 from kontur_relay.domain.model import CursorState, Feed, Page
 from kontur_relay.domain.ports import CursorStore, Publisher, Source
@@ -155,9 +154,7 @@ class Relay:
             # Publishing would succeed and the next read would return the same page for ever.
             raise MalformedPage(f"a page of {len(page.events)} events did not move the cursor")
         if page.events:
-            self.publisher.publish(
-                [to_message(self.feed.id, self.feed.source_uri, self.feed.kind, event) for event in page.events]
-            )
+            self.publisher.publish(self.feed, page.events)
         if not moved:
             return state
         return self.cursors.advance(state, page.next_cursor, relayed=len(page.events))

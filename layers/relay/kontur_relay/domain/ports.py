@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from kontur_relay.domain.envelope import OutgoingMessage
-from kontur_relay.domain.model import CursorState, Page
+from kontur_relay.domain.model import CursorState, Feed, FeedEvent, Page
 
 
 class Source(Protocol):
@@ -18,9 +17,11 @@ class Source(Protocol):
 
 
 class Publisher(Protocol):
-    """Where events go. Returns only when every message was accepted; raises PublishError otherwise."""
+    """Where events go (a sink: SNS today). It wraps each event in the envelope
+    (:mod:`kontur_relay.domain.envelope`) as its sink encodes it, and returns only when the sink
+    accepted every event; it raises PublishError otherwise."""
 
-    def publish(self, messages: Sequence[OutgoingMessage]) -> None: ...
+    def publish(self, feed: Feed, events: Sequence[FeedEvent]) -> None: ...
 
 
 class CursorStore(Protocol):

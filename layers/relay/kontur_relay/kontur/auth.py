@@ -1,11 +1,5 @@
-"""Credentials for Kontur's APIs, read from a Secrets Manager secret and never logged.
-
-The secret's JSON chooses the scheme:
-
-- OpenID Connect: ``token_url``, ``client_id``, ``client_secret``, ``grant_type`` (``password`` or
-  ``refresh_token``), ``username``/``password`` or ``refresh_token``, ``scope``; optional ``api_key``;
-- a static ``access_token`` (optional ``api_key``);
-- Extern's legacy ``sid`` + ``api_key``.
+"""Credentials for Kontur's APIs, shared by the feeds: fixed headers, and cached tokens (OpenID
+Connect's here; each feed package adds its own schemes). Never logged.
 
 Tokens live in the module-level objects built once per Lambda container, so warm invocations reuse
 them; they are renewed ahead of expiry and once more on a 401.
@@ -13,52 +7,20 @@ them; they are renewed ahead of expiry and once more on a 401.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import requests
-from aws_lambda_powertools.utilities import parameters
 
+from kontur_relay.aws.secrets import CredentialsSecret
 from kontur_relay.domain.errors import ConfigurationError, FeedAuthError, FeedUnavailable
 from kontur_relay.observability import logger
-
-if TYPE_CHECKING:
-    from mypy_boto3_secretsmanager import SecretsManagerClient
 
 #: Renew this long before the token's own expiry, so that no request carries a token about to lapse;
 #: a token that lives shorter is renewed once half its life is gone, not before every request.
 RENEW_AHEAD_SECONDS = 120
-
-
-class CredentialsSecret:
-    """The JSON credentials secret; ``update`` writes back what the identity provider rotated."""
-
-    def __init__(self, secret_id: str, client: SecretsManagerClient, *, max_age: int = 300) -> None:
-        self.secret_id = secret_id
-        self.client = client
-        self.max_age = max_age
-        self._force = False
-
-    def values(self) -> dict[str, Any]:
-        try:
-            value = parameters.get_secret(
-                self.secret_id, transform="json", max_age=self.max_age, force_fetch=self._force
-            )
-        except parameters.exceptions.TransformParameterError as error:
-            raise ConfigurationError(f"the secret {self.secret_id} is not a JSON object") from error
-        self._force = False
-        if not isinstance(value, dict):
-            raise ConfigurationError(f"the secret {self.secret_id} is not a JSON object")
-        return value
-
-    def update(self, changes: Mapping[str, str]) -> None:
-        current = self.values()
-        self.client.put_secret_value(SecretId=self.secret_id, SecretString=json.dumps({**current, **changes}))
-        self._force = True
-        logger.info("Wrote the rotated credential back to the secret", extra={"fields": sorted(changes)})
 
 
 class StaticCredential:
@@ -201,20 +163,3 @@ def _json_or_empty(response: requests.Response) -> dict[str, Any]:
     except ValueError:
         return {}
     return body if isinstance(body, dict) else {}
-
-
-def extern_authenticator(secret: CredentialsSecret, http: requests.Session, *, timeout: float = 20.0) -> Any:
-    """The authenticator the secret describes, for the Extern API."""
-    config = secret.values()
-    api_key = config.get("api_key")
-    if config.get("access_token"):
-        headers = {"Authorization": f"Bearer {config['access_token']}"}
-    elif config.get("sid"):
-        if not api_key:
-            raise ConfigurationError("the legacy auth.sid scheme needs api_key in the credentials secret")
-        headers = {"Authorization": f"auth.sid {config['sid']}"}
-    else:
-        return OpenIdConnectTokens(secret, http, timeout=timeout)
-    if api_key:
-        headers["X-Kontur-Apikey"] = api_key
-    return StaticCredential(headers)

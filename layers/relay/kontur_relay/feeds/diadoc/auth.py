@@ -15,8 +15,9 @@ from typing import Any
 
 import requests
 
+from kontur_relay.aws.secrets import CredentialsSecret
 from kontur_relay.domain.errors import ConfigurationError, FeedAuthError, FeedUnavailable
-from kontur_relay.kontur.auth import CachedToken, CredentialsSecret, OpenIdConnectTokens, StaticCredential
+from kontur_relay.kontur.auth import CachedToken, OpenIdConnectTokens, StaticCredential
 from kontur_relay.kontur.client import Authenticator
 from kontur_relay.observability import logger
 

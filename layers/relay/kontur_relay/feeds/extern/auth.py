@@ -1,0 +1,33 @@
+"""Extern's credentials, from the JSON of the Extern credentials secret:
+
+- OpenID Connect: ``token_url``, ``client_id``, ``client_secret``, ``grant_type`` (``password`` or
+  ``refresh_token``), ``username``/``password`` or ``refresh_token``, ``scope``; optional ``api_key``;
+- a static ``access_token`` (optional ``api_key``);
+- the legacy ``sid`` + ``api_key``.
+"""
+
+from __future__ import annotations
+
+import requests
+
+from kontur_relay.aws.secrets import CredentialsSecret
+from kontur_relay.domain.errors import ConfigurationError
+from kontur_relay.kontur.auth import OpenIdConnectTokens, StaticCredential
+from kontur_relay.kontur.client import Authenticator
+
+
+def extern_authenticator(secret: CredentialsSecret, http: requests.Session, *, timeout: float = 20.0) -> Authenticator:
+    """The authenticator the secret describes."""
+    config = secret.values()
+    api_key = config.get("api_key")
+    if config.get("access_token"):
+        headers = {"Authorization": f"Bearer {config['access_token']}"}
+    elif config.get("sid"):
+        if not api_key:
+            raise ConfigurationError("the legacy auth.sid scheme needs api_key in the credentials secret")
+        headers = {"Authorization": f"auth.sid {config['sid']}"}
+    else:
+        return OpenIdConnectTokens(secret, http, timeout=timeout)
+    if api_key:
+        headers["X-Kontur-Apikey"] = api_key
+    return StaticCredential(headers)

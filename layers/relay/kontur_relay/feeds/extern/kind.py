@@ -1,0 +1,91 @@
+"""The Extern feed kind: one feed for every account, its cursor rules, and how its poller is built."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from kontur_relay import wiring
+from kontur_relay.domain.engine import Relay
+from kontur_relay.domain.model import Feed
+from kontur_relay.feeds import PositionRefused
+from kontur_relay.feeds.extern.auth import extern_authenticator
+from kontur_relay.feeds.extern.source import ExternSource, read_extern_error
+from kontur_relay.kontur import client
+from kontur_relay.settings import Env, RelaySettings
+
+#: An Extern cursor is an event id (``4ca_137``), or one kept after an old server's
+#: ``last-event-id`` (``after:4ca_137``); anything else the feed would refuse on the next run.
+CURSOR = re.compile(r"^(after:)?[0-9a-fA-F]+_[0-9a-fA-F]+$")
+
+
+@dataclass(frozen=True)
+class ExternSettings:
+    api_url: str
+    credentials_variable: str
+    page_size: int
+    feed_id: str
+    http_timeout: float
+
+    @classmethod
+    def from_env(cls, env: Env) -> ExternSettings:
+        return cls(
+            api_url=env.text("EXTERN_API_URL", "https://extern-api.kontur.ru").rstrip("/"),
+            credentials_variable="EXTERN_CREDENTIALS_SECRET",
+            page_size=env.whole("EXTERN_PAGE_SIZE", 100),
+            feed_id=env.text("EXTERN_FEED_ID", "extern"),
+            http_timeout=env.number("HTTP_TIMEOUT_SECONDS", 20),
+        )
+
+
+@dataclass
+class ExternPoller:
+    """The one Extern feed's relay; a scheduled event carries nothing it needs."""
+
+    relay: Relay
+
+    def run(self, event: Mapping[str, Any], time_left: Callable[[], float]) -> dict[str, object]:
+        return self.relay.run(time_left).as_dict()
+
+
+class ExternKind:
+    name = "extern"
+
+    def position(self, feed_id: str, cursor: str | None, timestamp: datetime | None) -> str | None:
+        if timestamp is not None:
+            raise PositionRefused("timestamp", f"{feed_id} has no point-in-time position: give a cursor (an event id)")
+        if cursor is not None and not CURSOR.match(cursor):
+            raise PositionRefused(
+                "cursor", f"{cursor!r} is not an Extern event id (like 4ca_137): the feed would refuse it"
+            )
+        return cursor
+
+    def poller(self, env: Env) -> ExternPoller:
+        settings = ExternSettings.from_env(env)
+        relay_settings = RelaySettings.from_env(env)
+        session = client.session()
+        api = client.KonturApi(
+            settings.api_url,
+            session,
+            extern_authenticator(
+                wiring.credentials(settings.credentials_variable), session, timeout=settings.http_timeout
+            ),
+            read_extern_error,
+            timeout=settings.http_timeout,
+            name="Extern",
+        )
+        feed = Feed(id=settings.feed_id, kind=self.name, source_uri=f"{settings.api_url}/v1/events")
+        relay = Relay(
+            feed,
+            ExternSource(api, take=settings.page_size),
+            wiring.publisher(relay_settings.topic_arn),
+            wiring.cursor_store(relay_settings.cursors_table),
+            safety_margin=relay_settings.safety_margin,
+        )
+        return ExternPoller(relay)
+
+
+KIND = ExternKind()
