@@ -111,7 +111,7 @@ def test_sam_build_builds_every_function_and_the_layer_for_arm64(tmp_path: Path)
             module = resource["Properties"]["Handler"].split(".")[0]
             assert (build / logical_id / f"{module}.py").is_file(), f"{logical_id}'s handler was not built"
     layer = build / "RelayLayer" / "python"
-    assert (layer / "kontur_relay" / "engine.py").is_file()
+    assert (layer / "kontur_relay" / "domain" / "engine.py").is_file()
     built = dict(path.name.removesuffix(".dist-info").lower().split("-", 1) for path in layer.glob("*.dist-info"))
     for name, version in requirement_pins().items():
         assert built.get(name) == version, f"the layer has {name} {built.get(name)}, requirements.txt pins {version}"

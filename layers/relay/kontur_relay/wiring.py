@@ -31,10 +31,3 @@ def credentials(variable: str) -> CredentialsSecret:
     """The credentials secret named by the environment variable ``variable``."""
     return CredentialsSecret(Env().text(variable), boto3.client("secretsmanager", config=AWS_CONFIG))
 
-
-def setting(name: str, default: str | None = None) -> str:
-    return Env().text(name, default)
-
-
-def number(name: str, default: float) -> float:
-    return Env().number(name, default)

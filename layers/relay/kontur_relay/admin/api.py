@@ -98,6 +98,14 @@ def problem(app: APIGatewayRestResolver, status: int, message: str, **fields: An
     )
 
 
+def answer(app: APIGatewayRestResolver, error: ApiError) -> Response[Any]:
+    """The Problem answer to an ApiError, counted and logged (a failure of ours as a warning)."""
+    _count(error.status)
+    level = logger.warning if error.status >= 500 else logger.info
+    level(error.message, extra={"status": error.status, **error.fields})
+    return problem(app, error.status, error.message, **error.fields)
+
+
 @dataclass(frozen=True)
 class Caller:
     """The IAM principal API Gateway verified: a user's or an assumed role's ARN."""
@@ -201,10 +209,7 @@ def resolver() -> AdminResolver:
 
     @app.exception_handler(ApiError)
     def api_error(error: ApiError) -> Response[Any]:
-        _count(error.status)
-        level = logger.warning if error.status >= 500 else logger.info
-        level(error.message, extra={"status": error.status, **error.fields})
-        return problem(app, error.status, error.message, **error.fields)
+        return answer(app, error)
 
     @app.exception_handler(ConfigurationError)
     def misconfigured(error: ConfigurationError) -> Response[Any]:
