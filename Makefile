@@ -13,11 +13,12 @@ export PATH := $(abspath $(BIN)):$(if $(PY313_BIN),$(PY313_BIN):)$(PATH)
 DURATION ?=
 PYTEST_ARGS ?=
 
-.PHONY: help deps run test lint bench build deploy proto clean
+.PHONY: help deps run test test-fast lint bench build deploy proto clean
 
 help:
 	@echo "make run [DURATION=30]  the relay on an embedded local stack (no AWS, no Kontur account)"
 	@echo "make test               every test, the linters and the template checks"
+	@echo "make test-fast          the unit tests, in seconds: the inner loop"
 	@echo "make lint               ruff and mypy"
 	@echo "make bench              throughput figures against a baseline measured in the same run"
 	@echo "make build | deploy     sam build | sam deploy --guided"
@@ -41,6 +42,9 @@ test: deps
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-fast: deps
+	$(BIN)/pytest -q tests/unit $(PYTEST_ARGS)
 
 lint: deps
 	$(BIN)/ruff check .
