@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from local_stack import feeds
-from local_stack.feeds import SimulationOptions
+from local_stack.scenarios import SimulationOptions
 
 
 @dataclass

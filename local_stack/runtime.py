@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from local_stack.cli import Options
-from local_stack.feeds import FeedKit, SimulatedFeed
+from local_stack.feeds import FeedKit
 from local_stack.queues import QueueConsumer
+from local_stack.scenarios import SimulatedFeed
 from local_stack.scheduler import FunctionRunner, Invocation, Scheduler
 from local_stack.template import ROOT, Stack
 

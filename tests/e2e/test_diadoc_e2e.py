@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from types import ModuleType, SimpleNamespace
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -33,14 +33,14 @@ from kontur_relay.feeds.diadoc.events import MESSAGE_EVENT_TYPE, PATCH_EVENT_TYP
 from kontur_relay.feeds.diadoc.source import FROM_OLDEST
 from kontur_relay.feeds.diadoc.ticks import to_rfc3339
 from local_stack.context import LocalContext
+from local_stack.scenarios import SimulatedDiadoc, SimulationOptions
 from local_stack.simulators.base import Fault
-from local_stack.simulators.diadoc import (
+from local_stack.simulators.diadoc import DiadocSimulator
+from local_stack.simulators.diadoc_events import (
     FUTURE_ATTACHMENT_TYPE,
     FUTURE_EVENT_FIELD,
     FUTURE_MESSAGE_FIELD,
     HEAD_DEPARTMENT,
-    DiadocSimulator,
-    SimulatedDiadoc,
     ticks,
 )
 from local_stack.simulators.identity import IdentitySimulator
@@ -655,7 +655,7 @@ def _unknown(message: Any) -> list[Any]:
 def test_the_local_stacks_diadoc_is_relayed_box_by_box_through_the_templates_schedules(
     aws, monkeypatch, scheme, fault_rate
 ):
-    options = SimpleNamespace(seed=7, backlog=60, traffic_interval=0.05, fault_rate=fault_rate, token_lifetime=300)
+    options = SimulationOptions(seed=7, backlog=60, traffic_interval=0.05, fault_rate=fault_rate, token_lifetime=300)
     simulated = SimulatedDiadoc(options, scheme=scheme)
     try:
         stack = provision(Stack(name=f"t{uuid.uuid4().hex[:10]}", parameters=simulated.parameters), aws)

@@ -1,0 +1,380 @@
+"""Diadoc's box events API, after /work/shared/docs/diadoc-events-api.md.
+
+- ``GET /V8/GetNewEvents`` (and the deprecated ``/V7/GetNewEvents``, which answers ``Sunset`` and
+  ``Link``): a ``BoxEventList`` in protobuf, after ``afterIndexKey`` (or the old ``afterEventId``),
+  with every filter of the method (``departmentId``, ``messageType``, ``typeNamedId``,
+  ``documentDirection``, ``timestampFromTicks``/``timestampToTicks``, ``counteragentBoxId``,
+  ``orderBy``), ``limit`` (1..500), and ``TotalCount`` capped at ``count_cap`` with
+  ``TotalCountType`` ``GreaterThanOrEqual`` beyond it. A key that does not name an event of the box
+  (a ``+`` sent unencoded arrives as a space) answers 400 ``cursor must have valid value``.
+- ``GET /V2/GetLastEvent?boxId=``: the newest ``BoxEvent``, or 204 when the box has none.
+- ``POST /V3/Authenticate?type=password``: ``DiadocAuth ddauth_api_client_id=`` with a JSON body of
+  login and password answers a token (plain text) that lives ``token_lifetime`` seconds.
+
+Auth: ``Bearer`` tokens of the :class:`IdentitySimulator` (the user is the token's), or
+``DiadocAuth ddauth_api_client_id=<id>,ddauth_token=<token>``. A user sees a box whole or only some
+of its departments: such a user must name a department (``departmentId``) and gets 403 for one it
+cannot see; a box whose service is not paid answers 402. Errors are plain text with
+``X-Diadoc-ErrorCode``.
+
+The events come from ``diadoc_events``; each box also gets events from a newer schema than the
+relay's, by :meth:`DiadocSimulator.add_future_event`. Traffic is a backlog (from before 2017-03-15,
+when events had no department, onwards), then ``advance()`` ticks, by hand or from a background thread.
+"""
+
+from __future__ import annotations
+
+import base64
+import random
+import re
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from kontur_relay.feeds.diadoc import diadoc_events_pb2 as pb
+from local_stack.simulators.base import Request, Response, Simulator
+from local_stack.simulators.diadoc_events import Box, DiadocEventGenerator
+from local_stack.simulators.diadoc_feed import BoxFeed, matcher
+from local_stack.simulators.identity import IdentitySimulator
+
+MAX_LIMIT = 500
+#: Defaults of ``limit`` when a request has none: V8 per the OpenAPI description, V7 the original.
+DEFAULT_LIMITS = {"V8": 500, "V7": 100}
+COUNT_CAP = 100_000
+TOKEN_LIFETIME = 24 * 3600
+_DIADOC_AUTH = re.compile(r"^DiadocAuth\s+(.*)$", re.IGNORECASE)
+
+
+@dataclass
+class User:
+    login: str
+    password: str
+    #: box id → None (the whole box) or the departments the user sees.
+    access: dict[str, frozenset[str] | None] = field(default_factory=dict)
+
+
+# -- the simulator ------------------------------------------------------------------------------------
+
+
+class DiadocSimulator(Simulator):
+    name = "diadoc"
+
+    def __init__(
+        self,
+        identity: IdentitySimulator | None = None,
+        *,
+        seed: int = 0,
+        count_cap: int = COUNT_CAP,
+        token_lifetime: int = TOKEN_LIFETIME,
+        realtime_dates: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__()
+        self.identity = identity
+        self.rng = random.Random(seed)
+        self.count_cap = count_cap
+        self.token_lifetime = token_lifetime
+        self.clock = clock
+        self.boxes: dict[str, Box] = {}
+        self.users: dict[str, User] = {}
+        self.api_clients: set[str] = set()
+        #: Tokens that POST /V3/Authenticate issued so far (tests check caching and renewal).
+        self.authentications = 0
+        self.events = DiadocEventGenerator(self.rng, realtime_dates=realtime_dates)
+        self._feeds: dict[str, BoxFeed] = {}
+        self._tokens: dict[str, tuple[str, float]] = {}
+        self._lock = threading.RLock()
+
+        self.route("GET", "/V8/GetNewEvents", self._get_new_events)
+        self.route("GET", "/V7/GetNewEvents", self._get_new_events)
+        self.route("GET", "/V2/GetLastEvent", self._get_last_event)
+        self.route("POST", "/V3/Authenticate", self._authenticate_password)
+
+    # -- setup ------------------------------------------------------------------------------------
+
+    def add_box(self, box_id: str | None = None, *, departments: int = 2, title: str | None = None) -> Box:
+        with self._lock:
+            box = self.events.new_box(box_id, departments, title)
+            self.boxes[box.id] = box
+            self._feeds[box.id] = BoxFeed()
+            return box
+
+    def add_api_client(self, client_id: str) -> None:
+        """A legacy ``ddauth_api_client_id`` Diadoc knows."""
+        with self._lock:
+            self.api_clients.add(client_id)
+
+    def add_user(self, login: str, password: str, access: Mapping[str, Iterable[str] | None]) -> User:
+        """A user with access to boxes (box id → None for the whole box, or its departments). The user
+        logs in with ``/V3/Authenticate`` and, with an identity simulator, through OpenID Connect."""
+        user = User(
+            login,
+            password,
+            {box: None if departments is None else frozenset(departments) for box, departments in access.items()},
+        )
+        with self._lock:
+            self.users[login] = user
+        if self.identity is not None:
+            self.identity.register_user(login, password)
+        return user
+
+    def set_paid(self, box_id: str, paid: bool) -> None:
+        with self._lock:
+            self.boxes[box_id].paid = paid
+
+    def set_access(self, login: str, box_id: str, departments: Iterable[str] | bool | None) -> None:
+        """Change a user's access to a box: None = whole box, departments, or False = none."""
+        with self._lock:
+            user = self.users[login]
+            if departments is False:
+                user.access.pop(box_id, None)
+            else:
+                user.access[box_id] = None if departments is None or departments is True else frozenset(departments)
+
+    def setup(self, *, boxes: int = 2, backlog: int = 200, login: str = "relay@example.ru") -> dict[str, Any]:
+        """``boxes`` boxes with ``backlog`` events each, one of them from a newer schema, and a user who
+        sees them whole; returns the legacy credentials of the relay (the secret's JSON)."""
+        created = [self.add_box() for _ in range(boxes)]
+        for box in created:
+            if backlog:
+                self.generate(box.id, backlog // 2)
+                self.add_future_event(box.id)
+                self.generate(box.id, backlog - backlog // 2 - 1)
+        password = secrets.token_urlsafe(12)
+        client_id = f"relay-{self.rng.getrandbits(32):08x}"
+        self.add_api_client(client_id)
+        self.add_user(login, password, {box.id: None for box in created})
+        return {"api_client_id": client_id, "login": login, "password": password}
+
+    # -- traffic ----------------------------------------------------------------------------------
+
+    def generate(self, box_id: str, count: int) -> list[str]:
+        """Append ``count`` events to the box's feed; their EventIds, in feed order."""
+        with self._lock:
+            return [self._append(box_id, self.events.next_event(self.boxes[box_id])) for _ in range(count)]
+
+    def advance(self) -> int:
+        """One tick of steady traffic over every box: mostly nothing or a few events, now and then a burst."""
+        added = 0
+        with self._lock:
+            for box_id in list(self.boxes):
+                burst = self.rng.random() < 0.03
+                count = self.rng.randint(10, 60) if burst else self.rng.choice((0, 0, 0, 1, 1, 2))
+                added += len(self.generate(box_id, count))
+        return added
+
+    def add_future_event(self, box_id: str) -> str:
+        """An event as a newer Diadoc schema writes it (see ``DiadocEventGenerator.future_event``)."""
+        with self._lock:
+            return self._append(box_id, self.events.future_event(self.boxes[box_id]))
+
+    # -- inspection -------------------------------------------------------------------------------
+
+    def event_ids(self, box_id: str, **filters: str) -> list[str]:
+        """The EventIds of the box's feed, in feed order; with GetNewEvents' filters (as query
+        parameters), the ones a feed with those filters must publish."""
+        with self._lock:
+            matches = matcher(filters)
+            return [event.event_id for event in self._feeds[box_id].events if matches(event)]
+
+    def raw_event(self, box_id: str, event_id: str) -> bytes:
+        """The exact bytes of a BoxEvent, as every page carries it."""
+        with self._lock:
+            feed = self._feeds[box_id]
+            return feed.events[feed.by_event_id[event_id]].raw
+
+    def index_keys(self, box_id: str) -> list[str]:
+        with self._lock:
+            return [event.index_key for event in self._feeds[box_id].events]
+
+    def expire_tokens(self) -> None:
+        with self._lock:
+            self._tokens.clear()
+        if self.identity is not None:
+            self.identity.expire_all()
+
+    # -- HTTP -------------------------------------------------------------------------------------
+
+    def _get_new_events(self, request: Request) -> Response:  # noqa: PLR0911 - one answer per rule
+        version = request.path.split("/")[1]
+        caller = self._caller(request)
+        if isinstance(caller, Response):
+            return caller
+        query = request.query
+        box = self.boxes.get(query.get("boxId", ""))
+        if box is None:
+            return self.error_body(request, 400 if not query.get("boxId") else 403, "boxId is missing or unknown")
+        denied = self._check_access(request, caller, box, query.get("departmentId"))
+        if denied is not None:
+            return denied
+        if query.get("afterIndexKey") and query.get("afterEventId"):
+            return self.error_body(request, 400, "afterEventId and afterIndexKey cannot be used together")
+        try:
+            matches = matcher(query)
+            limit = int(query.get("limit") or DEFAULT_LIMITS[version])
+        except ValueError as problem:
+            return self.error_body(request, 400, str(problem))
+        if not 1 <= limit <= MAX_LIMIT:
+            return self.error_body(request, 400, f"limit must be between 1 and {MAX_LIMIT}")
+        descending = query.get("orderBy") == "Descending"
+
+        with self._lock:
+            events = self._feeds[box.id].events
+            order = range(len(events) - 1, -1, -1) if descending else range(len(events))
+            after = query.get("afterIndexKey")
+            start = 0
+            if after:
+                position = self._feeds[box.id].by_index_key.get(after)
+                if position is None:
+                    return self.error_body(request, 400, "cursor must have valid value")
+                start = order.index(position) + 1
+            elif query.get("afterEventId"):
+                position = self._feeds[box.id].by_event_id.get(query["afterEventId"])
+                if position is None:
+                    return self.error_body(request, 400, "afterEventId is not an event of this box")
+                start = order.index(position) + 1
+            matching = [events[i] for i in order[start:] if matches(events[i])]
+
+        page = pb.BoxEventListFrame(
+            Events=[event.raw for event in matching[:limit]],
+            TotalCount=min(len(matching), self.count_cap),
+            TotalCountType=pb.GreaterThanOrEqual if len(matching) > self.count_cap else pb.Equal,
+        )
+        headers = {"Content-Type": "application/x-protobuf"}
+        if version == "V7":
+            headers["Sunset"] = "Wed, 01 Jul 2026 00:00:00 GMT"
+            headers["Link"] = '</V8/GetNewEvents>; rel="successor-version"'
+        # BoxEventListFrame is BoxEventList on the wire: its events are the stored bytes, untouched.
+        return Response(200, page.SerializeToString(), headers)
+
+    def _get_last_event(self, request: Request) -> Response:
+        caller = self._caller(request)
+        if isinstance(caller, Response):
+            return caller
+        box = self.boxes.get(request.query.get("boxId", ""))
+        if box is None:
+            return self.error_body(request, 400, "boxId is missing or unknown")
+        denied = self._check_access(request, caller, box, None, whole_box=False)
+        if denied is not None:
+            return denied
+        with self._lock:
+            events = self._feeds[box.id].events
+            if not events:
+                return Response(204)
+            return Response(200, events[-1].raw, {"Content-Type": "application/x-protobuf"})
+
+    def _authenticate_password(self, request: Request) -> Response:
+        if request.query.get("type") != "password":
+            return self.error_body(request, 400, "type must be password for this simulator")
+        client_id = _diadoc_auth(request.header("Authorization")).get("ddauth_api_client_id")
+        with self._lock:
+            known_client = client_id in self.api_clients
+        if not known_client:
+            return self._error(request, 401, "Authorization.ApiClientIdIsNotValid", "unknown ddauth_api_client_id")
+        try:
+            body = request.json()
+        except ValueError:
+            return self.error_body(request, 400, "the body is not JSON")
+        login = body.get("login") if isinstance(body, dict) else None
+        password = body.get("password") if isinstance(body, dict) else None
+        with self._lock:
+            user = self.users.get(login) if isinstance(login, str) else None
+            if user is None or not secrets.compare_digest(user.password.encode(), str(password or "").encode()):
+                return self._error(request, 401, "Authorization.InvalidCredentials", "invalid login or password")
+            token = base64.b64encode(secrets.token_bytes(48)).decode()
+            self._tokens[token] = (user.login, self.clock() + self.token_lifetime)
+            self.authentications += 1
+        return Response(200, token.encode(), {"Content-Type": "text/plain; charset=utf-8"})
+
+    def _caller(self, request: Request) -> User | Response:
+        header = request.header("Authorization") or ""
+        scheme, _, credential = header.partition(" ")
+        login: str | None = None
+        if scheme.lower() == "bearer" and credential.strip():
+            principal = self.identity.principal(credential.strip()) if self.identity is not None else None
+            if principal is None:
+                return self._error(
+                    request, 401, "Authorization.TokenIsNotValid", "the access token is invalid or expired"
+                )
+            login = principal[0]
+        elif _DIADOC_AUTH.match(header):
+            parts = _diadoc_auth(header)
+            with self._lock:
+                known_client = parts.get("ddauth_api_client_id") in self.api_clients
+                session = self._tokens.get(parts.get("ddauth_token", ""))
+            if not known_client:
+                return self._error(request, 401, "Authorization.ApiClientIdIsNotValid", "unknown ddauth_api_client_id")
+            if session is None or self.clock() >= session[1]:
+                return self._error(request, 401, "Authorization.TokenIsNotValid", "the token is invalid or expired")
+            login = session[0]
+        else:
+            return self._error(request, 401, "Authorization.Required", "no Bearer or DiadocAuth credentials")
+        with self._lock:
+            user = self.users.get(login)
+        if user is None:
+            return self._error(request, 403, "Authorization.UserHasNoBoxes", f"{login} has no Diadoc boxes")
+        return user
+
+    def _check_access(  # noqa: PLR0911 - one answer per rule
+        self, request: Request, user: User, box: Box, department: str | None, *, whole_box: bool = True
+    ) -> Response | None:
+        with self._lock:
+            if not box.paid:
+                return self._error(request, 402, "Billing.ServiceIsNotPaid", f"the service of box {box.id} is not paid")
+            if box.id not in user.access:
+                return self._error(request, 403, "Authorization.BoxAccessDenied", f"no access to box {box.id}")
+            visible = user.access[box.id]
+        if visible is None:
+            return None
+        if department is None:
+            if not whole_box:
+                return None
+            return self._error(
+                request,
+                403,
+                "Authorization.DepartmentRequired",
+                "the user does not see every document of the organisation: pass departmentId",
+            )
+        if department not in visible:
+            return self._error(request, 403, "Authorization.DepartmentAccessDenied", f"no access to {department}")
+        return None
+
+    def error_body(self, request: Request, status: int, message: str) -> Response:
+        code = {
+            400: "Http.BadRequest",
+            401: "Authorization.Required",
+            402: "Billing.ServiceIsNotPaid",
+            403: "Authorization.AccessDenied",
+            404: "Http.NotFound",
+            405: "Http.MethodNotAllowed",
+            409: "Http.Conflict",
+            429: "Http.TooManyRequests",
+        }.get(status, "Http.InternalServerError")
+        return self._error(request, status, code, message)
+
+    def _error(self, request: Request, status: int, code: str, message: str) -> Response:
+        headers = {"Content-Type": "text/plain; charset=utf-8", "X-Diadoc-ErrorCode": code}
+        return Response(status, message.encode(), headers)
+
+    def _append(self, box_id: str, draft: tuple[bytes, str] | pb.BoxEvent) -> str:
+        if isinstance(draft, pb.BoxEvent):
+            raw, message_id = draft.SerializeToString(), (draft.Message.MessageId or draft.Patch.MessageId)
+        else:
+            raw, message_id = draft
+        key = self.events.index_key()
+        return self._feeds[box_id].append(raw, key, message_id, self.events.message(box_id, message_id))
+
+
+def _diadoc_auth(header: str | None) -> dict[str, str]:
+    """The ``name=value`` pairs of a ``DiadocAuth`` header."""
+    match = _DIADOC_AUTH.match(header or "")
+    if match is None:
+        return {}
+    pairs = (part.strip().partition("=") for part in match.group(1).split(","))
+    return {name.strip(): value.strip() for name, _, value in pairs if name.strip()}
+
+
+__all__ = ["DiadocSimulator", "User"]
