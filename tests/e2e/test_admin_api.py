@@ -38,7 +38,8 @@ from local_stack.constants import ACCOUNT, REGION
 from local_stack.context import LocalContext
 from local_stack.services import LOCAL_CREDENTIALS
 from local_stack.simulators.base import Fault
-from local_stack.simulators.extern import Account, ExternSimulator
+from local_stack.simulators.extern import ExternSimulator
+from local_stack.simulators.extern_events import Account
 from local_stack.simulators.identity import IdentitySimulator
 from local_stack.template import ROOT, Stack
 
