@@ -11,9 +11,8 @@ IAM is checked only as far as a request must be SigV4-signed (awscurl; any crede
 unsigned one answers 403 ``Missing Authentication Token``, as deployed. Signatures are not verified;
 a request is attributed to ``arn:aws:iam::<account>:user/<the access key id that signed it>``.
 
-The local stack starts it with :func:`start`, giving it a way to invoke a function by logical id.
-``python -m local_stack.api_gateway openapi`` prints the API's OpenAPI description, generated from
-the handlers (the committed ``openapi.json``).
+The local stack starts it with :func:`start`, giving it a way to invoke a function by logical id;
+tests and ``local_stack.openapi`` load the handlers into their own process with :func:`load_modules`.
 """
 
 from __future__ import annotations
@@ -34,40 +33,20 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import ModuleType
 from typing import Any
 
-from aws_lambda_powertools.event_handler.openapi.merge import OpenAPIMerge
+from local_stack.constants import ACCOUNT, LOOPBACK
+from local_stack.context import LocalContext
+from local_stack.template import ROOT, Stack
 
-from local_stack.template import ACCOUNT, REGION, ROOT, Stack
-
-LOOPBACK = "127.0.0.1"
 LAYER = ROOT / "layers" / "relay"
 STAGE = "Prod"
 LOCAL_USER = "local-operator"
-#: The committed OpenAPI description of the admin API.
-OPENAPI = ROOT / "openapi.json"
+#: An in-process handler's Timeout: just under the 29 s after which API Gateway gives up on it.
+HANDLER_TIMEOUT = 28.0
 
 #: Calls a function (by logical id) with an event and returns its answer; raises if the invocation failed.
 Invoke = Callable[[str, dict[str, Any]], Mapping[str, Any]]
 Handler = Callable[[dict[str, Any], Any], Any]
 
-#: How OpenAPI names IAM authentication; API Gateway's own extension says which kind.
-SIGV4_SCHEME: Any = {
-    "sigv4": {
-        "type": "apiKey",
-        "name": "Authorization",
-        "in": "header",
-        "description": "AWS Signature Version 4 (service execute-api), checked by API Gateway against IAM",
-        "x-amazon-apigateway-authtype": "awsSigv4",
-    }
-}
-#: Where the deployed API answers (the stack's AdminApiUrl output); locally, the front's URL.
-DEPLOYED: Any = {
-    "url": "https://{restApiId}.execute-api.{region}.amazonaws.com/Prod",
-    "description": "The deployed stack (its AdminApiUrl output)",
-    "variables": {
-        "restApiId": {"default": "restApiId", "description": "The AdminApi's id"},
-        "region": {"default": "eu-central-1"},
-    },
-}
 _SIGV4_CREDENTIAL = re.compile(r"Credential=([^/\s,]+)/")
 
 
@@ -324,23 +303,6 @@ def _handler_class(front: ApiGatewayFront) -> type[BaseHTTPRequestHandler]:
 # -- running the handlers in this process -----------------------------------------------------------
 
 
-class LocalContext:
-    """The Lambda context attributes Powertools reads, for an in-process invocation."""
-
-    def __init__(self, function: str, timeout: float = 28.0) -> None:
-        self.function_name = function
-        self.function_version = "$LATEST"
-        self.invoked_function_arn = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{function}"
-        self.memory_limit_in_mb = 256
-        self.aws_request_id = str(uuid.uuid4())
-        self.log_group_name = f"/aws/lambda/{function}"
-        self.log_stream_name = "local"
-        self._deadline = time.monotonic() + timeout
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self._deadline - time.monotonic()) * 1000))
-
-
 def load_modules(stack: Stack) -> dict[str, ModuleType]:
     """The handler module of every function that serves a route, imported into this process.
 
@@ -388,7 +350,7 @@ def in_process(handlers: Mapping[str, Handler]) -> Invoke:
     """Invoke handlers directly, each call with a fresh context."""
 
     def invoke(function: str, event: dict[str, Any]) -> Mapping[str, Any]:
-        result: Mapping[str, Any] = handlers[function](event, LocalContext(function))
+        result: Mapping[str, Any] = handlers[function](event, LocalContext(function, HANDLER_TIMEOUT))
         return result
 
     return invoke
@@ -402,50 +364,3 @@ def start(stack: Stack, invoke: Invoke | None = None, *, port: int = 0, log: Any
     """
     routes = api_routes(stack)
     return ApiGatewayFront(routes, invoke or in_process(load_handlers(stack)), port=port, log=log).start()
-
-
-# -- the OpenAPI description ----------------------------------------------------------------------------
-
-
-def openapi_document(stack: Stack | None = None) -> str:
-    """The admin API's OpenAPI description, merged from the resolvers of the functions that serve it."""
-    stack = stack or Stack()
-    modules = load_modules(stack)
-    merge = OpenAPIMerge(
-        title="Kontur Feed Relay admin API",
-        version="1.0.0",
-        description="Share Extern accounts' events with the integrator, manage its event publishers, and "
-        "see and steer the relay's feeds. Every route is IAM-authenticated: sign requests with SigV4 "
-        "(service execute-api).",
-        servers=[DEPLOYED],
-        security_schemes=SIGV4_SCHEME,
-        security=[{"sigv4": []}],
-        on_conflict="error",
-    )
-    for module in modules.values():
-        merge.add_schema(module.app.get_openapi_schema())
-    return merge.get_openapi_json_schema() + "\n"
-
-
-def main(argv: list[str]) -> int:
-    if argv[1:] == ["openapi"]:
-        sys.stdout.write(openapi_document())
-        return 0
-    print("usage: python -m local_stack.api_gateway openapi > openapi.json", file=sys.stderr)
-    return 2
-
-
-if __name__ == "__main__":
-    raise SystemExit(main(sys.argv))
-
-
-__all__ = [
-    "OPENAPI",
-    "ApiGatewayFront",
-    "ApiRoute",
-    "api_routes",
-    "in_process",
-    "load_handlers",
-    "openapi_document",
-    "start",
-]

@@ -15,64 +15,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import secrets
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from local_stack import api_gateway
-from local_stack.simulators.base import TRANSIENT_FAULTS, Fault
-from local_stack.simulators.diadoc import SimulatedDiadoc
-from local_stack.simulators.extern import ExternSimulator
-from local_stack.simulators.identity import IdentitySimulator
+from local_stack.scenarios import SimulatedDiadoc, SimulatedExtern, SimulatedFeed, SimulationOptions
 from local_stack.template import Stack
 
 if TYPE_CHECKING:
     from local_stack.scheduler import Invocation
-
-
-@dataclass(frozen=True)
-class SimulationOptions:
-    seed: int = 7
-    #: Events waiting in the feed before the relay's first run.
-    backlog: int = 300
-    #: Seconds between two ticks of steady traffic (a few events, now and then a burst).
-    traffic_interval: float = 0.25
-    #: Share of the feed API's requests answered with a transient fault (429, 5xx, expired token).
-    fault_rate: float = 0.0
-    #: Lifetime of the identity simulator's access tokens: short, so that runs renew them.
-    token_lifetime: int = 300
-
-
-class SimulatedFeed(Protocol):
-    """A feed's simulators, running: what the stack needs from them."""
-
-    #: Template parameters pointing the function at the simulators (API URL; Diadoc: its boxes).
-    parameters: dict[str, str]
-    #: The JSON the function's credentials secret holds.
-    credentials: dict[str, Any]
-
-    def start_traffic(self) -> None:
-        """Begin the steady trickle of new events (the backlog exists from the start)."""
-
-    def stop_traffic(self) -> None: ...
-
-    def expected(self) -> set[tuple[str, str]]:
-        """(feed id, event id) of the events generated so far that the relay must publish."""
-        ...
-
-    def withheld(self) -> set[tuple[str, str]]:
-        """(feed id, event id) of generated events the relay must never publish (not shared with it)."""
-        ...
-
-    def faults_served(self) -> list[str]: ...
-
-    def describe(self) -> list[str]:
-        """Lines for the view's header: endpoints, accounts, traffic."""
-        ...
-
-    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -96,91 +49,8 @@ class FeedKit:
 
 # -- Kontur.Extern ---------------------------------------------------------------------------------
 
-
-class SimulatedExtern:
-    """The identity and Extern simulators: three accounts share everything with the integrator, one
-    shares only its fns534 reports, and one shares with another integrator only (its events must
-    never arrive)."""
-
-    client_id = "kontur-feed-relay-local"
-    username = "relay@integrator.example"
-    other_client_id = "another-integrator"
-
-    def __init__(self, options: SimulationOptions) -> None:
-        self.options = options
-        self.identity = IdentitySimulator(token_lifetime=options.token_lifetime)
-        self.extern = ExternSimulator(self.identity, seed=options.seed, realtime_dates=True)
-        api_key, password = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
-        self.extern.add_integrator(self.client_id, api_key, username=self.username, password=password)
-        shared = [self.extern.add_account(organisations=1 + i % 3) for i in range(3)]
-        partial, foreign = self.extern.add_account(), self.extern.add_account()
-        for account in shared:
-            self.extern.share(account, self.client_id)
-        self.extern.share(partial, self.client_id, docflow_types=["urn:docflow:fns534-report"])
-        other_key, other_password = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
-        self.extern.add_integrator(self.other_client_id, other_key, username="other@example", password=other_password)
-        self.extern.share(foreign, self.other_client_id)
-        self.accounts = (len(shared), 1, 1)
-        self.extern.generate(options.backlog)
-        if options.fault_rate:
-            # One of each kind first, so that even a short run meets them all; then at random.
-            for fault in (Fault.throttle(retry_after=1), Fault.server_error(503), Fault.expired_token()):
-                self.extern.faults.add(fault, prefix="/v1/events")
-            self.identity.faults.add(Fault.server_error(500), prefix="/connect/token")
-            self.extern.faults.randomly(
-                options.fault_rate,
-                seed=options.seed,
-                faults=(*TRANSIENT_FAULTS, Fault.expired_token()),
-                prefix="/v1/events",
-            )
-            self.identity.faults.randomly(options.fault_rate / 2, seed=options.seed + 1, prefix="/connect/token")
-        self.identity.start()
-        self.extern.start()
-        self.parameters = {"ExternApiUrl": self.extern.url}
-        self.credentials: dict[str, Any] = {
-            "token_url": self.identity.token_url,
-            "client_id": self.client_id,
-            "client_secret": api_key,
-            "grant_type": "password",
-            "username": self.username,
-            "password": password,
-            "scope": "extern.api",
-            "api_key": api_key,
-        }
-
-    def start_traffic(self) -> None:
-        self.extern.start_traffic(self.options.traffic_interval)
-
-    def stop_traffic(self) -> None:
-        self.extern.stop_traffic()
-
-    def expected(self) -> set[tuple[str, str]]:
-        return {(EXTERN.feed, event_id) for event_id in self.extern.events_visible_to(self.client_id)}
-
-    def withheld(self) -> set[tuple[str, str]]:
-        return {(EXTERN.feed, event_id) for event_id in self.extern.events_visible_to(self.other_client_id)}
-
-    def faults_served(self) -> list[str]:
-        return [*self.identity.faults.served, *self.extern.faults.served]
-
-    def describe(self) -> list[str]:
-        full, partial, foreign = self.accounts
-        return [
-            f"Kontur: Extern API {self.extern.url}, identity {self.identity.url} "
-            f"(tokens live {self.options.token_lifetime}s)",
-            f"  {full} accounts share everything with the relay, {partial} only fns534 reports, "
-            f"{foreign} only with another integrator; backlog {self.options.backlog}, "
-            f"then traffic every {self.options.traffic_interval}s"
-            + (f", faults on {self.options.fault_rate:.0%} of requests" if self.options.fault_rate else ""),
-        ]
-
-    def close(self) -> None:
-        self.extern.stop()
-        self.identity.stop()
-
-
 EXTERN = FeedKit(
-    feed="extern",
+    feed=SimulatedExtern.feed,
     function="ExternPollerFunction",
     api_url_parameter="ExternApiUrl",
     secret_variable="EXTERN_CREDENTIALS_SECRET",
@@ -191,7 +61,7 @@ EXTERN = FeedKit(
 # -- Diadoc: one feed per box (diadoc:<boxId>), the boxes and their filters as template parameters --
 
 DIADOC = FeedKit(
-    feed="diadoc",
+    feed=SimulatedDiadoc.feed,
     function="DiadocPollerFunction",
     api_url_parameter="DiadocApiUrl",
     secret_variable="DIADOC_CREDENTIALS_SECRET",

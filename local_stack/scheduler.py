@@ -30,7 +30,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from local_stack.template import ACCOUNT, REGION, ROOT, Function
+from local_stack.constants import function_arn
+from local_stack.template import ROOT, Function
 from local_stack.worker import WorkerSpec, run_worker
 
 LAYER = ROOT / "layers" / "relay"
@@ -179,7 +180,7 @@ class FunctionRunner:
                 child,
                 WorkerSpec(
                     name=self.name,
-                    arn=f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{self.name}",
+                    arn=function_arn(self.name),
                     code_uri=str(self.function.code_uri),
                     handler=self.function.handler,
                     memory_mb=self.function.memory_size,

@@ -17,9 +17,8 @@ from moto.core.utils import unix_time
 from moto.server import ThreadedMotoServer
 from moto.sqs.models import Message, SQSBackend
 
-from local_stack.template import REGION, ROOT
-
-LOOPBACK = "127.0.0.1"
+from local_stack.constants import LOOPBACK, REGION
+from local_stack.template import ROOT
 
 #: Credentials for local services only; they are never valid anywhere else.
 LOCAL_CREDENTIALS = {

@@ -17,10 +17,10 @@ from typing import Any
 
 from cfnlint.decode import decode
 
+from local_stack.constants import ACCOUNT, REGION
+
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "template.yaml"
-ACCOUNT = "123456789012"
-REGION = "us-east-1"
 
 _NO_VALUE = object()
 

@@ -10,7 +10,6 @@ import importlib.util
 import os
 import signal
 import sys
-import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,25 +17,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-
-class LocalContext:
-    """What Lambda passes as ``context``: the attributes Powertools and the handlers read."""
-
-    def __init__(self, spec: WorkerSpec, request_id: str, deadline: float) -> None:
-        function_name = spec.name
-        self.function_name = function_name
-        self.function_version = "$LATEST"
-        self.invoked_function_arn = spec.arn
-        self.memory_limit_in_mb = spec.memory_mb
-        self.aws_request_id = request_id
-        self.log_group_name = f"/aws/lambda/{function_name}"
-        self.log_stream_name = f"local/{os.getpid()}"
-        self.identity = None
-        self.client_context = None
-        self._deadline = deadline
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self._deadline - time.time()) * 1000))
+from local_stack.context import LocalContext
 
 
 @dataclass(frozen=True)
@@ -91,7 +72,14 @@ def run_worker(conn: Connection, spec: WorkerSpec) -> None:
             if handler is None:
                 handler = _load(spec)
             # As in Lambda, the init phase (imports, module scope) is not part of the Timeout.
-            context = LocalContext(spec, request_id, time.time() + budget)
+            context = LocalContext(
+                spec.name,
+                budget,
+                arn=spec.arn,
+                memory_mb=spec.memory_mb,
+                request_id=request_id,
+                log_stream_name=f"local/{os.getpid()}",
+            )
             answer: tuple[Any, ...] = ("ok", handler(event, context))
         except Exception as error:  # noqa: BLE001 - Lambda reports any exception as the invocation's error
             traceback.print_exc()

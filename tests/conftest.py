@@ -8,7 +8,6 @@ import os
 import sys
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
@@ -64,28 +63,3 @@ def load_handler(function: Function, monkeypatch: pytest.MonkeyPatch, **override
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
-
-
-@dataclass
-class LambdaContext:
-    """What Lambda hands a handler. ``seconds_left`` are the successive answers of
-    get_remaining_time_in_millis (the last one repeats): a run that must stop early gets a short list."""
-
-    function_name: str
-    seconds_left: list[float] = field(default_factory=lambda: [300.0])
-    function_version: str = "$LATEST"
-    memory_limit_in_mb: int = 512
-    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    log_stream_name: str = "2026/01/01/[$LATEST]0123456789abcdef"
-
-    @property
-    def invoked_function_arn(self) -> str:
-        return f"arn:aws:lambda:us-east-1:123456789012:function:{self.function_name}"
-
-    @property
-    def log_group_name(self) -> str:
-        return f"/aws/lambda/{self.function_name}"
-
-    def get_remaining_time_in_millis(self) -> int:
-        seconds = self.seconds_left.pop(0) if len(self.seconds_left) > 1 else self.seconds_left[0]
-        return int(seconds * 1000)

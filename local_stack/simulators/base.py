@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 
-LOOPBACK = "127.0.0.1"
+from local_stack.constants import LOOPBACK
 
 
 @dataclass

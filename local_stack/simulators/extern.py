@@ -14,7 +14,7 @@
 
 Auth: ``Bearer`` tokens from the :class:`IdentitySimulator` (``X-Kontur-Apikey`` optional), or the
 legacy ``auth.sid <sid>`` with ``X-Kontur-Apikey``. Every answer has ``X-Kontur-Trace-Id``; errors
-have Kontur's JSON body. Traffic is generated with a seeded RNG: a backlog, then ``advance()``
+have Kontur's JSON body. Traffic comes from ``extern_events``: a backlog, then ``advance()``
 ticks (a trickle with bursts), by hand or from a background thread.
 """
 
@@ -27,12 +27,12 @@ import re
 import secrets
 import threading
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterable
 from typing import Any
 
 from local_stack.simulators.base import Request, Response, Simulator
+from local_stack.simulators.extern_events import Account, Docflow, DocflowGenerator
+from local_stack.simulators.extern_sharing import Entry, Publisher, parse_events_filter
 from local_stack.simulators.identity import IdentitySimulator
 
 #: The cursor of a feed read from its very beginning.
@@ -41,153 +41,6 @@ START = "0_0"
 ADMIN_CLIENT = "kontur.extern.web"
 EVENT_ID = re.compile(r"^([0-9a-fA-F]+)_([0-9a-fA-F]+)$")
 DEFAULT_TAKE = 100
-
-
-# -- the domain: docflow types, organisations, accounts ---------------------------------------------
-
-
-@dataclass(frozen=True)
-class DocflowKind:
-    type: str
-    weight: int
-    #: The states a docflow goes through; a tuple offers alternatives, the first the likeliest.
-    states: tuple[str | tuple[str, ...], ...]
-    #: (knd, okud) of the forms sent in this docflow type; empty: none applies.
-    forms: tuple[tuple[str | None, str | None], ...] = ()
-    #: Replies refer to the docflow they answer (``related-docflow-id``).
-    related: bool = False
-
-
-T = "urn:transaction:"
-KINDS: tuple[DocflowKind, ...] = (
-    DocflowKind(
-        "urn:docflow:fns534-report",
-        40,
-        (
-            f"{T}report",
-            f"{T}submission-confirmation",
-            f"{T}reception-notice",
-            (f"{T}acceptance-result-positive", f"{T}acceptance-result-negative"),
-        ),
-        (("1151001", None), ("1151006", None), ("1151111", None), ("1152017", None)),
-    ),
-    DocflowKind(
-        "urn:docflow:fns534-demand",
-        12,
-        (f"{T}document", f"{T}document-receipt", (f"{T}demand-reply", f"{T}demand-refusal")),
-        (("1160001", None), ("1165050", None)),
-    ),
-    DocflowKind(
-        "urn:docflow:pfr-report",
-        15,
-        (f"{T}report", f"{T}submission-confirmation", (f"{T}protocol-positive", f"{T}protocol-negative")),
-    ),
-    DocflowKind(
-        "urn:docflow:stat-report",
-        12,
-        (f"{T}report", f"{T}submission-confirmation", (f"{T}acceptance-result-positive", f"{T}report-notice")),
-        ((None, "0601013"), (None, "0606010"), (None, "0610001")),
-    ),
-    DocflowKind("urn:docflow:fss-sedo-sick-report-change-notification", 6, (f"{T}document",)),
-    DocflowKind(
-        "urn:docflow:fss-sedo-proactive-payments-reply",
-        4,
-        (f"{T}document", (f"{T}receipt-positive", f"{T}receipt-negative")),
-        related=True,
-    ),
-    DocflowKind(
-        "urn:docflow:cbrf-report",
-        5,
-        (f"{T}report", f"{T}submission-confirmation", f"{T}acceptance-result-positive"),
-        ((None, "0409101"), (None, "0409115")),
-    ),
-)
-
-
-@dataclass(frozen=True)
-class Organisation:
-    inn: str
-    kpp: str | None
-
-
-@dataclass(frozen=True)
-class Account:
-    id: str
-    #: The administrator, a user of the identity simulator, who shares the account's events.
-    admin: str
-    password: str
-    organisations: tuple[Organisation, ...]
-
-
-@dataclass
-class Publisher:
-    """An account sharing its events with one subscriber (integrator)."""
-
-    id: str
-    account_id: str
-    subscriber: str
-    shared_by: str
-    docflow_types: frozenset[str] | None
-    forms: tuple[tuple[str | None, str | None], ...] | None
-    #: The log offset from which the account's events are in the subscriber's feed.
-    since: int
-    created: str
-    active: bool = True
-
-    def covers(self, entry: _Entry) -> bool:
-        if not self.active or entry.offset < self.since or entry.account_id != self.account_id:
-            return False
-        if self.docflow_types is not None and entry.docflow_type not in self.docflow_types:
-            return False
-        if self.forms is None:
-            return True
-        return entry.form is not None and any(
-            (knd is None or knd == entry.form[0]) and (okud is None or okud == entry.form[1])
-            for knd, okud in self.forms
-        )
-
-    def as_json(self, accounts: Mapping[str, Account]) -> dict[str, Any]:
-        account = accounts[self.account_id]
-        events_filter = None
-        if self.docflow_types is not None or self.forms is not None:
-            events_filter = {
-                "docflow-types": sorted(self.docflow_types) if self.docflow_types is not None else None,
-                "document-forms": [{"knd": k, "okud": o} for k, o in self.forms] if self.forms is not None else None,
-            }
-        return {
-            "id": self.id,
-            "account-id": self.account_id,
-            "shared-by": self.shared_by,
-            "organizations": [{"inn": o.inn, "kpp": o.kpp} for o in account.organisations],
-            "events-filter": events_filter,
-            "created-date-time": self.created,
-        }
-
-
-@dataclass(frozen=True)
-class _Entry:
-    offset: int
-    length: int
-    account_id: str
-    docflow_type: str
-    form: tuple[str | None, str | None] | None
-    event: dict[str, Any]
-
-    @property
-    def id(self) -> str:
-        return str(self.event["id"])
-
-
-@dataclass
-class _Docflow:
-    account: Account
-    organisation: Organisation
-    kind: DocflowKind
-    id: str
-    form: tuple[str | None, str | None] | None
-    states: list[str]
-    related: str | None = None
-    step: int = 0
 
 
 # -- the simulator --------------------------------------------------------------------------------
@@ -219,16 +72,14 @@ class ExternSimulator(Simulator):
         self.empty_page_next_id = empty_page_next_id
         self.max_take = max_take
         self.link_base = link_base.rstrip("/")
-        self.realtime_dates = realtime_dates
         self.accounts: dict[str, Account] = {}
         self.publishers: dict[str, Publisher] = {}
-        self._entries: list[_Entry] = []
+        self._entries: list[Entry] = []
         self._offsets: list[int] = []
         self._end = 0
-        self._docflows: list[_Docflow] = []
         self._sessions: dict[str, str] = {}
         self._enabled: set[str] = set()
-        self._moment = datetime(2024, 3, 25, 6, 0, tzinfo=UTC) + timedelta(seconds=self.rng.randrange(86400))
+        self.docflows = DocflowGenerator(self.rng, link_base=self.link_base, realtime_dates=realtime_dates)
         self._lock = threading.RLock()
         identity.register_client(ADMIN_CLIENT)
 
@@ -252,10 +103,10 @@ class ExternSimulator(Simulator):
         with self._lock:
             number = len(self.accounts) + 1
             account = Account(
-                id=self._guid(),
+                id=self.docflows.guid(),
                 admin=f"admin{number}@org{number}.example",
                 password=secrets.token_urlsafe(12),
-                organisations=tuple(self._organisation() for _ in range(organisations)),
+                organisations=tuple(self.docflows.organisation() for _ in range(organisations)),
             )
             self.accounts[account.id] = account
         self.identity.register_user(account.admin, account.password)
@@ -298,7 +149,7 @@ class ExternSimulator(Simulator):
                 docflow_types=types,
                 forms=forms,
                 since=self._end,
-                created=self._timestamp(datetime.now(UTC) if self.realtime_dates else self._moment),
+                created=self.docflows.timestamp(self.docflows.now()),
             )
             self.publishers[publisher.id] = publisher
             return publisher
@@ -318,7 +169,7 @@ class ExternSimulator(Simulator):
         with self._lock:
             if count and not self.accounts:
                 raise RuntimeError("add an account before generating events")
-            return [self._append(self._next_event()) for _ in range(count)]
+            return [self._append(self.docflows.next_event(self.accounts)) for _ in range(count)]
 
     def advance(self) -> int:
         """One tick of steady traffic: mostly a few events, now and then a burst (a filing deadline)."""
@@ -378,7 +229,7 @@ class ExternSimulator(Simulator):
                     f"{from_id} is not an event id of this feed",
                     {"fromId": from_id},
                 )
-            page: list[_Entry] = []
+            page: list[Entry] = []
             position = index
             limit = min(take, self.max_take) if self.max_take else take
             while position < len(self._entries) and len(page) < limit:
@@ -430,7 +281,7 @@ class ExternSimulator(Simulator):
                 {"subscriber": subscriber},
             )
         try:
-            types, forms = _parse_filter(body.get("events-filter"))
+            types, forms = parse_events_filter(body.get("events-filter"))
         except ValueError as problem:
             return self._error(request, 400, "invalid-request-body", f"events-filter: {problem}")
         publisher = self.share(account, subscriber, docflow_types=types, document_forms=forms)
@@ -509,7 +360,7 @@ class ExternSimulator(Simulator):
 
     # -- the log ----------------------------------------------------------------------------------
 
-    def _visible(self, entry: _Entry, client_id: str) -> bool:
+    def _visible(self, entry: Entry, client_id: str) -> bool:
         return any(p.subscriber == client_id and p.covers(entry) for p in self.publishers.values())
 
     def _index_of(self, event_id: str) -> int | None:
@@ -527,131 +378,19 @@ class ExternSimulator(Simulator):
             return index
         return None
 
-    def _append(self, draft: tuple[Account, _Docflow, dict[str, Any]]) -> str:
+    def _append(self, draft: tuple[Account, Docflow, dict[str, Any]]) -> str:
         account, docflow, event = draft
         body = json.dumps(event, ensure_ascii=False).encode()
         entry_id = f"{self._end:x}_{len(body):x}"
-        entry = _Entry(self._end, len(body), account.id, docflow.kind.type, docflow.form, {"id": entry_id, **event})
+        entry = Entry(self._end, len(body), account.id, docflow.kind.type, docflow.form, {"id": entry_id, **event})
         self._entries.append(entry)
         self._offsets.append(self._end)
         self._end += len(body)
         return entry_id
-
-    def _next_event(self) -> tuple[Account, _Docflow, dict[str, Any]]:
-        rng = self.rng
-        if not self._docflows or (len(self._docflows) < 60 and rng.random() < 0.35):
-            docflow = self._new_docflow()
-            self._docflows.append(docflow)
-        else:
-            docflow = rng.choice(self._docflows)
-        state = docflow.states[docflow.step]
-        docflow.step += 1
-        if docflow.step == len(docflow.states):
-            self._docflows.remove(docflow)
-
-        self._moment += timedelta(seconds=rng.uniform(0.05, 120))
-        moment = datetime.now(UTC) if self.realtime_dates else self._moment
-        if rng.random() < 0.03:
-            moment -= timedelta(seconds=rng.uniform(1, 600))  # the feed's order is not the events' time order
-        account = docflow.account
-        event: dict[str, Any] = {
-            "account-id": account.id,
-            "docflow-id": docflow.id,
-            "docflow-type": docflow.kind.type,
-            "new-state": state,
-            "event-date-time": self._timestamp(moment),
-            "inn": docflow.organisation.inn,
-            "kpp": docflow.organisation.kpp,
-            "docflow-link": {
-                "href": f"{self.link_base}/v1/{account.id}/docflows/{docflow.id}",
-                "rel": "docflow",
-                "name": None,
-                "title": None,
-                "profile": None,
-                "templated": False,
-            },
-            "related-docflow-id": docflow.related,
-            "related-document-id": self._guid() if docflow.related and rng.random() < 0.5 else None,
-        }
-        roll = rng.random()
-        if roll < 0.04:
-            del event[rng.choice(("related-docflow-id", "related-document-id", "docflow-link", "kpp"))]
-        elif roll < 0.08:
-            event["organization-id"] = self._guid()  # a key this relay has never heard of
-        return account, docflow, event
-
-    def _new_docflow(self) -> _Docflow:
-        rng = self.rng
-        account = rng.choice(list(self.accounts.values()))
-        kind = rng.choices(KINDS, weights=[k.weight for k in KINDS])[0]
-        states = [s if isinstance(s, str) else s[0] if rng.random() < 0.85 else rng.choice(s[1:]) for s in kind.states]
-        return _Docflow(
-            account=account,
-            organisation=rng.choice(account.organisations),
-            kind=kind,
-            id=self._guid(),
-            form=rng.choice(kind.forms) if kind.forms else None,
-            states=states,
-            related=self._guid() if kind.related else None,
-        )
-
-    def _organisation(self) -> Organisation:
-        region = self.rng.choice(("66", "77", "78", "50", "16", "54"))
-        if self.rng.random() < 0.25:  # an individual entrepreneur: 12 digits, no kpp
-            return Organisation(_inn(self.rng, region, 12), None)
-        inn = _inn(self.rng, region, 10)
-        return Organisation(inn, f"{inn[:4]}01001")
-
-    def _guid(self) -> str:
-        return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
-
-    def _timestamp(self, moment: datetime) -> str:
-        """Extern's format: seven fractional digits (.NET ticks) and Z."""
-        return f"{moment:%Y-%m-%dT%H:%M:%S}.{moment.microsecond:06d}{self.rng.randrange(10)}Z"
 
 
 def _trace_id(request: Request) -> str:
     return str(request.context.setdefault("trace_id", uuid.uuid4().hex))
 
 
-def _inn(rng: random.Random, region: str, digits: int) -> str:
-    """An INN with valid check digits: 10 for companies, 12 for individuals."""
-    body = [int(c) for c in region] + [rng.randrange(10) for _ in range(digits - 3 if digits == 10 else digits - 4)]
-
-    def check(numbers: Sequence[int], weights: Sequence[int]) -> int:
-        return sum(n * w for n, w in zip(numbers, weights, strict=False)) % 11 % 10
-
-    if digits == 10:
-        body.append(check(body, (2, 4, 10, 3, 5, 9, 4, 6, 8)))
-    else:
-        body.append(check(body, (7, 2, 4, 10, 3, 5, 9, 4, 6, 8)))
-        body.append(check(body, (3, 7, 2, 4, 10, 3, 5, 9, 4, 6, 8)))
-    return "".join(map(str, body))
-
-
-def _parse_filter(value: Any) -> tuple[list[str] | None, list[tuple[str | None, str | None]] | None]:
-    """``events-filter`` of a share-events body: (docflow types, (knd, okud) forms); None is no filter."""
-    if value is None:
-        return None, None
-    if not isinstance(value, dict):
-        raise ValueError("must be an object")
-    types = value.get("docflow-types")
-    if types is not None and (not isinstance(types, list) or not all(isinstance(t, str) and t for t in types)):
-        raise ValueError("docflow-types must be a list of URNs")
-    forms = value.get("document-forms")
-    parsed: list[tuple[str | None, str | None]] | None = None
-    if forms is not None:
-        if not isinstance(forms, list):
-            raise ValueError("document-forms must be a list")
-        parsed = []
-        for form in forms:
-            if not isinstance(form, dict) or not (form.get("knd") or form.get("okud")):
-                raise ValueError("each document form needs knd or okud")
-            knd, okud = form.get("knd"), form.get("okud")
-            if not all(v is None or isinstance(v, str) for v in (knd, okud)):
-                raise ValueError("knd and okud are strings")
-            parsed.append((knd, okud))
-    return types, parsed
-
-
-__all__ = ["ADMIN_CLIENT", "KINDS", "START", "Account", "ExternSimulator", "Organisation", "Publisher"]
+__all__ = ["ADMIN_CLIENT", "START", "ExternSimulator"]

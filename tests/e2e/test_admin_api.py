@@ -35,11 +35,14 @@ from kontur_relay.feeds.extern.source import ExternSource, read_extern_error
 from kontur_relay.kontur import client as http
 from kontur_relay.observability import logger as relay_logger
 from local_stack import api_gateway
+from local_stack.constants import ACCOUNT, REGION
+from local_stack.context import LocalContext
 from local_stack.services import LOCAL_CREDENTIALS
 from local_stack.simulators.base import Fault
-from local_stack.simulators.extern import Account, ExternSimulator
+from local_stack.simulators.extern import ExternSimulator
+from local_stack.simulators.extern_events import Account
 from local_stack.simulators.identity import IdentitySimulator
-from local_stack.template import ACCOUNT, REGION, ROOT, Stack
+from local_stack.template import ROOT, Stack
 
 CLIENT_ID = "feed-relay"
 API_FUNCTIONS = ("FeedsApiFunction", "PublishersApiFunction")
@@ -614,7 +617,7 @@ def test_every_route_has_a_sample_event_that_its_handler_answers(world):
         assert event["requestContext"]["identity"]["userArn"]
         seen.add(route)
         function = routes[route]
-        result = handlers[function](event, api_gateway.LocalContext(function))
+        result = handlers[function](event, LocalContext(function))
         assert result["statusCode"] == SAMPLE_STATUSES[path.stem], (path.name, result["body"])
     assert seen == set(routes), "every route has a sample"
 
@@ -626,7 +629,7 @@ def test_a_cursor_change_without_an_iam_principal_is_refused(world):
     event["body"] = json.dumps({"cursor": "0_0", "expectedVersion": 1})
     handler = api_gateway.load_handlers(world.stack)["FeedsApiFunction"]
 
-    result = handler(event, api_gateway.LocalContext("FeedsApiFunction"))
+    result = handler(event, LocalContext("FeedsApiFunction"))
 
     assert result["statusCode"] == 403
     assert "No IAM principal" in json.loads(result["body"])["message"]
@@ -640,7 +643,7 @@ def test_a_diadoc_feed_moves_to_a_point_in_time_as_the_diadoc_source_keeps_it(wo
     event["path"] = BOX_PATH + "/cursor"
     event["body"] = json.dumps({"timestamp": "2024-05-01T03:00:00+03:00", "expectedVersion": 1})
 
-    result = module.handler(event, api_gateway.LocalContext("FeedsApiFunction"))
+    result = module.handler(event, LocalContext("FeedsApiFunction"))
 
     assert result["statusCode"] == 200, result["body"]
     # What the Diadoc source reads as "from this moment on": the UTC moment in .NET ticks.

@@ -12,23 +12,23 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import missing_required_header, positive_data_acceptance, unsupported_method
 
-from local_stack import api_gateway
+from local_stack import api_gateway, openapi
 from local_stack.template import Stack
 from tests.e2e.test_admin_api import CLIENT_ID, AdminWorld, admin_world, seed
 
-REGENERATE = ".venv/bin/python -m local_stack.api_gateway openapi > openapi.json"
+REGENERATE = "make openapi"
 
 
 def test_the_committed_openapi_json_is_what_the_code_generates():
-    committed = api_gateway.OPENAPI.read_text()
+    committed = openapi.OPENAPI.read_text()
 
-    generated = api_gateway.openapi_document(Stack())
+    generated = openapi.openapi_document(Stack())
 
     assert generated == committed, f"openapi.json is stale: regenerate it with `{REGENERATE}` and commit it"
 
 
 def test_openapi_routes_are_the_template_routes():
-    document = json.loads(api_gateway.OPENAPI.read_text())
+    document = json.loads(openapi.OPENAPI.read_text())
     described = {(method.upper(), path) for path, item in document["paths"].items() for method in item}
 
     deployed = {(route.method, route.resource) for route in api_gateway.api_routes(Stack())}
@@ -37,7 +37,7 @@ def test_openapi_routes_are_the_template_routes():
 
 
 def test_every_operation_requires_sigv4():
-    document = json.loads(api_gateway.OPENAPI.read_text())
+    document = json.loads(openapi.OPENAPI.read_text())
 
     assert document["security"] == [{"sigv4": []}]
     assert document["components"]["securitySchemes"]["sigv4"]["x-amazon-apigateway-authtype"] == "awsSigv4"
@@ -69,7 +69,7 @@ def fuzzed(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[AdminWorld
 #: Authentication Token" (the checks expect 401 and 405).
 API_GATEWAY_CHOICES = [missing_required_header, unsupported_method]
 
-schema = schemathesis.openapi.from_path(str(api_gateway.OPENAPI))
+schema = schemathesis.openapi.from_path(str(openapi.OPENAPI))
 
 
 @schema.parametrize()

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from types import ModuleType, SimpleNamespace
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -32,19 +32,20 @@ from kontur_relay.feeds.diadoc import diadoc_events_pb2 as pb
 from kontur_relay.feeds.diadoc.events import MESSAGE_EVENT_TYPE, PATCH_EVENT_TYPE
 from kontur_relay.feeds.diadoc.source import FROM_OLDEST
 from kontur_relay.feeds.diadoc.ticks import to_rfc3339
+from local_stack.context import LocalContext
+from local_stack.scenarios import SimulatedDiadoc, SimulationOptions
 from local_stack.simulators.base import Fault
-from local_stack.simulators.diadoc import (
+from local_stack.simulators.diadoc import DiadocSimulator
+from local_stack.simulators.diadoc_events import (
     FUTURE_ATTACHMENT_TYPE,
     FUTURE_EVENT_FIELD,
     FUTURE_MESSAGE_FIELD,
     HEAD_DEPARTMENT,
-    DiadocSimulator,
-    SimulatedDiadoc,
     ticks,
 )
 from local_stack.simulators.identity import IdentitySimulator
 from local_stack.template import ROOT, Stack, provision
-from tests.conftest import LambdaContext, load_handler
+from tests.conftest import load_handler
 from tests.queues import bodies, cursors, receive, subscribe
 
 FUNCTION = "DiadocPollerFunction"
@@ -136,7 +137,7 @@ def test_every_event_of_the_box_reaches_the_queue_as_diadoc_sent_it(stack, diado
     queue = subscribe(aws, stack.physical["EventsTopic"])
     handler = poller(stack, diadoc, aws, monkeypatch).handler
 
-    result = handler({"boxId": box}, LambdaContext(FUNCTION))
+    result = handler({"boxId": box}, LocalContext(FUNCTION))
 
     assert (result["outcome"], result["events"], result["pages"]) == ("caught_up", 250, 3)
     messages = receive(aws, queue)
@@ -188,7 +189,7 @@ def test_every_event_of_the_box_reaches_the_queue_as_diadoc_sent_it(stack, diado
 
     # The next tick relays exactly what arrived since, from the cursor.
     new = sim.generate(box, 7)
-    again = handler({"boxId": box}, LambdaContext(FUNCTION))
+    again = handler({"boxId": box}, LocalContext(FUNCTION))
     assert (again["outcome"], again["events"]) == ("caught_up", 7)
     assert ids(receive(aws, queue)) == new
     assert queried(diadoc, "afterIndexKey")[-1] == keys[-1]
@@ -200,7 +201,7 @@ def test_a_message_carries_its_documents_as_filterable_attributes(stack, diadoc,
     queue = subscribe(aws, stack.physical["EventsTopic"])
     utd = subscribe(aws, stack.physical["EventsTopic"], filter_policy={"type_named_id": ["UniversalTransferDocument"]})
 
-    poller(stack, diadoc, aws, monkeypatch).handler({"boxId": box}, LambdaContext(FUNCTION))
+    poller(stack, diadoc, aws, monkeypatch).handler({"boxId": box}, LocalContext(FUNCTION))
 
     messages = receive(aws, queue)
     several = 0
@@ -237,8 +238,8 @@ def test_each_box_is_a_feed_of_its_own_with_the_deployments_settings(stack, diad
     settings = {second: {"messageType": "Letter", "documentDirection": ["Inbound", "Outbound"], "limit": 7}}
     module = poller(stack, diadoc, aws, monkeypatch, DIADOC_BOX_SETTINGS=json.dumps(settings))
 
-    assert module.handler({"boxId": first}, LambdaContext(FUNCTION))["events"] == 30
-    result = module.handler({"boxId": second}, LambdaContext(FUNCTION))
+    assert module.handler({"boxId": first}, LocalContext(FUNCTION))["events"] == 30
+    result = module.handler({"boxId": second}, LocalContext(FUNCTION))
 
     wanted = sim.event_ids(second, messageType="Letter", documentDirection="Inbound,Outbound")
     assert 0 < len(wanted) < 40
@@ -253,7 +254,7 @@ def test_each_box_is_a_feed_of_its_own_with_the_deployments_settings(stack, diad
     assert cursors(stack).load(f"diadoc:{first}").position == sim.index_keys(first)[-1]
     assert cursors(stack).load(f"diadoc:{second}").position is not None
     # The container keeps its relays and its token: a later tick of either box signs in no more.
-    assert module.handler({"boxId": second}, LambdaContext(FUNCTION))["events"] == 0
+    assert module.handler({"boxId": second}, LocalContext(FUNCTION))["events"] == 0
     assert sim.authentications == 1
 
 
@@ -288,7 +289,7 @@ def test_every_filter_of_the_method_is_sent_on_every_page_and_holds(stack, diado
     queue = subscribe(aws, stack.physical["EventsTopic"])
     handler = poller(stack, diadoc, aws, monkeypatch, DIADOC_PAGE_SIZE="10").handler
 
-    result = handler({"boxId": box, name: value}, LambdaContext(FUNCTION))
+    result = handler({"boxId": box, name: value}, LocalContext(FUNCTION))
 
     wanted = sim.event_ids(box, **{name: value})
     if name == "orderBy":
@@ -313,7 +314,7 @@ def test_a_department_user_reads_its_department_and_is_stopped_outside_it(stack,
     queue = subscribe(aws, stack.physical["EventsTopic"])
 
     result = poller(stack, diadoc, aws, monkeypatch, credentials, DIADOC_BOX_SETTINGS=settings).handler(
-        {"boxId": box}, LambdaContext(FUNCTION)
+        {"boxId": box}, LocalContext(FUNCTION)
     )
 
     wanted = sim.event_ids(box, departmentId=mine)
@@ -326,7 +327,7 @@ def test_a_department_user_reads_its_department_and_is_stopped_outside_it(stack,
         fresh = provision(Stack(name=f"t{uuid.uuid4().hex[:10]}"), aws)
         handler = poller(fresh, diadoc, aws, monkeypatch, credentials, DIADOC_BOX_SETTINGS=json.dumps(outside)).handler
         with pytest.raises(FeedStopped) as raised:
-            handler({"boxId": box}, LambdaContext(FUNCTION))
+            handler({"boxId": box}, LocalContext(FUNCTION))
         assert "answered 403" in str(raised.value)
         status = cursors(fresh).status(f"diadoc:{box}")
         assert status is not None
@@ -338,7 +339,7 @@ def test_a_department_user_reads_its_department_and_is_stopped_outside_it(stack,
 
 def test_by_default_a_new_feed_starts_from_the_oldest_event(stack, diadoc, aws, monkeypatch):
     diadoc.sim.generate(diadoc.box, 12)
-    result = poller(stack, diadoc, aws, monkeypatch).handler({"boxId": diadoc.box}, LambdaContext(FUNCTION))
+    result = poller(stack, diadoc, aws, monkeypatch).handler({"boxId": diadoc.box}, LocalContext(FUNCTION))
     assert result["events"] == 12
     assert diadoc.sim.calls("/V2/GetLastEvent") == []
 
@@ -349,12 +350,12 @@ def test_now_starts_after_the_newest_event_and_the_cursor_then_stays_an_index_ke
     queue = subscribe(aws, stack.physical["EventsTopic"])
     handler = poller(stack, diadoc, aws, monkeypatch, DIADOC_START="now").handler
 
-    first = handler({"boxId": box}, LambdaContext(FUNCTION))
+    first = handler({"boxId": box}, LocalContext(FUNCTION))
 
     assert (first["outcome"], first["events"]) == ("caught_up", 0)
     assert cursors(stack).load(f"diadoc:{box}").position == sim.index_keys(box)[-1]
     new = sim.generate(box, 5)
-    assert handler({"boxId": box}, LambdaContext(FUNCTION))["events"] == 5
+    assert handler({"boxId": box}, LocalContext(FUNCTION))["events"] == 5
     assert ids(receive(aws, queue)) == new
     assert len(sim.calls("/V2/GetLastEvent")) == 1, "the start is resolved once, on the first read"
 
@@ -364,13 +365,13 @@ def test_now_on_an_empty_box_settles_on_its_first_event(stack, diadoc, aws, monk
     queue = subscribe(aws, stack.physical["EventsTopic"])
     handler = poller(stack, diadoc, aws, monkeypatch).handler
 
-    assert handler({"boxId": box, "start": "now"}, LambdaContext(FUNCTION))["events"] == 0
+    assert handler({"boxId": box, "start": "now"}, LocalContext(FUNCTION))["events"] == 0
     assert [c.status for c in sim.calls("/V2/GetLastEvent")] == [204]
     assert cursors(stack).load(f"diadoc:{box}").position == FROM_OLDEST
 
     # What arrives before the next tick is not skipped by a second "now".
     arrived = sim.generate(box, 9)
-    assert handler({"boxId": box, "start": "now"}, LambdaContext(FUNCTION))["events"] == 9
+    assert handler({"boxId": box, "start": "now"}, LocalContext(FUNCTION))["events"] == 9
     assert ids(receive(aws, queue)) == arrived
     assert len(sim.calls("/V2/GetLastEvent")) == 1
     assert cursors(stack).load(f"diadoc:{box}").position == sim.index_keys(box)[-1]
@@ -382,9 +383,7 @@ def test_a_point_in_time_starts_at_the_first_event_from_then(stack, diadoc, aws,
     queue = subscribe(aws, stack.physical["EventsTopic"])
     start = "2017-03-15T12:00:00+03:00"
 
-    result = poller(stack, diadoc, aws, monkeypatch, DIADOC_START=start).handler(
-        {"boxId": box}, LambdaContext(FUNCTION)
-    )
+    result = poller(stack, diadoc, aws, monkeypatch, DIADOC_START=start).handler({"boxId": box}, LocalContext(FUNCTION))
 
     since = str(ticks(datetime(2017, 3, 15, 9, 0, tzinfo=UTC)))
     wanted = sim.event_ids(box, timestampFromTicks=since)
@@ -401,15 +400,15 @@ def test_the_documented_maximum_limit_is_accepted_and_more_is_refused(stack, dia
     diadoc.sim.generate(diadoc.box, 520)
     handler = poller(stack, diadoc, aws, monkeypatch, DIADOC_PAGE_SIZE="500").handler
 
-    result = handler({"boxId": diadoc.box}, LambdaContext(FUNCTION))
+    result = handler({"boxId": diadoc.box}, LocalContext(FUNCTION))
     assert (result["events"], result["pages"]) == (520, 2)
     assert queried(diadoc, "limit") == ["500", "500"]
 
     capsys.readouterr()
     with pytest.raises(ConfigurationError, match="limit must be between 1 and 500"):
-        handler({"boxId": diadoc.boxes[1], "limit": 501}, LambdaContext(FUNCTION))
+        handler({"boxId": diadoc.boxes[1], "limit": 501}, LocalContext(FUNCTION))
     with pytest.raises(ConfigurationError, match="unknown Diadoc feed settings afterEventId"):
-        handler({"boxId": diadoc.boxes[1], "afterEventId": "x"}, LambdaContext(FUNCTION))
+        handler({"boxId": diadoc.boxes[1], "afterEventId": "x"}, LocalContext(FUNCTION))
     errors = [m for m in metrics_printed(capsys.readouterr().out) if m.get("kind") == "configuration"]
     assert [m["feed"] for m in errors] == [f"diadoc:{diadoc.boxes[1]}"] * 2
 
@@ -418,7 +417,7 @@ def test_the_deprecated_v7_method_is_read_alike(stack, diadoc, aws, monkeypatch)
     diadoc.sim.generate(diadoc.box, 25)
     queue = subscribe(aws, stack.physical["EventsTopic"])
     result = poller(stack, diadoc, aws, monkeypatch, DIADOC_API_VERSION="V7").handler(
-        {"boxId": diadoc.box}, LambdaContext(FUNCTION)
+        {"boxId": diadoc.box}, LocalContext(FUNCTION)
     )
     assert result["events"] == 25
     assert sorted(ids(receive(aws, queue))) == sorted(diadoc.sim.event_ids(diadoc.box))
@@ -430,7 +429,7 @@ def test_a_capped_total_count_is_kept_as_a_lower_bound(stack, aws, monkeypatch, 
     diadoc.sim.generate(diadoc.box, 120)
     handler = poller(stack, diadoc, aws, monkeypatch, DIADOC_PAGE_SIZE="20").handler
 
-    result = handler({"boxId": diadoc.box}, LambdaContext(FUNCTION, seconds_left=[300, 300, 300, 10]))
+    result = handler({"boxId": diadoc.box}, LocalContext(FUNCTION, seconds_left=[300, 300, 300, 10]))
 
     assert (result["outcome"], result["events"]) == ("out_of_time", 60)
     status = cursors(stack).status(f"diadoc:{diadoc.box}")
@@ -451,7 +450,7 @@ def test_a_cursor_diadoc_refuses_fails_the_run_and_stays(stack, diadoc, aws, mon
     handler = poller(stack, diadoc, aws, monkeypatch).handler
 
     with pytest.raises(FeedRejected) as raised:
-        handler({"boxId": diadoc.box}, LambdaContext(FUNCTION))
+        handler({"boxId": diadoc.box}, LocalContext(FUNCTION))
 
     assert "Diadoc answered 400 to GET /V8/GetNewEvents: cursor must have valid value" in str(raised.value)
     assert "error=Http.BadRequest" in str(raised.value)
@@ -475,7 +474,7 @@ def test_402_and_403_stop_the_feed_until_an_operator_resumes_it(stack, diadoc, a
     handler = poller(stack, diadoc, aws, monkeypatch).handler
 
     with pytest.raises(FeedStopped) as raised:
-        handler({"boxId": box}, LambdaContext(FUNCTION))
+        handler({"boxId": box}, LocalContext(FUNCTION))
 
     status, code = (402, "Billing.ServiceIsNotPaid") if cause == "not_paid" else (403, "Authorization.BoxAccessDenied")
     assert f"Diadoc answered {status}" in str(raised.value)
@@ -488,11 +487,11 @@ def test_402_and_403_stop_the_feed_until_an_operator_resumes_it(stack, diadoc, a
     # Later ticks skip the feed without asking Diadoc, even once the cause is gone.
     sim.set_paid(box, True)
     sim.set_access(diadoc.legacy["login"], box, None)
-    assert handler({"boxId": box}, LambdaContext(FUNCTION))["outcome"] == "stopped"
+    assert handler({"boxId": box}, LocalContext(FUNCTION))["outcome"] == "stopped"
     assert len(sim.calls(EVENTS)) == calls
 
     cursors(stack).set_cursor(feed, state.position, expected_version=state.version, by="operator@example")
-    resumed = handler({"boxId": box}, LambdaContext(FUNCTION))
+    resumed = handler({"boxId": box}, LocalContext(FUNCTION))
     assert (resumed["outcome"], resumed["events"]) == ("caught_up", 15)
     assert sorted(ids(receive(aws, queue))) == sorted(sim.event_ids(box))
 
@@ -500,17 +499,17 @@ def test_402_and_403_stop_the_feed_until_an_operator_resumes_it(stack, diadoc, a
 def test_a_401_gets_one_fresh_token(stack, diadoc, aws, monkeypatch):
     diadoc.sim.generate(diadoc.box, 10)
     handler = poller(stack, diadoc, aws, monkeypatch).handler
-    assert handler({"boxId": diadoc.box}, LambdaContext(FUNCTION))["events"] == 10
+    assert handler({"boxId": diadoc.box}, LocalContext(FUNCTION))["events"] == 10
     diadoc.sim.generate(diadoc.box, 3)
 
     diadoc.sim.faults.add(Fault.expired_token(), prefix=EVENTS)
-    assert handler({"boxId": diadoc.box}, LambdaContext(FUNCTION))["events"] == 3
+    assert handler({"boxId": diadoc.box}, LocalContext(FUNCTION))["events"] == 3
     assert diadoc.sim.authentications == 2
     assert [c.status for c in diadoc.sim.calls(EVENTS)] == [200, 401, 200]
 
     diadoc.sim.faults.add(Fault.expired_token(), prefix=EVENTS, times=2)
     with pytest.raises(FeedAuthError) as raised:
-        handler({"boxId": diadoc.box}, LambdaContext(FUNCTION))
+        handler({"boxId": diadoc.box}, LocalContext(FUNCTION))
     assert "Diadoc answered 401" in str(raised.value)
     assert diadoc.sim.authentications == 3, "one renewal per run, not a loop"
 
@@ -518,7 +517,7 @@ def test_a_401_gets_one_fresh_token(stack, diadoc, aws, monkeypatch):
 def test_refused_login_and_password_fail_the_run_as_auth_errors(stack, diadoc, aws, monkeypatch):
     handler = poller(stack, diadoc, aws, monkeypatch, {**diadoc.legacy, "password": "wrong"}).handler
     with pytest.raises(FeedAuthError) as raised:
-        handler({"boxId": diadoc.box}, LambdaContext(FUNCTION))
+        handler({"boxId": diadoc.box}, LocalContext(FUNCTION))
     assert "error=Authorization.InvalidCredentials" in str(raised.value)
     assert "wrong" not in str(raised.value)
     assert diadoc.sim.calls(EVENTS) == []
@@ -538,10 +537,10 @@ def test_openid_connect_bearer_tokens(stack, diadoc, aws, monkeypatch):
     }
     handler = poller(stack, diadoc, aws, monkeypatch, credentials).handler
 
-    assert handler({"boxId": box}, LambdaContext(FUNCTION))["events"] == 20
+    assert handler({"boxId": box}, LocalContext(FUNCTION))["events"] == 20
     sim.faults.add(Fault.expired_token(), prefix=EVENTS)
     sim.generate(box, 2)
-    assert handler({"boxId": box}, LambdaContext(FUNCTION))["events"] == 2
+    assert handler({"boxId": box}, LocalContext(FUNCTION))["events"] == 2
     assert diadoc.identity.issued["password"] == 2
     assert {c.headers["authorization"].split()[0] for c in sim.calls(EVENTS)} == {"Bearer"}
     assert sim.authentications == 0
@@ -569,7 +568,7 @@ def test_transient_answers_are_retried_and_outlasting_ones_keep_the_cursor(stack
     handler = poller(stack, diadoc, aws, monkeypatch, DIADOC_PAGE_SIZE="20").handler
 
     sim.faults.add(fault, prefix=EVENTS, times=2)
-    assert handler({"boxId": box}, LambdaContext(FUNCTION))["events"] == 30
+    assert handler({"boxId": box}, LocalContext(FUNCTION))["events"] == 30
     assert [c.status for c in sim.calls(EVENTS)] == [fault.status, fault.status, 200, 200]
     assert sorted(ids(receive(aws, queue))) == sorted(sim.event_ids(box))
 
@@ -577,7 +576,7 @@ def test_transient_answers_are_retried_and_outlasting_ones_keep_the_cursor(stack
     sim.faults.add(fault, prefix=EVENTS, times=10)
     before = cursors(stack).load(f"diadoc:{box}")
     with pytest.raises(FeedUnavailable) as raised:
-        handler({"boxId": box}, LambdaContext(FUNCTION))
+        handler({"boxId": box}, LocalContext(FUNCTION))
     assert f"Diadoc answered {fault.status}" in str(raised.value)
     if fault.body is None:
         assert "error=Http." in str(raised.value), "X-Diadoc-ErrorCode is reported"
@@ -597,7 +596,7 @@ def test_a_page_that_is_not_a_box_event_list_fails_the_run(stack, diadoc, aws, m
     diadoc.sim.generate(diadoc.box, 5)
     diadoc.sim.faults.add(Fault("malformed", status=200, body=body, content_type=content_type), prefix=EVENTS)
     with pytest.raises(MalformedPage):
-        poller(stack, diadoc, aws, monkeypatch).handler({"boxId": diadoc.box}, LambdaContext(FUNCTION))
+        poller(stack, diadoc, aws, monkeypatch).handler({"boxId": diadoc.box}, LocalContext(FUNCTION))
     assert cursors(stack).load(f"diadoc:{diadoc.box}").position is None
 
 
@@ -610,7 +609,7 @@ def test_a_fifo_topic_keeps_each_messages_events_in_order(diadoc, aws, monkeypat
     sim.generate(box, 80)
     queue = subscribe(aws, stack.physical["EventsTopic"])
 
-    result = poller(stack, diadoc, aws, monkeypatch).handler({"boxId": box}, LambdaContext(FUNCTION))
+    result = poller(stack, diadoc, aws, monkeypatch).handler({"boxId": box}, LocalContext(FUNCTION))
 
     assert result["events"] == 80
     messages = receive(aws, queue)
@@ -655,7 +654,7 @@ def _unknown(message: Any) -> list[Any]:
 def test_the_local_stacks_diadoc_is_relayed_box_by_box_through_the_templates_schedules(
     aws, monkeypatch, scheme, fault_rate
 ):
-    options = SimpleNamespace(seed=7, backlog=60, traffic_interval=0.05, fault_rate=fault_rate, token_lifetime=300)
+    options = SimulationOptions(seed=7, backlog=60, traffic_interval=0.05, fault_rate=fault_rate, token_lifetime=300)
     simulated = SimulatedDiadoc(options, scheme=scheme)
     try:
         stack = provision(Stack(name=f"t{uuid.uuid4().hex[:10]}", parameters=simulated.parameters), aws)
@@ -676,7 +675,7 @@ def test_the_local_stacks_diadoc_is_relayed_box_by_box_through_the_templates_sch
                 simulated.stop_traffic()
             for schedule in schedules:
                 with contextlib.suppress(FeedUnavailable):  # the next tick retries from the same cursor
-                    handler(schedule.input, LambdaContext(FUNCTION))
+                    handler(schedule.input, LocalContext(FUNCTION))
             delivered |= {(body["feed"], body["id"]) for body in bodies(receive(aws, queue))}
             if tick >= 2 and simulated.expected() <= delivered:
                 break

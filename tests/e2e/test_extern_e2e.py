@@ -17,11 +17,12 @@ import requests
 
 from kontur_relay.domain.errors import FeedRejected
 from kontur_relay.feeds.extern.source import EXTERN_EVENT_TYPE
+from local_stack.context import LocalContext
 from local_stack.simulators.base import Fault
 from local_stack.simulators.extern import ExternSimulator
 from local_stack.simulators.identity import IdentitySimulator
 from local_stack.template import ROOT, Stack, provision
-from tests.conftest import LambdaContext, load_handler
+from tests.conftest import load_handler
 from tests.queues import bodies, cursors, receive, subscribe, validate_message
 
 FUNCTION = "ExternPollerFunction"
@@ -95,7 +96,7 @@ def test_every_shared_event_reaches_the_topic_as_a_valid_message(stack, kontur, 
     )
     handler = poller(stack, kontur, aws, monkeypatch).handler
 
-    result = handler({"feed": "extern"}, LambdaContext(FUNCTION))
+    result = handler({"feed": "extern"}, LocalContext(FUNCTION))
 
     expected = kontur.visible()
     assert 0 < len(expected) < 120, "some events are of accounts that share nothing or not that docflow type"
@@ -135,7 +136,7 @@ def test_every_shared_event_reaches_the_topic_as_a_valid_message(stack, kontur, 
     # The cursor is the feed's own next-event-id; a later run relays exactly what arrived since.
     assert cursors(stack).load("extern").position == kontur.extern.end_id
     new = set(kontur.extern.generate(40)) & set(kontur.visible())
-    again = handler({"feed": "extern"}, LambdaContext(FUNCTION))
+    again = handler({"feed": "extern"}, LocalContext(FUNCTION))
     assert again["events"] == len(new)
     assert {b["id"] for b in bodies(receive(aws, everything))} == new
 
@@ -150,7 +151,7 @@ def test_a_backlog_larger_than_one_run_drains_over_several_runs(stack, kontur, a
     outcomes = []
     for _ in range(10):
         # Time for one page: the lease, then under the safety margin once the page is published.
-        result = handler({"feed": "extern"}, LambdaContext(FUNCTION, seconds_left=[300, 10]))
+        result = handler({"feed": "extern"}, LocalContext(FUNCTION, seconds_left=[300, 10]))
         outcomes.append(result["outcome"])
         assert result["events"] <= PAGE_SIZE
         if result["outcome"] == "caught_up":
@@ -173,14 +174,14 @@ def test_a_failing_run_leaves_the_cursor_and_raises(stack, kontur, aws, monkeypa
     expected = kontur.visible()
     queue = subscribe(aws, stack.physical["EventsTopic"])
     handler = poller(stack, kontur, aws, monkeypatch).handler
-    first = handler({"feed": "extern"}, LambdaContext(FUNCTION, seconds_left=[300, 10]))
+    first = handler({"feed": "extern"}, LocalContext(FUNCTION, seconds_left=[300, 10]))
     assert (first["outcome"], first["events"]) == ("out_of_time", PAGE_SIZE)
     before = cursors(stack).load("extern")
     capsys.readouterr()
 
     kontur.extern.faults.add(Fault.server_error(400), prefix="/v1/events")
     with pytest.raises(FeedRejected) as raised:
-        handler({"feed": "extern"}, LambdaContext(FUNCTION))
+        handler({"feed": "extern"}, LocalContext(FUNCTION))
 
     assert cursors(stack).load("extern") == before
     status = cursors(stack).status("extern")
@@ -192,7 +193,7 @@ def test_a_failing_run_leaves_the_cursor_and_raises(stack, kontur, aws, monkeypa
     metrics = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
     assert any(m.get("Errors") == [1.0] or m.get("Errors") == 1.0 for m in metrics if m.get("kind") == "feed_rejected")
 
-    rest = handler({"feed": "extern"}, LambdaContext(FUNCTION))
+    rest = handler({"feed": "extern"}, LocalContext(FUNCTION))
     assert rest["outcome"] == "caught_up"
     ids = [b["id"] for b in bodies(receive(aws, queue))]
     assert sorted(ids) == sorted(expected)
@@ -205,7 +206,7 @@ def test_a_fifo_topic_delivers_in_feed_order_per_docflow(kontur, aws, monkeypatc
     kontur.extern.generate(150)
     queue = subscribe(aws, topic)
 
-    result = poller(stack, kontur, aws, monkeypatch).handler({"feed": "extern"}, LambdaContext(FUNCTION))
+    result = poller(stack, kontur, aws, monkeypatch).handler({"feed": "extern"}, LocalContext(FUNCTION))
 
     expected = kontur.visible()
     assert result["events"] == len(expected)

@@ -23,11 +23,12 @@ import boto3
 import pytest
 import requests
 
+from local_stack.constants import REGION
 from local_stack.scheduler import FunctionRunner, Scheduler
 from local_stack.services import LOCAL_CREDENTIALS, moto_server
 from local_stack.simulators.extern import ExternSimulator
 from local_stack.simulators.identity import IdentitySimulator
-from local_stack.template import REGION, ROOT, Function, Schedule, Stack
+from local_stack.template import ROOT, Function, Schedule, Stack
 
 pytestmark = pytest.mark.slow
 

@@ -30,4 +30,3 @@ def publisher(topic_arn: str) -> SnsPublisher:
 def credentials(variable: str) -> CredentialsSecret:
     """The credentials secret named by the environment variable ``variable``."""
     return CredentialsSecret(Env().text(variable), boto3.client("secretsmanager", config=AWS_CONFIG))
-
