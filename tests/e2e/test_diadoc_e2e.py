@@ -185,7 +185,7 @@ def test_every_event_of_the_box_reaches_the_queue_as_diadoc_sent_it(stack, diado
     assert status is not None
     assert (status.events_relayed, status.backlog, status.backlog_capped) == (250, 0, False)
     printed = metrics_printed(capsys.readouterr().out)
-    assert any(metric(m, "Backlog") == 0 and m.get("feed") == f"diadoc:{box}" for m in printed)
+    assert any(metric(m, "Backlog") == 0 and m.get("kind") == "diadoc" for m in printed)
 
     # The next tick relays exactly what arrived since, from the cursor.
     new = sim.generate(box, 7)
@@ -409,8 +409,8 @@ def test_the_documented_maximum_limit_is_accepted_and_more_is_refused(stack, dia
         handler({"boxId": diadoc.boxes[1], "limit": 501}, LocalContext(FUNCTION))
     with pytest.raises(ConfigurationError, match="unknown Diadoc feed settings afterEventId"):
         handler({"boxId": diadoc.boxes[1], "afterEventId": "x"}, LocalContext(FUNCTION))
-    errors = [m for m in metrics_printed(capsys.readouterr().out) if m.get("kind") == "configuration"]
-    assert [m["feed"] for m in errors] == [f"diadoc:{diadoc.boxes[1]}"] * 2
+    errors = [m for m in metrics_printed(capsys.readouterr().out) if m.get("error") == "configuration"]
+    assert [m["kind"] for m in errors] == ["diadoc"] * 2
 
 
 def test_the_deprecated_v7_method_is_read_alike(stack, diadoc, aws, monkeypatch):

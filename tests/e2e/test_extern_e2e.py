@@ -191,7 +191,11 @@ def test_a_failing_run_leaves_the_cursor_and_raises(stack, kontur, aws, monkeypa
     assert "Extern answered 400 to GET /v1/events" in str(raised.value)
     assert "trace_id=" in str(raised.value)
     metrics = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
-    assert any(m.get("Errors") == [1.0] or m.get("Errors") == 1.0 for m in metrics if m.get("kind") == "feed_rejected")
+    assert any(
+        m.get("Errors") in ([1.0], 1.0)
+        for m in metrics
+        if m.get("error") == "feed_rejected" and m.get("kind") == "extern"
+    )
 
     rest = handler({"feed": "extern"}, LocalContext(FUNCTION))
     assert rest["outcome"] == "caught_up"

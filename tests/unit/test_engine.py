@@ -134,7 +134,7 @@ def emitted_errors(stdout: str) -> list[dict[str, Any]]:
         if "Errors" in names:
             value = document["Errors"]
             total = sum(value) if isinstance(value, list) else value
-            found.append({"kind": document.get("kind"), "feed": document.get("feed"), "value": total})
+            found.append({"error": document.get("error"), "kind": document.get("kind"), "value": total})
     return found
 
 
@@ -514,7 +514,7 @@ def test_feed_stopped_records_its_reason_stops_the_feed_until_an_operator_resume
 
     reason = rig.store.load(FEED.id).stopped_reason
     assert reason == "FeedStopped: Diadoc answered 402: the box is not paid (status=402)"
-    assert emitted_errors(capsys.readouterr().out) == [{"kind": "feed_stopped", "feed": FEED.id, "value": 1.0}]
+    assert emitted_errors(capsys.readouterr().out) == [{"error": "feed_stopped", "kind": FEED.kind, "value": 1.0}]
     assert rig.run().outcome is Outcome.STOPPED
     assert len(rig.source.reads) == 1
 
@@ -556,7 +556,7 @@ def test_every_relay_error_is_recorded_for_operators_counted_by_kind_and_reraise
     assert rig.store.failures == [
         (FEED.id, f"{error_class.__name__}: what went wrong", issubclass(error_class, FeedStopped))
     ]
-    assert emitted_errors(capsys.readouterr().out) == [{"kind": error.kind, "feed": FEED.id, "value": 1.0}]
+    assert emitted_errors(capsys.readouterr().out) == [{"error": error.kind, "kind": FEED.kind, "value": 1.0}]
     assert "Run failed; the cursor stays at the last fully published page" in logs.messages(logging.ERROR)
     assert rig.position == cursor_at(25)
     assert rig.store.items[FEED.id].lease_owner is None, "a failed run kept its lease"
@@ -570,7 +570,7 @@ def test_an_unexpected_error_is_recorded_and_counted_as_unexpected(capsys) -> No
         rig.run()
 
     assert rig.store.failures == [(FEED.id, "RuntimeError: DynamoDB is unreachable", False)]
-    assert emitted_errors(capsys.readouterr().out) == [{"kind": "unexpected", "feed": FEED.id, "value": 1.0}]
+    assert emitted_errors(capsys.readouterr().out) == [{"error": "unexpected", "kind": FEED.kind, "value": 1.0}]
     assert rig.position is None
 
 
@@ -591,7 +591,7 @@ def test_a_page_that_does_not_move_the_cursor_is_malformed_and_nothing_of_it_is_
 
     assert len(rig.publisher.published) == published_before
     assert rig.position == cursor
-    assert emitted_errors(capsys.readouterr().out) == [{"kind": "malformed_page", "feed": FEED.id, "value": 1.0}]
+    assert emitted_errors(capsys.readouterr().out) == [{"error": "malformed_page", "kind": FEED.kind, "value": 1.0}]
 
 
 def test_an_empty_page_that_does_not_move_the_cursor_is_normal() -> None:

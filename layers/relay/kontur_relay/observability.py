@@ -1,23 +1,76 @@
 """Powertools logger, metrics and tracer, shared by every module of the layer and the handlers.
 
 Service name, metrics namespace and log level come from the standard ``POWERTOOLS_*`` variables.
+Every relay metric carries the ``kind`` of feed (``extern``, ``diadoc``) beside Powertools'
+``service``, and nothing finer: a dimension per feed would be a metric series per Diadoc box. The
+README's "Metrics" section lists them; the template's alarms and dashboard read exactly these.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
+
+if TYPE_CHECKING:
+    from kontur_relay.domain.engine import RunReport
 
 logger = Logger()
 metrics = Metrics()
 tracer = Tracer()
 
 
-def count_error(kind: str, feed: str) -> None:
-    """One ``Errors`` datapoint with the error's kind as a dimension, beside the run's own metrics."""
+def count_error(error: str, kind: str | None = None) -> None:
+    """One ``Errors`` datapoint with the error's kind as the ``error`` dimension."""
     with single_metric(name="Errors", unit=MetricUnit.Count, value=1, namespace=metrics.namespace) as metric:
-        metric.add_dimension("feed", feed)
-        metric.add_dimension("kind", kind)
+        metric.add_dimension("kind", kind or _kind())
+        metric.add_dimension("error", error)
 
 
-__all__ = ["MetricUnit", "count_error", "logger", "metrics", "tracer"]
+def for_kind(kind: str) -> None:
+    """Every metric of this invocation is about feeds of ``kind``."""
+    if _kind() != kind:
+        metrics.add_dimension("kind", kind)
+
+
+def _kind() -> str:
+    return metrics.dimension_set.get("kind", "none")
+
+
+def record_run(kind: str, report: RunReport) -> None:
+    """The metrics of one feed's run (Extern's; a Diadoc poller run counts its boxes itself)."""
+    for_kind(kind)
+    failed = report.error is not None
+    if failed:
+        count_error(report.error or "unexpected", kind)
+    ok = not failed and report.outcome.value in ("caught_up", "out_of_time")
+    metrics.add_metric(name="RunSucceeded", unit=MetricUnit.Count, value=int(ok))
+    metrics.add_metric(name="RunFailed", unit=MetricUnit.Count, value=int(failed))
+    metrics.add_metric(name="StoppedFeeds", unit=MetricUnit.Count, value=int(report.outcome.value == "stopped"))
+    metrics.add_metric(name="EventsPublished", unit=MetricUnit.Count, value=report.events)
+    metrics.add_metric(name="RunDuration", unit=MetricUnit.Milliseconds, value=report.seconds * 1000)
+    if report.backlog is not None:
+        metrics.add_metric(name="Backlog", unit=MetricUnit.Count, value=report.backlog)
+    lag = lag_seconds(report.newest_event_time)
+    if lag is not None:
+        metrics.add_metric(name="LagSeconds", unit=MetricUnit.Seconds, value=lag)
+
+
+def lag_seconds(event_time: str | None) -> float | None:
+    """Seconds from an event's own time (RFC 3339; Kontur sends seven fractional digits) to now."""
+    if not event_time:
+        return None
+    head, dot, rest = event_time.partition(".")
+    if dot:
+        digits = len(rest) - len(rest.lstrip("0123456789"))
+        event_time = f"{head}.{rest[: min(digits, 6)]}{rest[digits:]}"
+    try:
+        moment = datetime.fromisoformat(event_time.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return max((datetime.now(UTC) - moment).total_seconds(), 0.0)
+
+
+__all__ = ["MetricUnit", "count_error", "for_kind", "logger", "metrics", "record_run", "tracer"]

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from enum import StrEnum
 
 from kontur_relay.domain.errors import CursorConflict, FeedStopped, MalformedPage, RelayError
 from kontur_relay.domain.model import CursorState, Feed, Page
 from kontur_relay.domain.ports import CursorStore, Publisher, Source
-from kontur_relay.observability import MetricUnit, count_error, logger, metrics
+from kontur_relay.observability import count_error, logger, record_run
 
 #: Seconds the lease outlives the invocation's deadline, for clock skew between Lambda and DynamoDB.
 LEASE_SLACK_SECONDS = 5.0
@@ -30,6 +31,7 @@ class Outcome(StrEnum):
     LEASE_BUSY = "lease_busy"  # another run of this feed holds the lease
     LOST_RACE = "lost_race"  # another writer moved the cursor; this run stepped aside
     STOPPED = "stopped"  # the feed is halted until an operator resumes it
+    FAILED = "failed"  # an error ended the run; the cursor stays at the last fully published page
 
 
 @dataclass
@@ -41,7 +43,18 @@ class RunReport:
     cursor_before: str | None = None
     cursor_after: str | None = None
     backlog: int | None = None
-    errors: list[str] = field(default_factory=list)
+    #: The error kind that ended the run, if one did.
+    error: str | None = None
+    newest_event_time: str | None = None
+    seconds: float = 0.0
+
+    def add(self, progress: Progress, page: Page) -> None:
+        """Count a page the run relayed."""
+        self.pages += 1
+        self.events += len(page.events)
+        self.backlog = page.backlog
+        self.cursor_after = progress.state.position
+        self.newest_event_time = progress.newest_event_time
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -52,7 +65,23 @@ class RunReport:
             "cursor_before": self.cursor_before,
             "cursor_after": self.cursor_after,
             "backlog": self.backlog,
+            "error": self.error,
         }
+
+
+@dataclass
+class Progress:
+    """Where a feed got to in one stretch of pages (``Relay.drain``)."""
+
+    state: CursorState
+    pages: int = 0
+    events: int = 0
+    #: The last page was empty or short: the feed has nothing more right now.
+    caught_up: bool = False
+    backlog: int | None = None
+    backlog_capped: bool = False
+    #: The feed's own time of the newest event published (for the lag figure).
+    newest_event_time: str | None = None
 
 
 class Relay:
@@ -86,11 +115,9 @@ class Relay:
         started = self.clock()
         owner = uuid.uuid4().hex
         logger.append_keys(feed=feed)
-        metrics.add_dimension("feed", feed)
 
         if not self.cursors.acquire_lease(feed, owner, started + time_left() + LEASE_SLACK_SECONDS):
             logger.info("Another run of this feed holds its lease; skipping this tick")
-            metrics.add_metric(name="LeaseBusy", unit=MetricUnit.Count, value=1)
             report.outcome = Outcome.LEASE_BUSY
             return report
         try:
@@ -98,16 +125,19 @@ class Relay:
         except Exception as error:
             # Recorded for operators and counted, then re-raised: the invocation fails, and its
             # failure destination gets the error. AWS errors are not RelayErrors but count too.
-            kind = error.kind if isinstance(error, RelayError) else "unexpected"
-            count_error(kind, feed)
-            self.cursors.record_failure(feed, f"{type(error).__name__}: {error}", stop=isinstance(error, FeedStopped))
+            report.outcome = Outcome.FAILED
+            report.error = error.kind if isinstance(error, RelayError) else "unexpected"
             logger.exception("Run failed; the cursor stays at the last fully published page")
+            with _logged("Could not record the run's failure on the feed"):
+                self.cursors.record_failure(
+                    feed, f"{type(error).__name__}: {error}", stop=isinstance(error, FeedStopped)
+                )
             raise
         finally:
-            self.cursors.release_lease(feed, owner)
-            metrics.add_metric(name="RunDuration", unit=MetricUnit.Milliseconds, value=(self.clock() - started) * 1000)
-            metrics.add_metric(name="PagesRead", unit=MetricUnit.Count, value=report.pages)
-            metrics.add_metric(name="EventsPublished", unit=MetricUnit.Count, value=report.events)
+            with _logged("Could not release the feed's lease; it lapses on its own"):
+                self.cursors.release_lease(feed, owner)
+            report.seconds = self.clock() - started
+            record_run(self.feed.kind, report)
             logger.info("Run ended", extra=report.as_dict())
         return report
 
@@ -116,36 +146,45 @@ class Relay:
         report.cursor_before = report.cursor_after = state.position
         if state.stopped_reason:
             logger.warning("Feed is stopped until an operator resumes it", extra={"reason": state.stopped_reason})
-            metrics.add_metric(name="StoppedRuns", unit=MetricUnit.Count, value=1)
             report.outcome = Outcome.STOPPED
             return
+        try:
+            progress = self.drain(state, time_left, report=report)
+        except CursorConflict:
+            logger.warning("Another writer moved the cursor; this run changed nothing and stops")
+            report.outcome = Outcome.LOST_RACE
+            return
+        report.outcome = Outcome.CAUGHT_UP if progress.caught_up else Outcome.OUT_OF_TIME
+        self.cursors.record_success(self.feed.id, backlog=progress.backlog, backlog_capped=progress.backlog_capped)
 
+    def drain(
+        self,
+        state: CursorState,
+        time_left: Callable[[], float],
+        *,
+        max_pages: int | None = None,
+        report: RunReport | None = None,
+    ) -> Progress:
+        """Relay pages from ``state`` until the feed has nothing more, ``max_pages`` were read, or
+        time runs short. Holds no lease: the caller makes sure no other run relays this feed.
+        Raises CursorConflict when another writer moved the cursor (nothing of this page moved it)."""
+        progress = Progress(state=state)
         while True:
-            logger.append_keys(cursor=state.position)
-            page = self.source.read_page(state.position)
-            report.pages += 1
-            report.backlog = page.backlog
-            try:
-                state = self._relay_page(state, page)
-            except CursorConflict:
-                logger.warning("Another writer moved the cursor; this run changed nothing and stops")
-                metrics.add_metric(name="CursorConflicts", unit=MetricUnit.Count, value=1)
-                report.outcome = Outcome.LOST_RACE
-                return
-            report.events += len(page.events)
-            report.cursor_after = state.position
-
+            logger.append_keys(cursor=progress.state.position)
+            page = self.source.read_page(progress.state.position)
+            progress.pages += 1
+            progress.backlog, progress.backlog_capped = page.backlog, page.backlog_capped
+            progress.state = self._relay_page(progress.state, page)
+            progress.events += len(page.events)
+            if page.events:
+                progress.newest_event_time = page.events[-1].time
+            if report is not None:
+                report.add(progress, page)
             if not page.events or not page.more:
-                report.outcome = Outcome.CAUGHT_UP
-                break
-            if time_left() < self.safety_margin:
-                report.outcome = Outcome.OUT_OF_TIME
-                break
-
-        metrics.add_metric(name="CaughtUp", unit=MetricUnit.Count, value=int(report.outcome is Outcome.CAUGHT_UP))
-        if page.backlog is not None:
-            metrics.add_metric(name="Backlog", unit=MetricUnit.Count, value=page.backlog)
-        self.cursors.record_success(self.feed.id, backlog=page.backlog, backlog_capped=page.backlog_capped)
+                progress.caught_up = True
+                return progress
+            if (max_pages is not None and progress.pages >= max_pages) or time_left() < self.safety_margin:
+                return progress
 
     def _relay_page(self, state: CursorState, page: Page) -> CursorState:
         """Publish the page, then move the cursor: the order that makes delivery at-least-once."""
@@ -158,3 +197,14 @@ class Relay:
         if not moved:
             return state
         return self.cursors.advance(state, page.next_cursor, relayed=len(page.events))
+
+
+@contextmanager
+def _logged(what: str) -> Iterator[None]:
+    """Bookkeeping after a run that must not replace the run's own outcome or error: its failure is
+    logged (and counted) instead. What it fails to write only delays operators' view of the feed."""
+    try:
+        yield
+    except Exception as error:  # noqa: BLE001 - logged and counted; the run's own error goes on
+        logger.exception(what)
+        count_error(error.kind if isinstance(error, RelayError) else "unexpected")

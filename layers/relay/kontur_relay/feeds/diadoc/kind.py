@@ -55,8 +55,7 @@ class DiadocPoller:
         try:
             feed = self.feed(event)
         except ConfigurationError as error:
-            box = event.get("boxId") if isinstance(event, Mapping) else None
-            count_error(error.kind, f"diadoc:{box}" if isinstance(box, str) else "diadoc")
+            count_error(error.kind, KIND.name)
             logger.exception("The Diadoc feed is misconfigured", extra={"scheduled_event": event})
             raise
         if feed not in self.relays:
