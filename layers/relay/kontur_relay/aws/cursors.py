@@ -24,11 +24,11 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb.service_resource import Table
 
 
-def _conditional_failed(error: ClientError) -> bool:
+def conditional_failed(error: ClientError) -> bool:
     return error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
 
 
-def _iso(epoch: float) -> str:
+def iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
@@ -73,7 +73,7 @@ class DynamoCursorStore:
                 },
             )
         except ClientError as error:
-            if _conditional_failed(error):
+            if conditional_failed(error):
                 return False
             raise
         return True
@@ -87,7 +87,7 @@ class DynamoCursorStore:
                 ExpressionAttributeValues={":owner": owner},
             )
         except ClientError as error:
-            if not _conditional_failed(error):
+            if not conditional_failed(error):
                 raise
             # The lease expired and another run took it: that run releases it, not this one.
             logger.warning("The lease had passed to another run before this one released it")
@@ -96,16 +96,16 @@ class DynamoCursorStore:
         item = self.table.get_item(Key={"feed": feed}, ConsistentRead=True).get("Item") or {}
         return CursorState(
             feed=feed,
-            position=_str(item.get("position")),
+            position=text(item.get("position")),
             version=int(item.get("version", 0)),  # type: ignore[arg-type]
-            stopped_reason=_str(item.get("stopped_reason")),
+            stopped_reason=text(item.get("stopped_reason")),
         )
 
     def advance(self, state: CursorState, position: str | None, *, relayed: int) -> CursorState:
         return self._write_cursor(state.feed, position, state.version, relayed=relayed)
 
     def record_success(self, feed: str, *, backlog: int | None, backlog_capped: bool) -> None:
-        values: dict[str, Any] = {":now": _iso(self.clock())}
+        values: dict[str, Any] = {":now": iso(self.clock())}
         expression = "SET last_success_at = :now"
         if backlog is None:
             expression += " REMOVE backlog, backlog_capped"
@@ -121,7 +121,7 @@ class DynamoCursorStore:
         self.table.update_item(
             Key={"feed": feed},
             UpdateExpression=expression,
-            ExpressionAttributeValues={":error": error[:2000], ":now": _iso(self.clock())},
+            ExpressionAttributeValues={":error": error[:2000], ":now": iso(self.clock())},
         )
 
     # -- the operators' side ----------------------------------------------------------------------
@@ -148,17 +148,17 @@ class DynamoCursorStore:
         lease_until = item.get("lease_until")
         return FeedStatus(
             feed=str(item["feed"]),
-            cursor=_str(item.get("position")),
+            cursor=text(item.get("position")),
             version=int(item.get("version", 0)),
             events_relayed=int(item.get("events_relayed", 0)),
-            last_success_at=_str(item.get("last_success_at")),
-            last_error=_str(item.get("last_error")),
-            last_error_at=_str(item.get("last_error_at")),
+            last_success_at=text(item.get("last_success_at")),
+            last_error=text(item.get("last_error")),
+            last_error_at=text(item.get("last_error_at")),
             backlog=None if item.get("backlog") is None else int(item["backlog"]),
             backlog_capped=bool(item.get("backlog_capped", False)),
-            stopped_reason=_str(item.get("stopped_reason")),
+            stopped_reason=text(item.get("stopped_reason")),
             running=lease_until is not None and float(lease_until) > self.clock(),
-            updated_by=_str(item.get("updated_by")),
+            updated_by=text(item.get("updated_by")),
         )
 
     # -- shared -----------------------------------------------------------------------------------
@@ -171,7 +171,7 @@ class DynamoCursorStore:
             ":expected": expected_version,
             ":next": expected_version + 1,
             ":relayed": relayed,
-            ":now": _iso(self.clock()),
+            ":now": iso(self.clock()),
         }
         sets = ["#version = :next", "updated_at = :now"]
         removes = []
@@ -200,11 +200,11 @@ class DynamoCursorStore:
                 ExpressionAttributeValues=values,
             )
         except ClientError as error:
-            if _conditional_failed(error):
+            if conditional_failed(error):
                 raise CursorConflict(f"the cursor of feed {feed} is no longer at version {expected_version}") from error
             raise
         return CursorState(feed=feed, position=position, version=expected_version + 1)
 
 
-def _str(value: object) -> str | None:
+def text(value: object) -> str | None:
     return None if value is None else str(value)

@@ -1,0 +1,258 @@
+"""The Diadoc boxes the relay polls, kept as data in the cursor table: each box's feed item
+(``diadoc:<boxId>``) also holds its registration and its polling schedule.
+
+One item per box keeps a box's cursor, settings and schedule under one key, so a poll of a box
+costs one write at most (its schedule) and the poller learns every box's state from one scan.
+Registration is ``box_settings``: removing it stops the polling and keeps the cursor, so a box
+registered again resumes where it stopped. ``filters_key`` outlives a removal, because a cursor is
+only valid under the filters it was read with.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+
+from kontur_relay.aws.cursors import conditional_failed, iso, text
+from kontur_relay.domain.errors import CursorConflict
+from kontur_relay.domain.model import CursorState
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.service_resource import Table
+
+PREFIX = "diadoc:"
+
+
+@dataclass(frozen=True)
+class RegisteredBox:
+    """A box's feed item: registration, cursor and schedule."""
+
+    feed: str
+    #: What PUT /diadoc/boxes/{boxId} stored: GetNewEvents' filters, ``start`` and ``limit``.
+    settings: Mapping[str, Any] | None
+    filters_key: str | None
+    cursor: CursorState
+    next_poll_at: float
+    interval: float
+    last_poll_at: str | None
+    last_events_at: str | None
+    last_error: str | None
+    registered_at: str | None
+    registered_by: str | None
+
+    @property
+    def box_id(self) -> str:
+        return self.feed.removeprefix(PREFIX)
+
+    @property
+    def registered(self) -> bool:
+        return self.settings is not None
+
+
+def _box(item: Mapping[str, Any]) -> RegisteredBox:
+    settings = item.get("box_settings")
+    feed = str(item["feed"])
+    return RegisteredBox(
+        feed=feed,
+        settings=_plain(settings) if settings is not None else None,
+        filters_key=text(item.get("filters_key")),
+        cursor=CursorState(
+            feed=feed,
+            position=text(item.get("position")),
+            version=int(item.get("version", 0)),
+            stopped_reason=text(item.get("stopped_reason")),
+        ),
+        next_poll_at=float(item.get("next_poll_at", 0)),
+        interval=float(item.get("poll_interval", 0)),
+        last_poll_at=text(item.get("last_poll_at")),
+        last_events_at=text(item.get("last_events_at")),
+        last_error=text(item.get("last_error")),
+        registered_at=text(item.get("registered_at")),
+        registered_by=text(item.get("registered_by")),
+    )
+
+
+def _plain(value: Any) -> Any:
+    """DynamoDB's Decimals back to ints, in a stored settings map."""
+    if isinstance(value, Decimal):
+        return int(value) if value == int(value) else float(value)
+    if isinstance(value, dict):
+        return {key: _plain(inner) for key, inner in value.items()}
+    if isinstance(value, list):
+        return [_plain(inner) for inner in value]
+    return value
+
+
+def encode_token(key: Mapping[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(dict(key)).encode()).decode()
+
+
+def decode_token(token: str) -> dict[str, Any]:
+    """A ``nextToken`` back to DynamoDB's start key; ValueError when it is not one we gave."""
+    try:
+        key = json.loads(base64.urlsafe_b64decode(token.encode()))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ValueError("nextToken is not one this API gave") from error
+    if not isinstance(key, dict) or set(key) != {"feed"} or not isinstance(key["feed"], str):
+        raise ValueError("nextToken is not one this API gave")
+    return key
+
+
+class DynamoBoxRegistry:
+    def __init__(self, table: Table, *, clock: Callable[[], float] = time.time) -> None:
+        self.table = table
+        self.clock = clock
+
+    # -- the poller's side --------------------------------------------------------------------------
+
+    def registered(self) -> list[RegisteredBox]:
+        """Every registered box with its state: one paginated scan (eventually consistent: a stale
+        cursor version only makes that box's cursor write fail its condition, never lose events)."""
+        return list(self._scan(registered_only=True))
+
+    def polled(
+        self,
+        box: RegisteredBox,
+        *,
+        next_poll_at: float,
+        interval: float,
+        had_events: bool,
+        backlog: int | None = None,
+        error: str | None = None,
+        stop: bool = False,
+    ) -> None:
+        """A box's poll, in one write: its next poll, and what operators see of the poll. Nothing is
+        written for a box removed meanwhile: its schedule must not bring it back."""
+        now = iso(self.clock())
+        sets = ["next_poll_at = :next", "poll_interval = :interval", "last_poll_at = :now"]
+        values: dict[str, Any] = {
+            ":next": Decimal(str(round(next_poll_at, 3))),
+            ":interval": Decimal(str(round(interval, 3))),
+            ":now": now,
+        }
+        if error is None:
+            sets.append("last_success_at = :now")
+            if backlog is not None:
+                sets.append("backlog = :backlog")
+                values[":backlog"] = backlog
+        else:
+            sets += ["last_error = :error", "last_error_at = :now"]
+            values[":error"] = error[:2000]
+            if stop:
+                sets.append("stopped_reason = :error")
+        if had_events:
+            sets.append("last_events_at = :now")
+        try:
+            self.table.update_item(
+                Key={"feed": box.feed},
+                UpdateExpression="SET " + ", ".join(sets),
+                ConditionExpression="attribute_exists(box_settings)",
+                ExpressionAttributeValues=values,
+            )
+        except ClientError as failure:
+            if not conditional_failed(failure):
+                raise
+
+    # -- the operators' side ------------------------------------------------------------------------
+
+    def get(self, feed: str) -> RegisteredBox | None:
+        item = self.table.get_item(Key={"feed": feed}, ConsistentRead=True).get("Item")
+        return None if item is None else _box(item)
+
+    def register(
+        self,
+        feed: str,
+        settings: Mapping[str, Any],
+        filters_key: str,
+        *,
+        by: str,
+        expected_version: int,
+        restart: bool,
+        first_poll_at: float,
+    ) -> None:
+        """Register the box or change its settings, at the cursor version the caller read; with
+        ``restart`` the cursor goes back to where a new feed starts. Raises CursorConflict when the
+        item changed since (the caller reads again and decides again)."""
+        values: dict[str, Any] = {
+            ":settings": dict(settings),
+            ":key": filters_key,
+            ":by": by,
+            ":now": iso(self.clock()),
+            ":due": Decimal(str(round(first_poll_at, 3))),
+            ":expected": expected_version,
+        }
+        sets = [
+            "box_settings = :settings",
+            "filters_key = :key",
+            "registered_by = :by",
+            "registered_at = if_not_exists(registered_at, :now)",
+            "next_poll_at = if_not_exists(next_poll_at, :due)",
+        ]
+        removes: list[str] = []
+        if restart:
+            sets += ["#version = :next", "updated_by = :by", "updated_at = :now", "next_poll_at = :due"]
+            sets.remove("next_poll_at = if_not_exists(next_poll_at, :due)")
+            values[":next"] = expected_version + 1
+            removes += ["#position", "stopped_reason"]
+        condition = (
+            "#version = :expected" if expected_version else "attribute_not_exists(#version) OR #version = :expected"
+        )
+        expression = "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
+        try:
+            self.table.update_item(
+                Key={"feed": feed},
+                UpdateExpression=expression,
+                ConditionExpression=condition,
+                ExpressionAttributeNames={"#version": "version", **({"#position": "position"} if restart else {})},
+                ExpressionAttributeValues=values,
+            )
+        except ClientError as failure:
+            if conditional_failed(failure):
+                raise CursorConflict(f"{feed} changed while its registration was being written") from failure
+            raise
+
+    def unregister(self, feed: str) -> bool:
+        """Stop polling the box; its cursor and ``filters_key`` stay. False if it was not registered."""
+        try:
+            self.table.update_item(
+                Key={"feed": feed},
+                UpdateExpression="REMOVE box_settings, next_poll_at, poll_interval",
+                ConditionExpression="attribute_exists(box_settings)",
+            )
+        except ClientError as failure:
+            if conditional_failed(failure):
+                return False
+            raise
+        return True
+
+    def page(self, limit: int, token: str | None) -> tuple[list[RegisteredBox], str | None]:
+        """Up to ``limit`` registered boxes after ``token``, and the token of the next page (None: the last)."""
+        found: list[RegisteredBox] = []
+        for box in self._scan(registered_only=True, start=decode_token(token) if token else None):
+            found.append(box)
+            if len(found) == limit:
+                return found, encode_token({"feed": box.feed})
+        return found, None
+
+    def _scan(self, *, registered_only: bool, start: dict[str, Any] | None = None) -> Iterator[RegisteredBox]:
+        kwargs: dict[str, Any] = {
+            "FilterExpression": "begins_with(feed, :prefix)"
+            + (" AND attribute_exists(box_settings)" if registered_only else ""),
+            "ExpressionAttributeValues": {":prefix": PREFIX},
+        }
+        if start:
+            kwargs["ExclusiveStartKey"] = start
+        while True:
+            response = self.table.scan(**kwargs)
+            for item in response.get("Items", []):
+                yield _box(item)
+            if "LastEvaluatedKey" not in response:
+                return
+            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
