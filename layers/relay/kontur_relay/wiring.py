@@ -6,6 +6,8 @@ connection pools and tokens then survive across warm invocations.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import boto3
 from botocore.config import Config
 
@@ -14,13 +16,20 @@ from kontur_relay.aws.secrets import CredentialsSecret
 from kontur_relay.aws.sns import SnsPublisher
 from kontur_relay.settings import Env
 
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.service_resource import Table
+
 #: boto3's own retries for throttling and transient AWS errors, with bounded waits.
 AWS_CONFIG = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=15)
 
 
+def table(name: str | None = None) -> Table:
+    """The cursor table (``CURSORS_TABLE`` unless named)."""
+    return boto3.resource("dynamodb", config=AWS_CONFIG).Table(name or Env().text("CURSORS_TABLE"))
+
+
 def cursor_store(table_name: str | None = None) -> DynamoCursorStore:
-    table = boto3.resource("dynamodb", config=AWS_CONFIG).Table(table_name or Env().text("CURSORS_TABLE"))
-    return DynamoCursorStore(table)
+    return DynamoCursorStore(table(table_name))
 
 
 def publisher(topic_arn: str) -> SnsPublisher:

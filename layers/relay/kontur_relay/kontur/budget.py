@@ -97,9 +97,3 @@ class Budget:
         with self._lock:
             self.counts.throttled += 1
             self._paused_until = max(self._paused_until, self.clock() + seconds)
-
-    def used(self, seconds: float) -> float | None:
-        """The share of the per-second budget the requests counted so far used over ``seconds``."""
-        if self.per_second is None or seconds <= 0:
-            return None
-        return min(self.counts.requests / (self.per_second * seconds), 1.0)

@@ -1,30 +1,22 @@
-"""The Diadoc feed kind: a feed per box (``diadoc:<boxId>``), its cursor rules, and its poller."""
+"""The Diadoc feed kind: a feed per registered box (``diadoc:<boxId>``), its cursor rules, and the
+one budgeted poller that serves every box."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from functools import partial
 from urllib.parse import quote
 
 from kontur_relay import wiring
-from kontur_relay.domain.engine import Relay
-from kontur_relay.domain.errors import ConfigurationError
-from kontur_relay.domain.model import Feed
-from kontur_relay.domain.ports import CursorStore, Publisher
+from kontur_relay.aws.boxes import DynamoBoxRegistry
+from kontur_relay.aws.cursors import DynamoCursorStore
 from kontur_relay.feeds.diadoc.auth import diadoc_authenticator
-from kontur_relay.feeds.diadoc.config import BoxFeed, api_version, box_defaults, box_feed
-from kontur_relay.feeds.diadoc.source import (
-    DIADOC_RETRYABLE_STATUSES,
-    DiadocApi,
-    DiadocSource,
-    cursor_at,
-    read_diadoc_error,
-)
+from kontur_relay.feeds.diadoc.config import api_version
+from kontur_relay.feeds.diadoc.poller import BoxPoller, Polling
+from kontur_relay.feeds.diadoc.source import DIADOC_RETRYABLE_STATUSES, DiadocApi, cursor_at, read_diadoc_error
 from kontur_relay.kontur import client
-from kontur_relay.observability import count_error, logger
+from kontur_relay.kontur.budget import Budget
 from kontur_relay.settings import Env, RelaySettings
 
 
@@ -34,45 +26,38 @@ def source_uri(api_url: str, box_id: str) -> str:
     return f"{api_url.rstrip('/')}/boxes/{quote(box_id, safe='@')}"
 
 
-@dataclass
-class DiadocPoller:
-    """Every box of the deployment, each its own feed, sharing one API client (its session and
-    token), the publisher and the cursor table. A scheduled event names the box."""
+@dataclass(frozen=True)
+class DiadocSettings:
+    """The Diadoc API a deployment speaks to, and how its client behaves."""
 
-    api: DiadocApi
     api_url: str
     version: str
-    relay_settings: RelaySettings
-    publisher: Publisher
-    cursors: CursorStore
-    #: ``start`` and ``limit`` for every box, before the box's own settings.
-    defaults: dict[str, Any] = field(default_factory=dict)
-    #: DIADOC_BOX_SETTINGS: box id → its filters (and ``start``, ``limit``).
-    boxes: dict[str, dict[str, Any]] = field(default_factory=dict)
-    relays: dict[BoxFeed, Relay] = field(default_factory=dict)
+    http_timeout: float
+    http_retries: int
+    http_backoff: float
 
-    def run(self, event: Mapping[str, Any], time_left: Callable[[], float]) -> dict[str, object]:
-        try:
-            feed = self.feed(event)
-        except ConfigurationError as error:
-            count_error(error.kind, KIND.name)
-            logger.exception("The Diadoc feed is misconfigured", extra={"scheduled_event": event})
-            raise
-        if feed not in self.relays:
-            self.relays[feed] = Relay(
-                Feed(id=feed.feed_id, kind=KIND.name, source_uri=source_uri(self.api_url, feed.box_id)),
-                DiadocSource(self.api, feed, version=self.version),
-                self.publisher,
-                self.cursors,
-                safety_margin=self.relay_settings.safety_margin,
-            )
-        return self.relays[feed].run(time_left).as_dict()
+    @classmethod
+    def from_env(cls, env: Env) -> DiadocSettings:
+        return cls(
+            api_url=env.text("DIADOC_API_URL", "https://diadoc-api.kontur.ru").rstrip("/"),
+            version=api_version(env.text("DIADOC_API_VERSION", "V8")),
+            http_timeout=env.number("HTTP_TIMEOUT_SECONDS", 20),
+            http_retries=env.whole("HTTP_RETRIES", 4, low=0),
+            http_backoff=env.number("HTTP_BACKOFF_SECONDS", 0.5),
+        )
 
-    def feed(self, request: Mapping[str, Any]) -> BoxFeed:
-        """The feed a scheduled event (``{"boxId": ..., <filter>: ...}``) names, over the deployment's settings."""
-        box = request.get("boxId")
-        own = self.boxes.get(box.strip(), {}) if isinstance(box, str) else {}
-        return box_feed(request, {**self.defaults, **own})
+    def api(self, budget: Budget, *, pool_size: int = 10) -> DiadocApi:
+        """A Diadoc client whose every request, its token's included, goes through ``budget``."""
+        session = client.session(
+            retries=self.http_retries,
+            backoff=self.http_backoff,
+            statuses=DIADOC_RETRYABLE_STATUSES,
+            budget=budget,
+            pool_size=pool_size,
+        )
+        secret = wiring.credentials("DIADOC_CREDENTIALS_SECRET")
+        authenticator = diadoc_authenticator(secret, session, self.api_url, timeout=self.http_timeout)
+        return DiadocApi(self.api_url, session, authenticator, read_diadoc_error, timeout=self.http_timeout)
 
 
 class DiadocKind:
@@ -82,32 +67,22 @@ class DiadocKind:
         # Any IndexKey Diadoc gave is a cursor; a moment becomes the cursor that reads on from it.
         return cursor_at(timestamp.astimezone(UTC)) if timestamp is not None else cursor
 
-    def poller(self, env: Env) -> DiadocPoller:
+    def poller(self, env: Env) -> BoxPoller:
         relay_settings = RelaySettings.from_env(env)
-        api_url = env.text("DIADOC_API_URL", "https://diadoc-api.kontur.ru").rstrip("/")
-        timeout = env.number("HTTP_TIMEOUT_SECONDS", 20)
-        session = client.session(
-            retries=env.whole("HTTP_RETRIES", 4, low=0),
-            backoff=env.number("HTTP_BACKOFF_SECONDS", 0.5),
-            statuses=DIADOC_RETRYABLE_STATUSES,
-        )
-        authenticator = diadoc_authenticator(
-            wiring.credentials("DIADOC_CREDENTIALS_SECRET"), session, api_url, timeout=timeout
-        )
-        raw_boxes = env.variables.get("DIADOC_BOX_SETTINGS", "").strip()
-        try:
-            boxes = box_defaults(json.loads(raw_boxes) if raw_boxes else None)
-        except ValueError as error:
-            raise ConfigurationError(f"DIADOC_BOX_SETTINGS is not JSON: {error}") from error
-        return DiadocPoller(
-            api=DiadocApi(api_url, session, authenticator, read_diadoc_error, timeout=timeout),
-            api_url=api_url,
-            version=api_version(env.text("DIADOC_API_VERSION", "V8")),
-            relay_settings=relay_settings,
+        settings = DiadocSettings.from_env(env)
+        polling = Polling.from_env(env)
+        budget = Budget(max_in_flight=polling.max_in_flight, per_second=polling.per_second)
+        table = wiring.table(relay_settings.cursors_table)
+        return BoxPoller(
+            api=settings.api(budget, pool_size=polling.max_in_flight * 2),
+            budget=budget,
+            version=settings.version,
             publisher=wiring.publisher(relay_settings.topic_arn),
-            cursors=wiring.cursor_store(relay_settings.cursors_table),
-            defaults={"start": env.text("DIADOC_START", "oldest"), "limit": env.text("DIADOC_PAGE_SIZE", "100")},
-            boxes=boxes,
+            cursors=DynamoCursorStore(table),
+            registry=DynamoBoxRegistry(table),
+            polling=polling,
+            safety_margin=relay_settings.safety_margin,
+            source_uri=partial(source_uri, settings.api_url),
         )
 
 

@@ -1,0 +1,258 @@
+"""One poller for every registered Diadoc box, inside Kontur's request budget.
+
+Each scheduled run scans the box registry once, then polls the boxes that are due, most overdue
+first, a few at a time: never more requests in flight or per second than the budget allows (token
+requests and retries included, a 429 pausing them all). Every box keeps the engine's guarantee as
+it is (``Relay.drain``: publish, then move that box's cursor), so a crash anywhere loses nothing.
+A box with a backlog gets a few pages a turn and queues again, so one busy box never starves the
+others. A box whose poll found nothing waits twice as long as before, up to the maximum interval;
+a poll that finds events brings it back to the minimum.
+
+Runs never overlap: one lease for the whole poller. A poll that finds nothing costs one write, its
+next poll time; no metric is per box.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from kontur_relay.aws.boxes import DynamoBoxRegistry, RegisteredBox
+from kontur_relay.domain.engine import LEASE_SLACK_SECONDS, Relay
+from kontur_relay.domain.errors import ConfigurationError, CursorConflict, FeedError, FeedStopped, RelayError
+from kontur_relay.domain.model import Feed
+from kontur_relay.domain.ports import CursorStore, Publisher
+from kontur_relay.feeds.diadoc.boxes import filters_key
+from kontur_relay.feeds.diadoc.config import box_feed
+from kontur_relay.feeds.diadoc.source import DiadocSource
+from kontur_relay.kontur.budget import Budget, RequestCounts
+from kontur_relay.kontur.client import KonturApi
+from kontur_relay.observability import MetricUnit, count_error, for_kind, logger, metrics
+from kontur_relay.settings import Env
+
+#: The poller's lease: one item of the cursor table that is no feed.
+LEASE = "lease:diadoc"
+
+
+@dataclass(frozen=True)
+class Polling:
+    """How the boxes share the budget and how often each is polled (the Diadoc* template parameters)."""
+
+    max_in_flight: int = 4
+    per_second: int = 20
+    min_interval: float = 60.0
+    max_interval: float = 3600.0
+    pages_per_turn: int = 5
+
+    @classmethod
+    def from_env(cls, env: Env) -> Polling:
+        polling = cls(
+            max_in_flight=env.whole("DIADOC_MAX_IN_FLIGHT", 4),
+            per_second=env.whole("DIADOC_MAX_REQUESTS_PER_SECOND", 20),
+            min_interval=env.number("DIADOC_MIN_POLL_SECONDS", 60),
+            max_interval=env.number("DIADOC_MAX_POLL_SECONDS", 3600),
+            pages_per_turn=env.whole("DIADOC_PAGES_PER_TURN", 5),
+        )
+        if not 0 < polling.min_interval <= polling.max_interval:
+            raise ConfigurationError("DIADOC_MIN_POLL_SECONDS must be positive and at most DIADOC_MAX_POLL_SECONDS")
+        return polling
+
+    def next_interval(self, previous: float, had_events: bool) -> float:
+        if had_events or previous <= 0:
+            return self.min_interval
+        return min(previous * 2, self.max_interval)
+
+
+@dataclass(frozen=True)
+class Turn:
+    """What one turn of a box came to."""
+
+    feed: str
+    events: int = 0
+    #: The box with its new state, to poll again in this run when it falls due.
+    again: RegisteredBox | None = None
+    backlog: int = 0
+    error: str | None = None
+
+
+@dataclass
+class PollReport:
+    """One run of the poller, for its log line and its metrics."""
+
+    outcome: str = "caught_up"
+    registered: int = 0
+    due: int = 0
+    polled: set[str] = field(default_factory=set)
+    with_events: set[str] = field(default_factory=set)
+    events: int = 0
+    failed: dict[str, str] = field(default_factory=dict)
+    stopped: int = 0
+    backlog: int = 0
+    oldest_overdue: float = 0.0
+
+    def add(self, turn: Turn) -> None:
+        self.polled.add(turn.feed)
+        self.events += turn.events
+        if turn.events:
+            self.with_events.add(turn.feed)
+        if turn.error is not None:
+            self.failed[turn.feed] = turn.error
+            count_error(turn.error, "diadoc")
+        self.backlog += turn.backlog
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "kind": "diadoc",
+            "outcome": self.outcome,
+            "boxes": self.registered,
+            "due": self.due,
+            "polled": len(self.polled),
+            "with_events": len(self.with_events),
+            "events": self.events,
+            "failed": len(self.failed),
+            "stopped": self.stopped,
+            "oldest_overdue_seconds": round(self.oldest_overdue, 1),
+        }
+
+
+@dataclass
+class BoxPoller:
+    api: KonturApi
+    budget: Budget
+    version: str
+    publisher: Publisher
+    cursors: CursorStore
+    registry: DynamoBoxRegistry
+    polling: Polling
+    safety_margin: float
+    source_uri: Callable[[str], str]
+    clock: Callable[[], float] = time.time
+    _relays: dict[tuple[str, str], Relay] = field(default_factory=dict)
+
+    def run(self, event: Mapping[str, Any], time_left: Callable[[], float]) -> dict[str, object]:
+        started, before = self.clock(), replace(self.budget.counts)
+        owner = uuid.uuid4().hex
+        report = PollReport()
+        for_kind("diadoc")
+        if not self.cursors.acquire_lease(LEASE, owner, started + time_left() + LEASE_SLACK_SECONDS):
+            logger.info("Another run of the Diadoc poller holds its lease; skipping this tick")
+            report.outcome = "lease_busy"
+            return report.as_dict()
+        try:
+            self._poll(report, time_left)
+        except Exception as error:
+            report.outcome = "failed"
+            count_error(error.kind if isinstance(error, RelayError) else "unexpected", "diadoc")
+            logger.exception("The Diadoc poller's run failed; every box's cursor stays at its last published page")
+            raise
+        finally:
+            self.cursors.release_lease(LEASE, owner)
+            self._record(report, before, self.clock() - started)
+            logger.info("Run ended", extra=report.as_dict())
+        return report.as_dict()
+
+    def _record(self, report: PollReport, before: RequestCounts, seconds: float) -> None:
+        counts = self.budget.counts
+        requests = counts.requests - before.requests
+        figures = {
+            "RunSucceeded": int(report.outcome in ("caught_up", "out_of_time")),
+            "RunFailed": int(report.outcome == "failed"),
+            "BoxesPolled": len(report.polled),
+            "BoxesWithEvents": len(report.with_events),
+            "EventsPublished": report.events,
+            "Backlog": report.backlog,
+            "StoppedFeeds": report.stopped,
+            "KonturRequests": requests,
+            "KonturThrottled": counts.throttled - before.throttled,
+        }
+        for name, value in figures.items():
+            metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+        metrics.add_metric(name="OldestOverdueSeconds", unit=MetricUnit.Seconds, value=report.oldest_overdue)
+        metrics.add_metric(name="LagSeconds", unit=MetricUnit.Seconds, value=report.oldest_overdue)
+        metrics.add_metric(name="RunDuration", unit=MetricUnit.Milliseconds, value=seconds * 1000)
+        used = requests / (self.polling.per_second * seconds) if seconds > 0 else 0.0
+        metrics.add_metric(name="BudgetUsed", unit=MetricUnit.Percent, value=round(min(used, 1.0) * 100, 1))
+
+    def _poll(self, report: PollReport, time_left: Callable[[], float]) -> None:
+        boxes = self.registry.registered()
+        now = self.clock()
+        report.registered = len(boxes)
+        report.stopped = sum(1 for box in boxes if box.cursor.stopped_reason)
+        waiting = [(box.next_poll_at, box.feed, box) for box in boxes if not box.cursor.stopped_reason]
+        heapq.heapify(waiting)
+        report.due = sum(1 for at, _, _ in waiting if at <= now)
+        report.oldest_overdue = max(now - waiting[0][0], 0.0) if waiting else 0.0
+        workers = self.polling.max_in_flight * 2  # AWS calls of one box overlap Diadoc calls of another
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="box") as pool:
+            running: set[Future[Turn]] = set()
+            while True:
+                while waiting and waiting[0][0] <= self.clock() and len(running) < workers:
+                    if time_left() < self.safety_margin:
+                        report.outcome = "out_of_time"
+                        break
+                    _, _, box = heapq.heappop(waiting)
+                    running.add(pool.submit(self._turn, box, time_left))
+                if not running:
+                    return
+                done, running = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    turn = future.result()  # a deployment-wide failure (SNS, DynamoDB) ends the run
+                    report.add(turn)
+                    if turn.again is not None:
+                        heapq.heappush(waiting, (turn.again.next_poll_at, turn.again.feed, turn.again))
+
+    def _turn(self, box: RegisteredBox, time_left: Callable[[], float]) -> Turn:
+        """A few pages of one box, and when it is polled next."""
+        try:
+            relay = self._relay(box)
+            progress = relay.drain(box.cursor, time_left, max_pages=self.polling.pages_per_turn)
+        except CursorConflict:
+            # An operator moved the cursor since the scan: the next run reads it afresh.
+            logger.info("A box's cursor moved since the scan; it is polled next run", extra={"feed": box.feed})
+            return Turn(box.feed)
+        except (FeedError, ConfigurationError) as error:
+            # This box's trouble (its answer, its access, its payment, its settings), not the others'.
+            logger.warning("A box's poll failed", extra={"feed": box.feed, "error": str(error)})
+            self.registry.polled(
+                box,
+                next_poll_at=self.clock() + self.polling.min_interval,
+                interval=self.polling.min_interval,
+                had_events=False,
+                error=f"{type(error).__name__}: {error}",
+                stop=isinstance(error, FeedStopped),
+            )
+            return Turn(box.feed, error=error.kind)
+        box = replace(box, cursor=progress.state)
+        if not progress.caught_up:
+            # More waits: back in line behind the boxes already due, and polled again this run.
+            return Turn(box.feed, progress.events, again=replace(box, next_poll_at=self.clock()))
+        interval = self.polling.next_interval(box.interval, progress.events > 0)
+        # A little jitter keeps boxes registered together from staying in lockstep for ever.
+        next_poll_at = self.clock() + interval * random.uniform(0.9, 1.0)
+        self.registry.polled(
+            box, next_poll_at=next_poll_at, interval=interval, had_events=progress.events > 0, backlog=progress.backlog
+        )
+        again = replace(box, next_poll_at=next_poll_at, interval=interval)
+        return Turn(box.feed, progress.events, again=again, backlog=progress.backlog or 0)
+
+    def _relay(self, box: RegisteredBox) -> Relay:
+        key = (box.feed, box.filters_key or "")
+        if key not in self._relays:
+            feed = box_feed({**(box.settings or {}), "boxId": box.box_id})
+            if filters_key(feed) != (box.filters_key or ""):
+                # Settings written by hand, not by the admin API: their cursor may not match them.
+                logger.warning("A box's stored filters key does not match its settings", extra={"feed": box.feed})
+            self._relays[key] = Relay(
+                Feed(id=box.feed, kind="diadoc", source_uri=self.source_uri(box.box_id)),
+                DiadocSource(self.api, feed, version=self.version),
+                self.publisher,
+                self.cursors,
+                safety_margin=self.safety_margin,
+            )
+        return self._relays[key]
