@@ -19,6 +19,7 @@ import json
 import random
 import re
 import threading
+import time
 import urllib.parse
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -27,6 +28,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 
 from local_stack.constants import LOOPBACK
+from local_stack.simulators.load import Load
 
 
 @dataclass
@@ -211,6 +213,8 @@ class Exchange:
     headers: dict[str, str]
     status: int
     fault: str | None
+    #: When the answer was ready (time.monotonic, as ``Load`` counts arrivals).
+    at: float = 0.0
 
 
 class Simulator:
@@ -220,6 +224,7 @@ class Simulator:
 
     def __init__(self) -> None:
         self.faults = FaultPlan()
+        self.load = Load()
         self.journal: list[Exchange] = []
         self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
         self._server: ThreadingHTTPServer | None = None
@@ -355,7 +360,9 @@ class Simulator:
 
     def _record(self, request: Request, status: int, fault: str | None) -> None:
         with self._journal_lock:
-            self.journal.append(Exchange(request.method, request.path, request.query, request.headers, status, fault))
+            self.journal.append(
+                Exchange(request.method, request.path, request.query, request.headers, status, fault, time.monotonic())
+            )
 
 
 def _handler_class(simulator: Simulator) -> type[BaseHTTPRequestHandler]:
@@ -373,10 +380,15 @@ def _handler_class(simulator: Simulator) -> type[BaseHTTPRequestHandler]:
                 headers={name.lower(): value for name, value in self.headers.items()},
                 body=self.rfile.read(length) if length else b"",
             )
+            simulator.load.begin()
             try:
+                if simulator.load.latency:
+                    time.sleep(simulator.load.latency)
                 answer, fault = simulator.dispatch(request)
             except Exception as error:  # noqa: BLE001 - a simulator bug must show as a 500, not a hung client
                 answer, fault = simulator.error_body(request, 500, f"simulator error: {error!r}"), None
+            finally:
+                simulator.load.end()
             headers = {**simulator.response_headers(request), **answer.headers}
             simulator._record(request, answer.status, fault)
             try:

@@ -36,6 +36,5 @@ def publisher(topic_arn: str) -> SnsPublisher:
     return SnsPublisher(boto3.client("sns", config=AWS_CONFIG), topic_arn)
 
 
-def credentials(variable: str) -> CredentialsSecret:
-    """The credentials secret named by the environment variable ``variable``."""
-    return CredentialsSecret(Env().text(variable), boto3.client("secretsmanager", config=AWS_CONFIG))
+def credentials(secret_id: str) -> CredentialsSecret:
+    return CredentialsSecret(secret_id, boto3.client("secretsmanager", config=AWS_CONFIG))

@@ -5,8 +5,10 @@ Kontur asks an integrator for at most 4 parallel requests and 100 requests/s wit
 429, or any answer with ``Retry-After``, pauses every request of the budget, not just the one
 that got it: the next request of another box would be refused too.
 
-The per-second limit is a sliding window (the send times of the last N requests), so no window of
-one second, aligned or not, ever holds more than N sends.
+The per-second limit is a sliding window (the send times of the last N requests) a quarter of a
+second longer than a second: a request leaves a little after its place is taken and reaches Kontur
+a little later still, and these delays vary, so a window of exactly one second here would let
+more than N requests into some second as Kontur counts them.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+
+#: The per-second window, with room for requests delayed on their way (see above).
+WINDOW_SECONDS = 1.25
 
 
 @dataclass
@@ -80,10 +85,10 @@ class Budget:
                 now = self.clock()
                 wait = self._paused_until - now
                 if self.per_second is not None:
-                    while self._sent and now - self._sent[0] >= 1.0:
+                    while self._sent and now - self._sent[0] >= WINDOW_SECONDS:
                         self._sent.popleft()
                     if len(self._sent) >= self.per_second:
-                        wait = max(wait, self._sent[0] + 1.0 - now)
+                        wait = max(wait, self._sent[0] + WINDOW_SECONDS - now)
                 if wait <= 0:
                     if self.per_second is not None:
                         self._sent.append(now)

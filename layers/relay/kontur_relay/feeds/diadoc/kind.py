@@ -35,6 +35,7 @@ class DiadocSettings:
     http_timeout: float
     http_retries: int
     http_backoff: float
+    credentials_secret: str
 
     @classmethod
     def from_env(cls, env: Env) -> DiadocSettings:
@@ -44,6 +45,7 @@ class DiadocSettings:
             http_timeout=env.number("HTTP_TIMEOUT_SECONDS", 20),
             http_retries=env.whole("HTTP_RETRIES", 4, low=0),
             http_backoff=env.number("HTTP_BACKOFF_SECONDS", 0.5),
+            credentials_secret=env.text("DIADOC_CREDENTIALS_SECRET"),
         )
 
     def api(self, budget: Budget, *, pool_size: int = 10) -> DiadocApi:
@@ -55,7 +57,7 @@ class DiadocSettings:
             budget=budget,
             pool_size=pool_size,
         )
-        secret = wiring.credentials("DIADOC_CREDENTIALS_SECRET")
+        secret = wiring.credentials(self.credentials_secret)
         authenticator = diadoc_authenticator(secret, session, self.api_url, timeout=self.http_timeout)
         return DiadocApi(self.api_url, session, authenticator, read_diadoc_error, timeout=self.http_timeout)
 

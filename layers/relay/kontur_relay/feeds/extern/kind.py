@@ -25,7 +25,7 @@ CURSOR = re.compile(r"^(after:)?[0-9a-fA-F]+_[0-9a-fA-F]+$")
 @dataclass(frozen=True)
 class ExternSettings:
     api_url: str
-    credentials_variable: str
+    credentials_secret: str
     page_size: int
     feed_id: str
     http_timeout: float
@@ -34,7 +34,7 @@ class ExternSettings:
     def from_env(cls, env: Env) -> ExternSettings:
         return cls(
             api_url=env.text("EXTERN_API_URL", "https://extern-api.kontur.ru").rstrip("/"),
-            credentials_variable="EXTERN_CREDENTIALS_SECRET",
+            credentials_secret=env.text("EXTERN_CREDENTIALS_SECRET"),
             page_size=env.whole("EXTERN_PAGE_SIZE", 100),
             feed_id=env.text("EXTERN_FEED_ID", "extern"),
             http_timeout=env.number("HTTP_TIMEOUT_SECONDS", 20),
@@ -71,7 +71,7 @@ class ExternKind:
             settings.api_url,
             session,
             extern_authenticator(
-                wiring.credentials(settings.credentials_variable), session, timeout=settings.http_timeout
+                wiring.credentials(settings.credentials_secret), session, timeout=settings.http_timeout
             ),
             read_extern_error,
             timeout=settings.http_timeout,
