@@ -210,9 +210,17 @@ class FakeCursorStore:
             item = self._item(feed)
             if self.bypass_lease:
                 return True
-            if item.lease_until is not None and item.lease_until >= self.clock():
+            if item.lease_until is not None and item.lease_until >= self.clock() and item.lease_owner != owner:
                 return False
             item.lease_owner, item.lease_until = owner, until
+            return True
+
+    def renew_lease(self, feed: str, owner: str, until: float) -> bool:
+        with self._lock:
+            item = self._item(feed)
+            if item.lease_owner != owner:
+                return False
+            item.lease_until = until
             return True
 
     def release_lease(self, feed: str, owner: str) -> None:

@@ -25,6 +25,7 @@ class Store(Protocol):
     """What the contract tests use: the CursorStore port plus the operators' set_cursor."""
 
     def acquire_lease(self, feed: str, owner: str, until: float) -> bool: ...
+    def renew_lease(self, feed: str, owner: str, until: float) -> bool: ...
     def release_lease(self, feed: str, owner: str) -> None: ...
     def load(self, feed: str) -> CursorState: ...
     def advance(self, state: CursorState, position: str | None, *, relayed: int) -> CursorState: ...
@@ -64,7 +65,7 @@ def test_a_new_feed_starts_with_no_cursor_at_version_0(store: Store) -> None:
 def test_the_lease_is_exclusive_until_it_expires_then_another_run_takes_it_over(store: Store, clock: FakeClock) -> None:
     assert store.acquire_lease("extern", "run-a", clock() + 60)
     assert not store.acquire_lease("extern", "run-b", clock() + 60)
-    assert not store.acquire_lease("extern", "run-a", clock() + 60), "a lease is not re-entrant"
+    assert store.acquire_lease("extern", "run-a", clock() + 60), "a run's own write, retried, finds its own lease"
     assert store.acquire_lease("diadoc-box-1", "run-b", clock() + 60), "leases are per feed"
 
     clock.advance(60)
@@ -239,3 +240,51 @@ def test_statuses_pages_through_every_feed(stack: Any, clock: FakeClock) -> None
 
     assert counting.scans > 1, "the test did not make DynamoDB page"
     assert sorted(status.feed for status in statuses) == feeds
+
+
+# -- writes whose answer was lost -----------------------------------------------------------------
+
+
+class LostAnswer:
+    """The table, except that the next update lands and its answer is lost: boto3 then sends the
+    same request again, and the caller sees what that retry gets."""
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+        self.lose_next = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.table, name)
+
+    def update_item(self, **request: Any) -> Any:
+        if self.lose_next:
+            self.lose_next = False
+            self.table.update_item(**request)
+        return self.table.update_item(**request)
+
+
+def test_a_lease_write_retried_after_its_answer_was_lost_is_the_runs_own(dynamo: DynamoCursorStore, clock) -> None:
+    lossy = LostAnswer(dynamo.table)
+    store = DynamoCursorStore(lossy, clock=clock)  # type: ignore[arg-type]
+    lossy.lose_next = True
+
+    assert store.acquire_lease("extern", "run-1", clock() + 60), "the retry found the run's own lease"
+    assert not store.acquire_lease("extern", "run-2", clock() + 60)
+    assert store.renew_lease("extern", "run-1", clock() + 120)
+    assert not store.renew_lease("extern", "run-2", clock() + 120)
+
+
+def test_a_cursor_write_that_landed_but_whose_answer_was_lost_is_not_a_conflict(
+    dynamo: DynamoCursorStore, clock
+) -> None:
+    lossy = LostAnswer(dynamo.table)
+    store = DynamoCursorStore(lossy, clock=clock)  # type: ignore[arg-type]
+    state = store.load("extern")
+    lossy.lose_next = True
+
+    moved = store.advance(state, "10_a", relayed=10)
+
+    assert (moved.position, moved.version) == ("10_a", 1)
+    assert store.load("extern").version == 1, "written once"
+    with pytest.raises(CursorConflict):  # a real conflict still is one
+        store.advance(state, "20_b", relayed=10)

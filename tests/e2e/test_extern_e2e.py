@@ -150,8 +150,8 @@ def test_a_backlog_larger_than_one_run_drains_over_several_runs(stack, kontur, a
 
     outcomes = []
     for _ in range(10):
-        # Time for one page: the lease, then under the safety margin once the page is published.
-        result = handler({"feed": "extern"}, LocalContext(FUNCTION, seconds_left=[300, 10]))
+        # Time for one page: under the safety margin once the page is published.
+        result = handler({"feed": "extern"}, LocalContext(FUNCTION, seconds_left=[10]))
         outcomes.append(result["outcome"])
         assert result["events"] <= PAGE_SIZE
         if result["outcome"] == "caught_up":
@@ -174,7 +174,7 @@ def test_a_failing_run_leaves_the_cursor_and_raises(stack, kontur, aws, monkeypa
     expected = kontur.visible()
     queue = subscribe(aws, stack.physical["EventsTopic"])
     handler = poller(stack, kontur, aws, monkeypatch).handler
-    first = handler({"feed": "extern"}, LocalContext(FUNCTION, seconds_left=[300, 10]))
+    first = handler({"feed": "extern"}, LocalContext(FUNCTION, seconds_left=[10]))
     assert (first["outcome"], first["events"]) == ("out_of_time", PAGE_SIZE)
     before = cursors(stack).load("extern")
     capsys.readouterr()

@@ -23,7 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kontur_relay.domain import errors
-from kontur_relay.domain.engine import LEASE_SLACK_SECONDS, Outcome, Relay, RunReport
+from kontur_relay.domain.engine import Outcome, Relay, RunReport
 from kontur_relay.domain.errors import (
     CursorConflict,
     FeedStopped,
@@ -32,6 +32,7 @@ from kontur_relay.domain.errors import (
     PublishError,
     RelayError,
 )
+from kontur_relay.domain.lease import LEASE_SECONDS
 from kontur_relay.domain.model import Feed
 from kontur_relay.observability import logger, metrics
 from tests.fakes import Crash, FakeClock, FakeCursorStore, FakePublisher, FakeSource, cursor_at, offset_of
@@ -195,7 +196,7 @@ def crash_then_rerun(rig: Rig, plan: CrashPlan) -> list[str]:
     assert offset_of(rig.position) == expected_offset, "the cursor is not where the crash left it"
 
     # The next tick, after any lease the dead run may have left has expired.
-    rig.clock.advance(INVOCATION_SECONDS + LEASE_SLACK_SECONDS + 1)
+    rig.clock.advance(LEASE_SECONDS + 1)
     report = rig.run()
     assert report.outcome is Outcome.CAUGHT_UP
     return duplicates
@@ -311,7 +312,7 @@ def test_two_runs_that_read_the_same_page_one_wins_the_other_changes_nothing(log
     loser = next(report for report in reports if report.outcome is Outcome.LOST_RACE)
     assert (loser.events, loser.cursor_before, loser.cursor_after) == (0, None, None)
     assert rig.store.failures == [], "losing a race is not a failure"
-    assert "Another writer moved the cursor; this run changed nothing and stops" in logs.messages()
+    assert "Another run or an operator moved on; this run changed nothing more and stops" in logs.messages()
     # The loser's copy of the first page is the only duplicate.
     assert_delivered(rig, rig.source.ids[:10])
     assert [offset_of(write.position) for write in rig.store.writes] == [10, 20, 30, 40, 45]
@@ -336,7 +337,7 @@ def test_a_run_whose_lease_expired_under_it_loses_to_the_run_that_took_the_lease
         first = pool.submit(rig.run)
         assert held.wait(timeout=10)
         assert rig.run().outcome is Outcome.LEASE_BUSY  # while the lease holds
-        rig.clock.advance(INVOCATION_SECONDS + LEASE_SLACK_SECONDS + 1)
+        rig.clock.advance(LEASE_SECONDS + 1)
         second = rig.run()  # takes the expired lease over and drains the feed
         go_on.set()
         stalled_report = first.result(timeout=30)
@@ -401,16 +402,37 @@ def test_a_run_while_another_holds_the_lease_is_skipped_without_reading() -> Non
     assert_delivered(rig, [])
 
 
-def test_the_lease_covers_the_whole_invocation_and_is_released_at_the_end() -> None:
-    rig = make_rig(5)
-    seen: list[float | None] = []
-    rig.source.before_read = lambda cursor: seen.append(rig.store.items[FEED.id].lease_until)
+def test_the_lease_is_short_renewed_while_the_run_goes_on_and_released_at_the_end() -> None:
+    rig = make_rig(100, page_size=10)
+    seen: list[tuple[float, float | None]] = []
+
+    def slow_read(cursor: str | None) -> None:
+        rig.clock.advance(20)  # each page takes 20 s: the run outlasts its first lease several times
+        seen.append((rig.clock(), rig.store.items[FEED.id].lease_until))
+
+    rig.source.before_read = slow_read
     started = rig.clock()
 
-    rig.run(seconds=120)
+    assert rig.run(seconds=900).outcome is Outcome.CAUGHT_UP
 
-    assert seen == [started + 120 + LEASE_SLACK_SECONDS]
+    assert seen[0][1] == started + LEASE_SECONDS, "a lease of one schedule period, not the whole invocation"
+    assert all(until is not None and until > now for now, until in seen), "the lease lapsed mid-run"
+    assert max(until for _, until in seen if until is not None) > started + 3 * LEASE_SECONDS
     assert rig.store.items[FEED.id].lease_owner is None
+
+
+def test_a_run_killed_mid_run_blocks_its_feed_for_one_lease_at_most_whatever_its_timeout() -> None:
+    rig = make_rig(30, page_size=10)
+    rig.publisher.fail_after(0, Crash("killed"))
+    rig.store.release_lease = lambda feed, owner: None  # type: ignore[method-assign]  # a killed run releases nothing
+    with pytest.raises(Crash):
+        rig.run(seconds=900)
+    del rig.store.release_lease
+
+    assert rig.run(seconds=900).outcome is Outcome.LEASE_BUSY
+    rig.clock.advance(LEASE_SECONDS + 1)
+    assert rig.run(seconds=900).outcome is Outcome.CAUGHT_UP
+    assert_delivered(rig, [])
 
 
 def test_a_lease_left_by_a_dead_run_blocks_until_it_expires_then_is_taken_over() -> None:

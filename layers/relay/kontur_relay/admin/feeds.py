@@ -196,5 +196,5 @@ def set_cursor(cursors: DynamoCursorStore, feed: str, change: CursorChange, who:
         },
     )
     with single_metric(name="CursorSet", unit=MetricUnit.Count, value=1, namespace=metrics.namespace) as metric:
-        metric.add_dimension("feed", feed)
+        metric.add_dimension("kind", kind_name(feed))
     return after

@@ -8,6 +8,7 @@ the cursor is guarded by the same version.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -61,15 +62,24 @@ class DynamoCursorStore:
     # -- the relay's side -------------------------------------------------------------------------
 
     def acquire_lease(self, feed: str, owner: str, until: float) -> bool:
+        # The owner's own name passes the condition: a retry of this very write after a lost answer.
+        return self._lease(
+            feed, owner, until, "attribute_not_exists(lease_until) OR lease_until < :now OR lease_owner = :owner"
+        )
+
+    def renew_lease(self, feed: str, owner: str, until: float) -> bool:
+        return self._lease(feed, owner, until, "lease_owner = :owner")
+
+    def _lease(self, feed: str, owner: str, until: float, condition: str) -> bool:
         try:
             self.table.update_item(
                 Key={"feed": feed},
                 UpdateExpression="SET lease_owner = :owner, lease_until = :until",
-                ConditionExpression="attribute_not_exists(lease_until) OR lease_until < :now",
+                ConditionExpression=condition,
                 ExpressionAttributeValues={
                     ":owner": owner,
                     ":until": Decimal(str(round(until, 3))),
-                    ":now": Decimal(str(round(self.clock(), 3))),
+                    **({":now": Decimal(str(round(self.clock(), 3)))} if ":now" in condition else {}),
                 },
             )
         except ClientError as error:
@@ -89,8 +99,9 @@ class DynamoCursorStore:
         except ClientError as error:
             if not conditional_failed(error):
                 raise
-            # The lease expired and another run took it: that run releases it, not this one.
-            logger.warning("The lease had passed to another run before this one released it")
+            # Released already (a retry after a lost answer), or it lapsed and another run holds it:
+            # either way it is not this run's to remove.
+            logger.info("The lease was no longer this run's to release")
 
     def load(self, feed: str) -> CursorState:
         item = self.table.get_item(Key={"feed": feed}, ConsistentRead=True).get("Item") or {}
@@ -167,13 +178,15 @@ class DynamoCursorStore:
         self, feed: str, position: str | None, expected_version: int, *, relayed: int, by: str | None = None
     ) -> CursorState:
         names = {"#version": "version", "#position": "position"}
+        write_id = uuid.uuid4().hex
         values: dict[str, Any] = {
+            ":write": write_id,
             ":expected": expected_version,
             ":next": expected_version + 1,
             ":relayed": relayed,
             ":now": iso(self.clock()),
         }
-        sets = ["#version = :next", "updated_at = :now"]
+        sets = ["#version = :next", "updated_at = :now", "last_write = :write"]
         removes = []
         if position is None:
             removes.append("#position")
@@ -200,9 +213,14 @@ class DynamoCursorStore:
                 ExpressionAttributeValues=values,
             )
         except ClientError as error:
-            if conditional_failed(error):
+            if not conditional_failed(error):
+                raise
+            # boto3 retries a write whose answer was lost; if the first try landed, the retry finds
+            # the version moved, by this very write: its id says so.
+            item = self.table.get_item(Key={"feed": feed}, ConsistentRead=True).get("Item") or {}
+            if item.get("last_write") != write_id:
                 raise CursorConflict(f"the cursor of feed {feed} is no longer at version {expected_version}") from error
-            raise
+            logger.info("A cursor write's answer was lost, but the write had landed")
         return CursorState(feed=feed, position=position, version=expected_version + 1)
 
 

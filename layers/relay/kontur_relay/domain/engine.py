@@ -10,19 +10,16 @@ feed from moving the cursor backwards; the lease keeps them from running at the 
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 
 from kontur_relay.domain.errors import CursorConflict, FeedStopped, MalformedPage, RelayError
+from kontur_relay.domain.lease import LEASE_SECONDS, Lease, LeaseLost
 from kontur_relay.domain.model import CursorState, Feed, Page
 from kontur_relay.domain.ports import CursorStore, Publisher, Source
 from kontur_relay.observability import count_error, logger, record_run
-
-#: Seconds the lease outlives the invocation's deadline, for clock skew between Lambda and DynamoDB.
-LEASE_SLACK_SECONDS = 5.0
 
 
 class Outcome(StrEnum):
@@ -95,9 +92,11 @@ class Relay:
         cursors: CursorStore,
         *,
         safety_margin: float = 30.0,
+        lease_seconds: float = LEASE_SECONDS,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.feed = feed
+        self.lease_seconds = lease_seconds
         self.source = source
         self.publisher = publisher
         self.cursors = cursors
@@ -113,15 +112,15 @@ class Relay:
         feed = self.feed.id
         report = RunReport(feed=feed)
         started = self.clock()
-        owner = uuid.uuid4().hex
+        lease = Lease(self.cursors, feed, seconds=self.lease_seconds, clock=self.clock)
         logger.append_keys(feed=feed)
 
-        if not self.cursors.acquire_lease(feed, owner, started + time_left() + LEASE_SLACK_SECONDS):
+        if not lease.acquire():
             logger.info("Another run of this feed holds its lease; skipping this tick")
             report.outcome = Outcome.LEASE_BUSY
             return report
         try:
-            self._run_leased(report, time_left)
+            self._run_leased(report, time_left, lease)
         except Exception as error:
             # Recorded for operators and counted, then re-raised: the invocation fails, and its
             # failure destination gets the error. AWS errors are not RelayErrors but count too.
@@ -135,13 +134,13 @@ class Relay:
             raise
         finally:
             with _logged("Could not release the feed's lease; it lapses on its own"):
-                self.cursors.release_lease(feed, owner)
+                lease.release()
             report.seconds = self.clock() - started
             record_run(self.feed.kind, report)
             logger.info("Run ended", extra=report.as_dict())
         return report
 
-    def _run_leased(self, report: RunReport, time_left: Callable[[], float]) -> None:
+    def _run_leased(self, report: RunReport, time_left: Callable[[], float], lease: Lease) -> None:
         state = self.cursors.load(self.feed.id)
         report.cursor_before = report.cursor_after = state.position
         if state.stopped_reason:
@@ -149,9 +148,9 @@ class Relay:
             report.outcome = Outcome.STOPPED
             return
         try:
-            progress = self.drain(state, time_left, report=report)
-        except CursorConflict:
-            logger.warning("Another writer moved the cursor; this run changed nothing and stops")
+            progress = self.drain(state, time_left, report=report, keep=lease.keep)
+        except (CursorConflict, LeaseLost):
+            logger.warning("Another run or an operator moved on; this run changed nothing more and stops")
             report.outcome = Outcome.LOST_RACE
             return
         report.outcome = Outcome.CAUGHT_UP if progress.caught_up else Outcome.OUT_OF_TIME
@@ -164,10 +163,12 @@ class Relay:
         *,
         max_pages: int | None = None,
         report: RunReport | None = None,
+        keep: Callable[[], None] | None = None,
     ) -> Progress:
         """Relay pages from ``state`` until the feed has nothing more, ``max_pages`` were read, or
         time runs short. Holds no lease: the caller makes sure no other run relays this feed.
-        Raises CursorConflict when another writer moved the cursor (nothing of this page moved it)."""
+        Raises CursorConflict when another writer moved the cursor (nothing of this page moved it);
+        ``keep`` runs between pages (the caller's lease renewal, which may raise LeaseLost)."""
         progress = Progress(state=state)
         while True:
             logger.append_keys(cursor=progress.state.position)
@@ -185,6 +186,8 @@ class Relay:
                 return progress
             if (max_pages is not None and progress.pages >= max_pages) or time_left() < self.safety_margin:
                 return progress
+            if keep is not None:
+                keep()
 
     def _relay_page(self, state: CursorState, page: Page) -> CursorState:
         """Publish the page, then move the cursor: the order that makes delivery at-least-once."""

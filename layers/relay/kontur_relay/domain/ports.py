@@ -28,7 +28,12 @@ class CursorStore(Protocol):
     """The durable per-feed state: cursor with its version, the run lease, and what operators see."""
 
     def acquire_lease(self, feed: str, owner: str, until: float) -> bool:
-        """Take the feed's lease until the epoch second ``until``; False while another run holds it."""
+        """Take the feed's lease until the epoch second ``until``; False while another owner holds it
+        (``owner``'s own lease is taken again: a retried write of its own)."""
+        ...
+
+    def renew_lease(self, feed: str, owner: str, until: float) -> bool:
+        """Extend ``owner``'s lease to ``until``; False when the lease is no longer ``owner``'s."""
         ...
 
     def release_lease(self, feed: str, owner: str) -> None: ...
@@ -36,7 +41,8 @@ class CursorStore(Protocol):
     def load(self, feed: str) -> CursorState: ...
 
     def advance(self, state: CursorState, position: str | None, *, relayed: int) -> CursorState:
-        """Move the cursor iff its version is still ``state.version``; raise CursorConflict if not."""
+        """Move the cursor iff its version is still ``state.version``; raise CursorConflict if not.
+        A write of its own that landed but whose answer was lost is recognised, not a conflict."""
         ...
 
     def record_success(self, feed: str, *, backlog: int | None, backlog_capped: bool) -> None: ...

@@ -17,15 +17,15 @@ from __future__ import annotations
 import heapq
 import random
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from kontur_relay.aws.boxes import DynamoBoxRegistry, RegisteredBox
-from kontur_relay.domain.engine import LEASE_SLACK_SECONDS, Relay
+from kontur_relay.domain.engine import Relay
 from kontur_relay.domain.errors import ConfigurationError, CursorConflict, FeedError, FeedStopped, RelayError
+from kontur_relay.domain.lease import Lease, LeaseLost
 from kontur_relay.domain.model import Feed
 from kontur_relay.domain.ports import CursorStore, Publisher
 from kontur_relay.feeds.diadoc.boxes import filters_key
@@ -137,22 +137,25 @@ class BoxPoller:
 
     def run(self, event: Mapping[str, Any], time_left: Callable[[], float]) -> dict[str, object]:
         started, before = self.clock(), replace(self.budget.counts)
-        owner = uuid.uuid4().hex
+        lease = Lease(self.cursors, LEASE, clock=self.clock)
         report = PollReport()
         for_kind("diadoc")
-        if not self.cursors.acquire_lease(LEASE, owner, started + time_left() + LEASE_SLACK_SECONDS):
+        if not lease.acquire():
             logger.info("Another run of the Diadoc poller holds its lease; skipping this tick")
             report.outcome = "lease_busy"
             return report.as_dict()
         try:
-            self._poll(report, time_left)
+            self._poll(report, time_left, lease)
+        except LeaseLost:
+            report.outcome = "lost_race"
+            logger.warning("The poller's lease lapsed and another run took it; this run stops")
         except Exception as error:
             report.outcome = "failed"
             count_error(error.kind if isinstance(error, RelayError) else "unexpected", "diadoc")
             logger.exception("The Diadoc poller's run failed; every box's cursor stays at its last published page")
             raise
         finally:
-            self.cursors.release_lease(LEASE, owner)
+            lease.release()
             self._record(report, before, self.clock() - started)
             logger.info("Run ended", extra=report.as_dict())
         return report.as_dict()
@@ -179,7 +182,7 @@ class BoxPoller:
         used = requests / (self.polling.per_second * seconds) if seconds > 0 else 0.0
         metrics.add_metric(name="BudgetUsed", unit=MetricUnit.Percent, value=round(min(used, 1.0) * 100, 1))
 
-    def _poll(self, report: PollReport, time_left: Callable[[], float]) -> None:
+    def _poll(self, report: PollReport, time_left: Callable[[], float], lease: Lease) -> None:
         boxes = self.registry.registered()
         now = self.clock()
         report.registered = len(boxes)
@@ -200,7 +203,9 @@ class BoxPoller:
                     running.add(pool.submit(self._turn, box, time_left))
                 if not running:
                     return
-                done, running = wait(running, return_when=FIRST_COMPLETED)
+                lease.keep()
+                # Woken at least four times a lease, to renew it while a slow turn goes on.
+                done, running = wait(running, timeout=lease.seconds / 4, return_when=FIRST_COMPLETED)
                 for future in done:
                     turn = future.result()  # a deployment-wide failure (SNS, DynamoDB) ends the run
                     report.add(turn)
