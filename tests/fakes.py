@@ -12,6 +12,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from kontur_relay.domain.errors import CursorConflict
@@ -124,6 +125,8 @@ class FakePublisher:
         self.published: list[FeedEvent] = []
         self.calls = 0
         self.before_batch: Callable[[int], None] | None = None
+        #: Runs as each publish call begins, with its events (tests arm a crash for a given page).
+        self.before_publish: Callable[[Sequence[FeedEvent]], None] | None = None
         self._faults: deque[_PublishFault] = deque()
         self._lock = threading.Lock()
 
@@ -136,6 +139,8 @@ class FakePublisher:
         self._faults.append(_PublishFault(batches, error))
 
     def publish(self, feed: Feed, messages: Sequence[FeedEvent]) -> None:
+        if self.before_publish is not None:
+            self.before_publish(messages)
         with self._lock:
             self.calls += 1
             fault = self._faults.popleft() if self._faults else None
@@ -161,6 +166,7 @@ class _Item:
     events_relayed: int = 0
     last_error: str | None = None
     last_success: dict[str, Any] | None = None
+    last_success_at: str | None = None
 
 
 @dataclass
@@ -192,6 +198,8 @@ class FakeCursorStore:
     items: dict[str, _Item] = field(default_factory=dict)
     #: Every cursor write that landed, in order.
     writes: list[CursorWrite] = field(default_factory=list)
+    #: How many times a run's success was written.
+    successes: int = 0
     #: (feed, error, stop) of every record_failure.
     failures: list[tuple[str, str, bool]] = field(default_factory=list)
     _advance_faults: deque[_StoreFault] = field(default_factory=deque)
@@ -232,7 +240,7 @@ class FakeCursorStore:
     def load(self, feed: str) -> CursorState:
         with self._lock:
             item = self._item(feed)
-            return CursorState(feed, item.position, item.version, item.stopped_reason)
+            return CursorState(feed, item.position, item.version, item.stopped_reason, item.last_success_at)
 
     def advance(self, state: CursorState, position: str | None, *, relayed: int) -> CursorState:
         with self._lock:
@@ -253,7 +261,10 @@ class FakeCursorStore:
 
     def record_success(self, feed: str, *, backlog: int | None, backlog_capped: bool) -> None:
         with self._lock:
-            self._item(feed).last_success = {"backlog": backlog, "backlog_capped": backlog_capped}
+            item = self._item(feed)
+            item.last_success = {"backlog": backlog, "backlog_capped": backlog_capped}
+            item.last_success_at = datetime.fromtimestamp(self.clock(), UTC).isoformat()
+            self.successes += 1
 
     def record_failure(self, feed: str, error: str, *, stop: bool = False) -> None:
         with self._lock:

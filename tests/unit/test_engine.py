@@ -13,7 +13,7 @@ import math
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kontur_relay.domain import errors
-from kontur_relay.domain.engine import Outcome, Relay, RunReport
+from kontur_relay.domain.engine import Cadence, Outcome, Relay, RunReport
 from kontur_relay.domain.errors import (
     CursorConflict,
     FeedStopped,
@@ -33,7 +33,7 @@ from kontur_relay.domain.errors import (
     RelayError,
 )
 from kontur_relay.domain.lease import LEASE_SECONDS
-from kontur_relay.domain.model import Feed
+from kontur_relay.domain.model import Feed, FeedEvent
 from kontur_relay.observability import logger, metrics
 from tests.fakes import Crash, FakeClock, FakeCursorStore, FakePublisher, FakeSource, cursor_at, offset_of
 
@@ -50,6 +50,7 @@ class Rig:
     publisher: FakePublisher
     store: FakeCursorStore
     clock: FakeClock
+    read_ahead: bool = True
     #: How far the witness has looked into publisher.published (it only ever grows).
     _seen: int = 0
     _published: set[str] = field(default_factory=set)
@@ -69,7 +70,15 @@ class Rig:
         assert offset_of(position) >= offset_of(current), f"the cursor would go back from {current} to {position}"
 
     def relay(self, *, margin: float = 30.0) -> Relay:
-        return Relay(FEED, self.source, self.publisher, self.store, safety_margin=margin, clock=self.clock)
+        return Relay(
+            FEED,
+            self.source,
+            self.publisher,
+            self.store,
+            safety_margin=margin,
+            read_ahead=self.read_ahead,
+            clock=self.clock,
+        )
 
     def run(self, *, seconds: float = INVOCATION_SECONDS, margin: float = 30.0) -> RunReport:
         """One scheduled invocation with ``seconds`` of time, as Lambda's remaining time counts it."""
@@ -156,16 +165,17 @@ class CrashPlan:
 
 
 def arm(rig: Rig, plan: CrashPlan) -> list[str]:
-    """Make the run die as planned when it reads page ``plan.page``; return the ids the crash will
-    duplicate: exactly what SNS accepted from the page whose cursor write never landed."""
+    """Make the run die as planned once it begins publishing page ``plan.page`` (read ahead or not);
+    return the ids the crash will duplicate: exactly what SNS accepted from the page whose cursor
+    write never landed."""
     page_size = rig.source.page_size
     batch = rig.publisher.batch_size
     page_ids = rig.source.ids[plan.page * page_size : (plan.page + 1) * page_size]
     armed = False
 
-    def on_read(cursor: str | None) -> None:
+    def on_publish(events: Sequence[FeedEvent]) -> None:
         nonlocal armed
-        if armed or offset_of(cursor) != plan.page * page_size:
+        if armed or not page_ids or events[0].id != page_ids[0]:
             return
         armed = True
         if plan.step == "after_read":
@@ -177,7 +187,7 @@ def arm(rig: Rig, plan: CrashPlan) -> list[str]:
         else:
             rig.store.fail_advance(plan.error, after_write=True)
 
-    rig.source.before_read = on_read
+    rig.publisher.before_publish = on_publish
     if plan.step == "after_batches":
         return page_ids[: plan.batches * batch]
     if plan.step == "before_cursor_write":
@@ -189,7 +199,7 @@ def crash_then_rerun(rig: Rig, plan: CrashPlan) -> list[str]:
     duplicates = arm(rig, plan)
     with pytest.raises(type(plan.error)):
         rig.run()
-    rig.source.before_read = None
+    rig.publisher.before_publish = None
     page_size = rig.source.page_size
     landed = plan.step == "after_cursor_write"
     expected_offset = min((plan.page + int(landed)) * page_size, len(rig.source.events))
@@ -375,8 +385,9 @@ def test_runs_racing_without_a_lease_lose_nothing_and_never_move_the_cursor_back
 # -- the lease ------------------------------------------------------------------------------------
 
 
-def test_a_run_while_another_holds_the_lease_is_skipped_without_reading() -> None:
+def test_a_run_while_another_holds_the_lease_looks_once_and_changes_nothing() -> None:
     rig = make_rig(20)
+    rig.read_ahead = False  # so that the reads counted are the second run's alone
     held = threading.Event()
     go_on = threading.Event()
 
@@ -389,13 +400,14 @@ def test_a_run_while_another_holds_the_lease_is_skipped_without_reading() -> Non
         first = pool.submit(rig.run)
         assert held.wait(timeout=10)
         rig.publisher.before_batch = None
-        reads_before = len(rig.source.reads)
+        reads_before, writes_before = len(rig.source.reads), len(rig.store.writes)
 
         busy = rig.run()
 
         assert busy.outcome is Outcome.LEASE_BUSY
-        assert (busy.pages, busy.events) == (0, 0)
-        assert len(rig.source.reads) == reads_before
+        assert busy.events == 0
+        assert len(rig.source.reads) == reads_before + 1, "one look at the feed, before the lease"
+        assert len(rig.store.writes) == writes_before
         go_on.set()
         assert first.result(timeout=30).outcome is Outcome.CAUGHT_UP
     assert rig.store.failures == []
@@ -415,8 +427,9 @@ def test_the_lease_is_short_renewed_while_the_run_goes_on_and_released_at_the_en
 
     assert rig.run(seconds=900).outcome is Outcome.CAUGHT_UP
 
-    assert seen[0][1] == started + LEASE_SECONDS, "a lease of one schedule period, not the whole invocation"
-    assert all(until is not None and until > now for now, until in seen), "the lease lapsed mid-run"
+    assert seen[0][1] is None, "the first look at the feed comes before the lease"
+    assert seen[1][1] == started + 20 + LEASE_SECONDS, "a lease of one schedule period, not the whole invocation"
+    assert all(until is not None and until > now for now, until in seen[1:]), "the lease lapsed mid-run"
     assert max(until for _, until in seen if until is not None) > started + 3 * LEASE_SECONDS
     assert rig.store.items[FEED.id].lease_owner is None
 
@@ -440,7 +453,8 @@ def test_a_lease_left_by_a_dead_run_blocks_until_it_expires_then_is_taken_over()
     rig.store.acquire_lease(FEED.id, "dead-run", rig.clock() + 60)
 
     assert rig.run().outcome is Outcome.LEASE_BUSY
-    assert rig.source.reads == []
+    assert rig.source.reads == [None], "one look, nothing relayed"
+    assert rig.publisher.published == []
 
     rig.clock.advance(61)
     assert rig.run().outcome is Outcome.CAUGHT_UP
@@ -504,10 +518,11 @@ def test_a_backlog_of_50000_events_in_pages_of_100_drains_in_two_ticks() -> None
         rig.clock.advance(60)  # the next scheduled tick
         assert len(reports) < 10, "the backlog does not drain"
 
-    # 300 s less a 30 s margin at 0.7 s a page: 386 pages, 38,600 events in the first tick.
+    # 300 s less a 30 s margin at 0.7 s a page; time is checked as each page begins, so the page
+    # begun just before the margin is the first tick's last: 387 pages, 38,700 events.
     assert [(report.outcome, report.events) for report in reports] == [
-        (Outcome.OUT_OF_TIME, 38_600),
-        (Outcome.CAUGHT_UP, 11_400),
+        (Outcome.OUT_OF_TIME, 38_700),
+        (Outcome.CAUGHT_UP, 11_300),
     ]
     assert_delivered(rig, [])
 
@@ -642,3 +657,107 @@ def test_a_failure_in_a_later_page_keeps_the_pages_before_it() -> None:
 
     assert rig.run().outcome is Outcome.CAUGHT_UP
     assert_delivered(rig, [])
+
+
+# -- idle ticks, reading ahead, sub-minute polling ------------------------------------------------
+
+
+def test_an_idle_tick_reads_once_and_writes_nothing_but_a_last_checked_time_every_few_minutes() -> None:
+    rig = make_rig(0)
+    assert rig.run().outcome is Outcome.CAUGHT_UP
+    assert rig.store.successes == 1, "a feed never checked is marked checked at once"
+    assert rig.store.items[FEED.id].lease_owner is None
+
+    for _ in range(4):  # four more ticks within five minutes: nothing written
+        rig.clock.advance(60)
+        assert rig.run().outcome is Outcome.CAUGHT_UP
+    assert rig.store.successes == 1
+    assert rig.store.writes == []
+    assert len(rig.source.reads) == 5, "one request a tick"
+
+    rig.clock.advance(60)
+    rig.run()
+    assert rig.store.successes == 2, "refreshed after five minutes"
+
+
+def test_the_next_page_is_read_while_the_current_one_is_published_and_the_cursor_still_follows_publishing() -> None:
+    rig = make_rig(50, page_size=10)
+    order: list[str] = []
+    reading = threading.Event()
+
+    def on_read(cursor: str | None) -> None:
+        order.append(f"read {offset_of(cursor)}")
+        reading.set()
+
+    def on_batch(batch: int) -> None:
+        # Publishing waits until the read-ahead has begun: proof that the two overlap.
+        if len(order) > 1:
+            assert reading.wait(timeout=10)
+
+    inner = rig.store.witness
+
+    def witness(feed: str, position: str | None) -> None:
+        if inner is not None:
+            inner(feed, position)
+        order.append(f"cursor {offset_of(position)}")
+        reading.clear()
+
+    rig.source.before_read = on_read
+    rig.publisher.before_batch = on_batch
+    rig.store.witness = witness
+
+    assert rig.run().events == 50
+    for page in range(1, 5):
+        assert order.index(f"read {page * 10}") < order.index(f"cursor {page * 10}"), order
+    assert_delivered(rig, [])
+
+
+def cadence_rig(count: int, every: float) -> tuple[Rig, Relay]:
+    rig = make_rig(count, page_size=10)
+    relay = Relay(
+        FEED,
+        rig.source,
+        rig.publisher,
+        rig.store,
+        safety_margin=30,
+        cadence=Cadence(every=every, period=60, handover=5),
+        clock=rig.clock,
+        sleep=rig.clock.advance,
+    )
+    return rig, relay
+
+
+def test_with_a_sub_minute_cadence_a_run_polls_until_the_next_tick_and_writes_nothing_while_idle() -> None:
+    rig, relay = cadence_rig(25, every=5)
+    arrivals = {20.0: 3, 40.0: 4}  # events that appear while the run polls
+    started = rig.clock()
+
+    def on_read(cursor: str | None) -> None:
+        for at, count in list(arrivals.items()):
+            if rig.clock() - started >= at:
+                rig.source.append(count)
+                del arrivals[at]
+
+    rig.source.before_read = on_read
+    report = relay.run(lambda: 300.0)
+
+    assert report.outcome is Outcome.CAUGHT_UP
+    assert report.events == 32
+    assert 60 <= rig.clock() - started <= 66, "the run lasts one period and a handover"
+    polls = len(rig.source.reads)
+    assert 12 <= polls <= 15, f"a poll every 5 s ({polls})"
+    assert len(rig.store.writes) == 3 + 1 + 1, "cursor writes only for pages with events"
+    assert rig.store.items[FEED.id].lease_owner is None
+    assert_delivered(rig, [])
+
+
+def test_the_next_tick_waits_for_the_handover_and_never_overlaps() -> None:
+    rig, relay = cadence_rig(5, every=5)
+    relay.run(lambda: 300.0)
+    # A tick that comes while a run holds the lease waits for it, a little, then takes over.
+    rig.store.acquire_lease(FEED.id, "ending-run", rig.clock() + 2)
+    report = relay.run(lambda: 300.0)
+    assert report.outcome is Outcome.CAUGHT_UP
+    # One that would have to wait longer than the handover steps aside.
+    rig.store.acquire_lease(FEED.id, "stuck-run", rig.clock() + 60)
+    assert relay.run(lambda: 300.0).outcome is Outcome.LEASE_BUSY

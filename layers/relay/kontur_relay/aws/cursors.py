@@ -110,6 +110,7 @@ class DynamoCursorStore:
             position=text(item.get("position")),
             version=int(item.get("version", 0)),  # type: ignore[arg-type]
             stopped_reason=text(item.get("stopped_reason")),
+            last_success_at=text(item.get("last_success_at")),
         )
 
     def advance(self, state: CursorState, position: str | None, *, relayed: int) -> CursorState:

@@ -1,10 +1,14 @@
-"""The relay engine: read a page at the cursor, publish every event, and only then move the cursor.
+"""The relay engine: one feed's run, from its cursor until it has caught up or its time is short.
 
-The delivery guarantee lives in ``Relay._relay_page``: a cursor write happens only after the
-publisher returned, and the publisher returns only when the sink accepted every event of the page.
-A crash anywhere before the write leaves the cursor where it was, so the page is read and
-published again (a duplicate, never a loss). The version check on the write keeps two runs of one
-feed from moving the cursor backwards; the lease keeps them from running at the same time at all.
+The delivery guarantee lives in ``pages.Pages.drain``: a page is published, and only then does the
+cursor move. A run adds what makes runs of one feed cheap and orderly:
+
+- **an idle tick writes nothing**: the feed is read once before anything is written; a page with
+  nothing new ends the tick there (its "last checked" time is refreshed every few minutes only);
+- **one run at a time**: a page with events is relayed under the feed's lease (``lease.Lease``),
+  short and renewed, so a run that dies holds the feed up for one lease at most;
+- **sub-minute latency, on request** (``Cadence``): a run keeps polling at a shorter interval until
+  the next scheduled run takes over, holding its lease and writing nothing while nothing arrives.
 """
 
 from __future__ import annotations
@@ -13,13 +17,32 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 
-from kontur_relay.domain.errors import CursorConflict, FeedStopped, MalformedPage, RelayError
+from kontur_relay.domain.errors import CursorConflict, FeedStopped, RelayError
 from kontur_relay.domain.lease import LEASE_SECONDS, Lease, LeaseLost
 from kontur_relay.domain.model import CursorState, Feed, Page
+from kontur_relay.domain.pages import Pages, Progress
 from kontur_relay.domain.ports import CursorStore, Publisher, Source
 from kontur_relay.observability import count_error, logger, record_run
+
+#: An idle tick refreshes the feed's "last checked" time once this many seconds have passed.
+REFRESH_SECONDS = 300.0
+
+
+@dataclass(frozen=True)
+class Cadence:
+    """Polling more often than the schedule: every ``every`` seconds, for one schedule ``period``
+    (and ``handover`` more, so that the next run finds the lease about to come free, not free)."""
+
+    every: float
+    period: float = 60.0
+    handover: float = 5.0
+
+    @property
+    def lease_seconds(self) -> float:
+        return self.period + self.handover + 2 * self.every + 5
 
 
 class Outcome(StrEnum):
@@ -66,21 +89,6 @@ class RunReport:
         }
 
 
-@dataclass
-class Progress:
-    """Where a feed got to in one stretch of pages (``Relay.drain``)."""
-
-    state: CursorState
-    pages: int = 0
-    events: int = 0
-    #: The last page was empty or short: the feed has nothing more right now.
-    caught_up: bool = False
-    backlog: int | None = None
-    backlog_capped: bool = False
-    #: The feed's own time of the newest event published (for the lag figure).
-    newest_event_time: str | None = None
-
-
 class Relay:
     """Relays one feed. Build it once per feed and call ``run`` on each scheduled tick."""
 
@@ -93,15 +101,20 @@ class Relay:
         *,
         safety_margin: float = 30.0,
         lease_seconds: float = LEASE_SECONDS,
+        cadence: Cadence | None = None,
+        read_ahead: bool = True,
         clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.feed = feed
-        self.lease_seconds = lease_seconds
         self.source = source
-        self.publisher = publisher
         self.cursors = cursors
+        self.pages = Pages(feed, source, publisher, cursors, safety_margin=safety_margin, read_ahead=read_ahead)
         self.safety_margin = safety_margin
+        self.lease_seconds = lease_seconds
+        self.cadence = cadence
         self.clock = clock
+        self.sleep = sleep
 
     def run(self, time_left: Callable[[], float]) -> RunReport:
         """Relay pages until the feed is drained or fewer than ``safety_margin`` seconds are left.
@@ -109,18 +122,11 @@ class Relay:
         ``time_left`` returns the seconds the invocation still has (Lambda's remaining time).
         Raises the RelayError that ended the run, after recording it for operators.
         """
-        feed = self.feed.id
-        report = RunReport(feed=feed)
+        report = RunReport(feed=self.feed.id)
         started = self.clock()
-        lease = Lease(self.cursors, feed, seconds=self.lease_seconds, clock=self.clock)
-        logger.append_keys(feed=feed)
-
-        if not lease.acquire():
-            logger.info("Another run of this feed holds its lease; skipping this tick")
-            report.outcome = Outcome.LEASE_BUSY
-            return report
+        logger.append_keys(feed=self.feed.id)
         try:
-            self._run_leased(report, time_left, lease)
+            self._run(report, time_left, started)
         except Exception as error:
             # Recorded for operators and counted, then re-raised: the invocation fails, and its
             # failure destination gets the error. AWS errors are not RelayErrors but count too.
@@ -129,77 +135,83 @@ class Relay:
             logger.exception("Run failed; the cursor stays at the last fully published page")
             with _logged("Could not record the run's failure on the feed"):
                 self.cursors.record_failure(
-                    feed, f"{type(error).__name__}: {error}", stop=isinstance(error, FeedStopped)
+                    self.feed.id, f"{type(error).__name__}: {error}", stop=isinstance(error, FeedStopped)
                 )
             raise
         finally:
-            with _logged("Could not release the feed's lease; it lapses on its own"):
-                lease.release()
             report.seconds = self.clock() - started
             record_run(self.feed.kind, report)
             logger.info("Run ended", extra=report.as_dict())
         return report
 
-    def _run_leased(self, report: RunReport, time_left: Callable[[], float], lease: Lease) -> None:
+    def _run(self, report: RunReport, time_left: Callable[[], float], started: float) -> None:
         state = self.cursors.load(self.feed.id)
         report.cursor_before = report.cursor_after = state.position
         if state.stopped_reason:
             logger.warning("Feed is stopped until an operator resumes it", extra={"reason": state.stopped_reason})
             report.outcome = Outcome.STOPPED
             return
+        first = None
+        if self.cadence is None:
+            first = self.source.read_page(state.position)
+            if not first.events and first.next_cursor in (None, state.position):
+                report.pages = 1
+                self._checked(state)
+                return
+        lease = self._lease()
+        if not lease.acquire(wait=self.cadence.handover + self.cadence.every if self.cadence else 0.0):
+            logger.info("Another run of this feed holds its lease; skipping this tick")
+            report.outcome = Outcome.LEASE_BUSY
+            return
         try:
-            progress = self.drain(state, time_left, report=report, keep=lease.keep)
+            progress = self.pages.drain(state, time_left, first=first, keep=lease.keep, on_page=report.add)
+            while progress.caught_up and self._polls_again(started, time_left):
+                self.sleep(self.cadence.every if self.cadence else 0.0)
+                progress = self.pages.drain(progress.state, time_left, keep=lease.keep, on_page=report.add)
         except (CursorConflict, LeaseLost):
             logger.warning("Another run or an operator moved on; this run changed nothing more and stops")
             report.outcome = Outcome.LOST_RACE
             return
+        finally:
+            with _logged("Could not release the feed's lease; it lapses on its own"):
+                lease.release()
         report.outcome = Outcome.CAUGHT_UP if progress.caught_up else Outcome.OUT_OF_TIME
-        self.cursors.record_success(self.feed.id, backlog=progress.backlog, backlog_capped=progress.backlog_capped)
+        if report.events or progress.backlog is not None or self._due_check(state):
+            self.cursors.record_success(self.feed.id, backlog=progress.backlog, backlog_capped=progress.backlog_capped)
 
-    def drain(
-        self,
-        state: CursorState,
-        time_left: Callable[[], float],
-        *,
-        max_pages: int | None = None,
-        report: RunReport | None = None,
-        keep: Callable[[], None] | None = None,
-    ) -> Progress:
-        """Relay pages from ``state`` until the feed has nothing more, ``max_pages`` were read, or
-        time runs short. Holds no lease: the caller makes sure no other run relays this feed.
-        Raises CursorConflict when another writer moved the cursor (nothing of this page moved it);
-        ``keep`` runs between pages (the caller's lease renewal, which may raise LeaseLost)."""
-        progress = Progress(state=state)
-        while True:
-            logger.append_keys(cursor=progress.state.position)
-            page = self.source.read_page(progress.state.position)
-            progress.pages += 1
-            progress.backlog, progress.backlog_capped = page.backlog, page.backlog_capped
-            progress.state = self._relay_page(progress.state, page)
-            progress.events += len(page.events)
-            if page.events:
-                progress.newest_event_time = page.events[-1].time
-            if report is not None:
-                report.add(progress, page)
-            if not page.events or not page.more:
-                progress.caught_up = True
-                return progress
-            if (max_pages is not None and progress.pages >= max_pages) or time_left() < self.safety_margin:
-                return progress
-            if keep is not None:
-                keep()
+    def drain(self, state: CursorState, time_left: Callable[[], float], **options: object) -> Progress:
+        return self.pages.drain(state, time_left, **options)  # type: ignore[arg-type]
 
-    def _relay_page(self, state: CursorState, page: Page) -> CursorState:
-        """Publish the page, then move the cursor: the order that makes delivery at-least-once."""
-        moved = page.next_cursor is not None and page.next_cursor != state.position
-        if page.events and not moved:
-            # Publishing would succeed and the next read would return the same page for ever.
-            raise MalformedPage(f"a page of {len(page.events)} events did not move the cursor")
-        if page.events:
-            self.publisher.publish(self.feed, page.events)
-        if not moved:
-            return state
-        return self.cursors.advance(state, page.next_cursor, relayed=len(page.events))
+    def _lease(self) -> Lease:
+        if self.cadence is None:
+            return Lease(self.cursors, self.feed.id, seconds=self.lease_seconds, clock=self.clock, sleep=self.sleep)
+        # Long enough for the whole cadence, renewed only if a page runs late: idle polls write nothing.
+        seconds = self.cadence.lease_seconds
+        return Lease(
+            self.cursors,
+            self.feed.id,
+            seconds=seconds,
+            renew_below=self.cadence.every + 5,
+            clock=self.clock,
+            sleep=self.sleep,
+        )
+
+    def _polls_again(self, started: float, time_left: Callable[[], float]) -> bool:
+        if self.cadence is None:
+            return False
+        stop_at = started + self.cadence.period + self.cadence.handover
+        return self.clock() + self.cadence.every < stop_at and time_left() > self.safety_margin + self.cadence.every
+
+    def _due_check(self, state: CursorState) -> bool:
+        if state.last_success_at is None:
+            return True
+        seen = datetime.fromisoformat(state.last_success_at.replace("Z", "+00:00")).timestamp()
+        return self.clock() - seen >= REFRESH_SECONDS
+
+    def _checked(self, state: CursorState) -> None:
+        """An idle tick: nothing to write, but operators' "last checked" every few minutes."""
+        if self._due_check(state):
+            self.cursors.record_success(self.feed.id, backlog=None, backlog_capped=False)
 
 
 @contextmanager

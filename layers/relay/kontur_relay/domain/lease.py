@@ -19,6 +19,8 @@ from kontur_relay.domain.ports import CursorStore
 
 #: How long a lease lasts unless renewed. A dead run blocks its feed this long at most.
 LEASE_SECONDS = 60.0
+#: How often a run waiting for a handover tries the lease again.
+HANDOVER_POLL_SECONDS = 0.5
 
 
 class LeaseLost(RelayError):
@@ -34,26 +36,36 @@ class Lease:
         feed: str,
         *,
         seconds: float = LEASE_SECONDS,
+        renew_below: float | None = None,
         clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.cursors = cursors
         self.feed = feed
         self.seconds = seconds
+        self.renew_below = seconds / 2 if renew_below is None else renew_below
         self.clock = clock
+        self.sleep = sleep
         self.owner = uuid.uuid4().hex
         self.until = 0.0
 
-    def acquire(self) -> bool:
-        until = self.clock() + self.seconds
-        if not self.cursors.acquire_lease(self.feed, self.owner, until):
-            return False
-        self.until = until
-        return True
+    def acquire(self, *, wait: float = 0.0) -> bool:
+        """Take the lease; while another run holds it, try again for up to ``wait`` seconds (a run
+        handing over at the end of its cadence)."""
+        give_up = self.clock() + wait
+        while True:
+            until = self.clock() + self.seconds
+            if self.cursors.acquire_lease(self.feed, self.owner, until):
+                self.until = until
+                return True
+            if self.clock() >= give_up:
+                return False
+            self.sleep(HANDOVER_POLL_SECONDS)
 
     def keep(self) -> None:
-        """Renew once half the lease is gone; LeaseLost when another run holds it now."""
+        """Renew once less than ``renew_below`` seconds are left; LeaseLost when another run holds it now."""
         now = self.clock()
-        if self.until - now > self.seconds / 2:
+        if self.until - now > self.renew_below:
             return
         until = now + self.seconds
         if not self.cursors.renew_lease(self.feed, self.owner, until):

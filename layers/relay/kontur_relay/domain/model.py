@@ -66,3 +66,5 @@ class CursorState:
     version: int
     #: Why the feed is stopped until someone acts (Diadoc's 402/403); None when it runs.
     stopped_reason: str | None = None
+    #: When a run last ended well (RFC 3339): idle ticks refresh it every few minutes only.
+    last_success_at: str | None = None

@@ -23,10 +23,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from kontur_relay.aws.boxes import DynamoBoxRegistry, RegisteredBox
-from kontur_relay.domain.engine import Relay
 from kontur_relay.domain.errors import ConfigurationError, CursorConflict, FeedError, FeedStopped, RelayError
 from kontur_relay.domain.lease import Lease, LeaseLost
 from kontur_relay.domain.model import Feed
+from kontur_relay.domain.pages import Pages
 from kontur_relay.domain.ports import CursorStore, Publisher
 from kontur_relay.feeds.diadoc.boxes import filters_key
 from kontur_relay.feeds.diadoc.config import box_feed
@@ -133,7 +133,7 @@ class BoxPoller:
     safety_margin: float
     source_uri: Callable[[str], str]
     clock: Callable[[], float] = time.time
-    _relays: dict[tuple[str, str], Relay] = field(default_factory=dict)
+    _relays: dict[tuple[str, str], Pages] = field(default_factory=dict)
 
     def run(self, event: Mapping[str, Any], time_left: Callable[[], float]) -> dict[str, object]:
         started, before = self.clock(), replace(self.budget.counts)
@@ -246,18 +246,20 @@ class BoxPoller:
         again = replace(box, next_poll_at=next_poll_at, interval=interval)
         return Turn(box.feed, progress.events, again=again, backlog=progress.backlog or 0)
 
-    def _relay(self, box: RegisteredBox) -> Relay:
+    def _relay(self, box: RegisteredBox) -> Pages:
         key = (box.feed, box.filters_key or "")
         if key not in self._relays:
             feed = box_feed({**(box.settings or {}), "boxId": box.box_id})
             if filters_key(feed) != (box.filters_key or ""):
                 # Settings written by hand, not by the admin API: their cursor may not match them.
                 logger.warning("A box's stored filters key does not match its settings", extra={"feed": box.feed})
-            self._relays[key] = Relay(
+            # No reading ahead: the boxes' turns already overlap each other within the budget.
+            self._relays[key] = Pages(
                 Feed(id=box.feed, kind="diadoc", source_uri=self.source_uri(box.box_id)),
                 DiadocSource(self.api, feed, version=self.version),
                 self.publisher,
                 self.cursors,
                 safety_margin=self.safety_margin,
+                read_ahead=False,
             )
         return self._relays[key]

@@ -9,7 +9,8 @@ from datetime import datetime
 from typing import Any
 
 from kontur_relay import wiring
-from kontur_relay.domain.engine import Relay
+from kontur_relay.domain.engine import Cadence, Relay
+from kontur_relay.domain.errors import ConfigurationError
 from kontur_relay.domain.model import Feed
 from kontur_relay.feeds import PositionRefused
 from kontur_relay.feeds.extern.auth import extern_authenticator
@@ -29,6 +30,9 @@ class ExternSettings:
     page_size: int
     feed_id: str
     http_timeout: float
+    #: Below the schedule's period: a run keeps polling at this interval until the next tick.
+    poll_interval: float
+    schedule_period: float
 
     @classmethod
     def from_env(cls, env: Env) -> ExternSettings:
@@ -38,7 +42,17 @@ class ExternSettings:
             page_size=env.whole("EXTERN_PAGE_SIZE", 100),
             feed_id=env.text("EXTERN_FEED_ID", "extern"),
             http_timeout=env.number("HTTP_TIMEOUT_SECONDS", 20),
+            poll_interval=env.number("POLL_INTERVAL_SECONDS", 60),
+            schedule_period=env.number("SCHEDULE_PERIOD_SECONDS", 60),
         )
+
+    @property
+    def cadence(self) -> Cadence | None:
+        if self.poll_interval >= self.schedule_period:
+            return None
+        if self.poll_interval <= 0:
+            raise ConfigurationError(f"POLL_INTERVAL_SECONDS must be positive, not {self.poll_interval:g}")
+        return Cadence(every=self.poll_interval, period=self.schedule_period)
 
 
 @dataclass
@@ -84,6 +98,7 @@ class ExternKind:
             wiring.publisher(relay_settings.topic_arn),
             wiring.cursor_store(relay_settings.cursors_table),
             safety_margin=relay_settings.safety_margin,
+            cadence=settings.cadence,
         )
         return ExternPoller(relay)
 
