@@ -4,6 +4,7 @@ resources provisioned in them, one fresh stack per test."""
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import sys
 import uuid
@@ -63,3 +64,27 @@ def load_handler(function: Function, monkeypatch: pytest.MonkeyPatch, **override
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
+
+
+class Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def messages(self, level: int = logging.WARNING) -> list[str]:
+        return [record.getMessage() for record in self.records if record.levelno >= level]
+
+
+@pytest.fixture
+def logs() -> Iterator[Records]:
+    """What the relay logs (Powertools' logger does not propagate to the root, so caplog misses it)."""
+    from kontur_relay.observability import logger  # noqa: PLC0415 - after the environment above is set
+
+    handler = Records()
+    target = logging.getLogger(logger.service)
+    target.addHandler(handler)
+    yield handler
+    target.removeHandler(handler)

@@ -232,3 +232,34 @@ def test_a_fifo_topic_delivers_in_feed_order_per_docflow(kontur, aws, monkeypatc
 def test_the_sam_local_event_is_the_schedules_input(stack):
     schedule = stack.function(FUNCTION).schedules[0]
     assert json.loads(Path(ROOT / "events" / "extern_poller.json").read_text()) == schedule.input
+
+
+def test_a_feed_whose_secret_is_still_empty_is_not_configured_not_failing(
+    stack, kontur, aws, monkeypatch, capsys, logs
+):
+    """The stack creates the secret empty; until someone fills it, each tick says so once and ends
+    well: nothing for FailedRunsQueue, nothing for the failure alarm."""
+    handler = load_handler(stack.function(FUNCTION), monkeypatch, EXTERN_API_URL=kontur.extern.url).handler
+
+    for _ in range(2):
+        result = handler({"feed": "extern"}, LocalContext(FUNCTION))
+        assert result == {"kind": "extern", "outcome": "not_configured"}
+
+    warnings = [message for message in logs.messages() if "is not configured" in message]
+    assert len(warnings) == 2, "one clear line a tick"
+    assert "secret" in warnings[0]
+    emitted = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    assert emitted
+    assert all("RunFailed" not in line and "Errors" not in line for line in emitted)
+    status = cursors(stack).status("extern")
+    assert status is not None
+    assert status.not_configured is not None
+    assert kontur.extern.calls("/v1/events") == [], "not a request to Kontur"
+
+    # Filled in, the next cold container runs, and the row says it is configured.
+    assert poller(stack, kontur, aws, monkeypatch).handler({"feed": "extern"}, LocalContext(FUNCTION))["outcome"] == (
+        "caught_up"
+    )
+    status = cursors(stack).status("extern")
+    assert status is not None
+    assert status.not_configured is None

@@ -35,6 +35,7 @@ from kontur_relay.domain.errors import (
 from kontur_relay.domain.lease import LEASE_SECONDS
 from kontur_relay.domain.model import Feed, FeedEvent
 from kontur_relay.observability import logger, metrics
+from tests.conftest import Records
 from tests.fakes import Crash, FakeClock, FakeCursorStore, FakePublisher, FakeSource, cursor_at, offset_of
 
 FEED = Feed(id="extern", kind="extern", source_uri="https://extern-api.test/v1/events")
@@ -106,28 +107,6 @@ def _fresh_observability() -> Iterator[None]:
     yield
     metrics.clear_metrics()
     logger.remove_keys(["feed", "cursor"])
-
-
-class Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(level=logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-    def messages(self, level: int = logging.WARNING) -> list[str]:
-        return [record.getMessage() for record in self.records if record.levelno >= level]
-
-
-@pytest.fixture
-def logs() -> Iterator[Records]:
-    """What the relay logs (Powertools' logger does not propagate to the root, so caplog misses it)."""
-    handler = Records()
-    target = logging.getLogger(logger.service)
-    target.addHandler(handler)
-    yield handler
-    target.removeHandler(handler)
 
 
 def emitted_errors(stdout: str) -> list[dict[str, Any]]:

@@ -9,8 +9,10 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from kontur_relay import wiring
+from kontur_relay.domain.errors import NotConfigured
 from kontur_relay.feeds import Poller, kind_named
-from kontur_relay.observability import logger, metrics, tracer
+from kontur_relay.observability import MetricUnit, for_kind, logger, metrics, tracer
 from kontur_relay.settings import Env
 
 Handler = Callable[[dict[str, Any], LambdaContext], dict[str, object]]
@@ -22,12 +24,28 @@ def poller_handler(kind: str) -> Handler:
 
     @cache
     def poller() -> Poller:
-        return feed_kind.poller(Env())
+        built = feed_kind.poller(Env())
+        wiring.cursor_store().note_configuration(kind, None)
+        return built
+
+    @cache
+    def not_configured(problem: str) -> None:
+        # Once a container: operators see it on the kind's row of GET /feeds.
+        wiring.cursor_store().note_configuration(kind, problem)
 
     @logger.inject_lambda_context
     @tracer.capture_lambda_handler
     @metrics.log_metrics
     def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
-        return poller().run(event, lambda: context.get_remaining_time_in_millis() / 1000)
+        for_kind(kind)
+        try:
+            built = poller()
+        except NotConfigured as error:
+            # Not a failure: no FailedRunsQueue message and no failure alarm, one line a run.
+            logger.warning(f"The {kind} feed is not configured, so it does not run: {error}")
+            metrics.add_metric(name="NotConfigured", unit=MetricUnit.Count, value=1)
+            not_configured(str(error))
+            return {"kind": kind, "outcome": "not_configured"}
+        return built.run(event, lambda: context.get_remaining_time_in_millis() / 1000)
 
     return handler

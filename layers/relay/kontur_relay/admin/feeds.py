@@ -44,6 +44,8 @@ class FeedView(CamelModel):
     stopped: bool = Field(description="The feed is not polled until someone sets its cursor")
     stopped_reason: str | None
     running: bool = Field(description="A run holds the feed's lease right now")
+    configured: bool = Field(description="false: the feed's credentials secret is still empty, so it does not run")
+    not_configured: str | None = Field(description="What to configure before the feed can run")
     updated_by: str | None = Field(description="The IAM principal who last set the cursor by hand")
 
 
@@ -121,6 +123,8 @@ def feed_view(status: FeedStatus) -> FeedView:
         stopped=status.stopped_reason is not None,
         stopped_reason=status.stopped_reason,
         running=status.running,
+        configured=status.not_configured is None,
+        not_configured=status.not_configured,
         updated_by=status.updated_by,
     )
 

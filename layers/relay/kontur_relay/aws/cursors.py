@@ -47,6 +47,8 @@ class FeedStatus:
     backlog: int | None
     backlog_capped: bool
     stopped_reason: str | None
+    #: Why the feed's kind cannot run yet (its credentials secret is empty); None once it can.
+    not_configured: str | None
     running: bool
     updated_by: str | None
 
@@ -136,6 +138,25 @@ class DynamoCursorStore:
             ExpressionAttributeValues={":error": error[:2000], ":now": iso(self.clock())},
         )
 
+    def note_configuration(self, feed: str, problem: str | None) -> None:
+        """Say on the feed's row that its kind cannot run until someone configures it, or no longer."""
+        try:
+            if problem is not None:
+                self.table.update_item(
+                    Key={"feed": feed},
+                    UpdateExpression="SET not_configured = :problem",
+                    ExpressionAttributeValues={":problem": problem[:500]},
+                )
+            else:
+                self.table.update_item(
+                    Key={"feed": feed},
+                    UpdateExpression="REMOVE not_configured",
+                    ConditionExpression="attribute_exists(not_configured)",
+                )
+        except ClientError as error:
+            if not conditional_failed(error):
+                raise
+
     # -- the operators' side ----------------------------------------------------------------------
 
     def set_cursor(self, feed: str, position: str | None, *, expected_version: int, by: str) -> CursorState:
@@ -169,6 +190,7 @@ class DynamoCursorStore:
             backlog=None if item.get("backlog") is None else int(item["backlog"]),
             backlog_capped=bool(item.get("backlog_capped", False)),
             stopped_reason=text(item.get("stopped_reason")),
+            not_configured=text(item.get("not_configured")),
             running=lease_until is not None and float(lease_until) > self.clock(),
             updated_by=text(item.get("updated_by")),
         )

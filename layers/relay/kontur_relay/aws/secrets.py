@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.utilities import parameters
 
-from kontur_relay.domain.errors import ConfigurationError
+from kontur_relay.domain.errors import ConfigurationError, NotConfigured
 from kontur_relay.observability import logger
 
 if TYPE_CHECKING:
@@ -35,6 +35,8 @@ class CredentialsSecret:
         self._force = False
         if not isinstance(value, dict):
             raise ConfigurationError(f"the secret {self.secret_id} is not a JSON object")
+        if not value:
+            raise NotConfigured(f"the credentials secret {self.secret_id} is empty: fill it in (see the README)")
         return value
 
     def update(self, changes: Mapping[str, str]) -> None:

@@ -86,3 +86,10 @@ class ConfigurationError(RelayError):
     """The deployment is missing a setting or a secret field."""
 
     kind = "configuration"
+
+
+class NotConfigured(ConfigurationError):
+    """The feed's credentials secret is still the empty one the stack created: nothing to run yet,
+    and nothing failing either."""
+
+    kind = "not_configured"

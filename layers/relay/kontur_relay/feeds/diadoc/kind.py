@@ -11,6 +11,7 @@ from urllib.parse import quote
 from kontur_relay import wiring
 from kontur_relay.aws.boxes import DynamoBoxRegistry
 from kontur_relay.aws.cursors import DynamoCursorStore
+from kontur_relay.feeds import PositionRefused
 from kontur_relay.feeds.diadoc.auth import diadoc_authenticator
 from kontur_relay.feeds.diadoc.config import api_version
 from kontur_relay.feeds.diadoc.poller import BoxPoller, Polling
@@ -66,6 +67,8 @@ class DiadocKind:
     name = "diadoc"
 
     def position(self, feed_id: str, cursor: str | None, timestamp: datetime | None) -> str | None:
+        if ":" not in feed_id:
+            raise PositionRefused("cursor", f"{feed_id} is the poller of every box: set a box's cursor, diadoc:<boxId>")
         # Any IndexKey Diadoc gave is a cursor; a moment becomes the cursor that reads on from it.
         return cursor_at(timestamp.astimezone(UTC)) if timestamp is not None else cursor
 

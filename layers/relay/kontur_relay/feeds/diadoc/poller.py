@@ -36,8 +36,8 @@ from kontur_relay.kontur.client import KonturApi
 from kontur_relay.observability import MetricUnit, count_error, for_kind, logger, metrics
 from kontur_relay.settings import Env
 
-#: The poller's lease: one item of the cursor table that is no feed.
-LEASE = "lease:diadoc"
+#: The poller's own row of the cursor table (``GET /feeds/diadoc``): its lease and its status.
+LEASE = "diadoc"
 
 
 @dataclass(frozen=True)
