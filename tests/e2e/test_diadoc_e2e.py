@@ -26,7 +26,7 @@ from google.protobuf import json_format
 from google.protobuf.unknown_fields import UnknownFieldSet
 
 from kontur_relay.aws.boxes import DynamoBoxRegistry, RegisteredBox
-from kontur_relay.domain.errors import ConfigurationError
+from kontur_relay.domain.errors import ConfigurationError, PublishError
 from kontur_relay.feeds.diadoc import diadoc_events_pb2 as pb
 from kontur_relay.feeds.diadoc.boxes import box_id as canonical_box_id
 from kontur_relay.feeds.diadoc.boxes import feed_id, filters_key
@@ -818,6 +818,31 @@ def test_a_page_that_is_not_a_box_event_list_is_recorded_on_the_box(stack, diado
     assert_failed(stack, tick(poller(stack, diadoc, aws, monkeypatch).handler), diadoc.box, "MalformedPage", before)
     assert cursors(stack).load(f"diadoc:{diadoc.box}").position is None
     assert receive(aws, queue) == []
+
+
+def test_a_topic_that_refuses_events_fails_the_run_and_every_box_is_read_again(stack, diadoc, aws, monkeypatch):
+    """SNS is the deployment's, not a box's: its failure fails the run (for the failure destination),
+    and no box's cursor moves past what was not published."""
+    first, second = diadoc.boxes
+    diadoc.sim.generate(first, 6)
+    diadoc.sim.generate(second, 8)
+    register(stack, first)
+    register(stack, second)
+    handler = poller(stack, diadoc, aws, monkeypatch).handler
+    topic = stack.physical["EventsTopic"]
+    aws["sns"].delete_topic(TopicArn=topic)
+
+    with pytest.raises(PublishError):
+        tick(handler)
+
+    for box in diadoc.boxes:
+        assert cursors(stack).load(feed_id(box)).position is None
+        assert registered(stack, box).last_error is None, "no box is to blame"
+    assert aws["sns"].create_topic(Name=topic.rsplit(":", 1)[1])["TopicArn"] == topic
+    queue = subscribe(aws, topic)
+    result = tick(handler)  # no box waits: the failed run scheduled none
+    assert (result["polled"], result["events"], result["failed"]) == (2, 14, 0)
+    assert sorted(ids(receive(aws, queue))) == sorted(diadoc.sim.event_ids(first) + diadoc.sim.event_ids(second))
 
 
 # -- FIFO -------------------------------------------------------------------------------------------
