@@ -2,15 +2,14 @@
 same description as deployed ones, not from a second hand-kept copy.
 
 Only what the template uses is evaluated: Ref, Fn::Sub, Fn::If, Fn::GetAtt, Fn::Join, Fn::Equals,
-Fn::Not, Fn::And, Fn::Or and Condition, and the Fn::ForEach of AWS::LanguageExtensions (expanded by
-``expand_for_each``). Resources are created in moto and DynamoDB Local by
+Fn::Not, Fn::And, Fn::Or and Condition. Resources are created in moto and DynamoDB Local by
 ``provision``; functions, their environment and their schedules are read by the local scheduler.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -155,7 +154,7 @@ class Stack:
 
     def resources(self, resource_type: str) -> Iterator[tuple[str, dict[str, Any]]]:
         """(logical id, raw definition) of each resource of a type whose Condition holds."""
-        for logical_id, resource in expand_for_each(self.doc["Resources"], self.resolve).items():
+        for logical_id, resource in self.doc["Resources"].items():
             if resource["Type"] != resource_type:
                 continue
             if "Condition" in resource and not self.condition(resource["Condition"]):
@@ -194,7 +193,7 @@ class Stack:
         return result
 
     def scheduler_schedules(self, function_id: str) -> list[Schedule]:
-        """The AWS::Scheduler::Schedule resources that invoke the function (Diadoc's, one per box)."""
+        """The AWS::Scheduler::Schedule resources that invoke the function (none in template.yaml today)."""
         schedules = []
         for logical_id, resource in self.resources("AWS::Scheduler::Schedule"):
             props = resource.get("Properties", {})
@@ -221,37 +220,6 @@ class Stack:
             for name, output in self.doc.get("Outputs", {}).items()
             if "Condition" not in output or self.condition(output["Condition"])
         }
-
-
-def expand_for_each(section: Mapping[str, Any], resolve: Callable[[Any], Any]) -> dict[str, Any]:
-    """A template section with its ``Fn::ForEach::<name>`` entries expanded, as AWS::LanguageExtensions
-    does: ``[identifier, collection, {key: value}]`` gives one entry per item of the collection, with
-    ``${identifier}`` (and ``&{identifier}``, the item without its non-alphanumeric characters) replaced
-    in keys and strings and ``{"Ref": identifier}`` replaced by the item. ``resolve`` evaluates the
-    collection (a Ref to a CommaDelimitedList parameter). Nested loops expand too."""
-    expanded: dict[str, Any] = {}
-    for key, value in section.items():
-        if not key.startswith("Fn::ForEach::"):
-            expanded[key] = value
-            continue
-        identifier, collection, fragment = value
-        for item in resolve(collection):
-            bound = _bind(fragment, identifier, str(item))
-            expanded.update(expand_for_each(bound, resolve))
-    return expanded
-
-
-def _bind(value: Any, identifier: str, item: str) -> Any:
-    if isinstance(value, str):
-        plain = "".join(c for c in item if c.isalnum())
-        return value.replace("${" + identifier + "}", item).replace("&{" + identifier + "}", plain)
-    if isinstance(value, list):
-        return [_bind(v, identifier, item) for v in value]
-    if isinstance(value, dict):
-        if value == {"Ref": identifier}:
-            return item
-        return {_bind(k, identifier, item): _bind(v, identifier, item) for k, v in value.items()}
-    return value
 
 
 def _target_function(arn: Any) -> str | None:
