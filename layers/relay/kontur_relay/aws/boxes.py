@@ -125,6 +125,7 @@ class DynamoBoxRegistry:
         interval: float,
         had_events: bool,
         backlog: int | None = None,
+        backlog_capped: bool = False,
         error: str | None = None,
         stop: bool = False,
     ) -> None:
@@ -140,8 +141,8 @@ class DynamoBoxRegistry:
         if error is None:
             sets.append("last_success_at = :now")
             if backlog is not None:
-                sets.append("backlog = :backlog")
-                values[":backlog"] = backlog
+                sets += ["backlog = :backlog", "backlog_capped = :capped"]
+                values |= {":backlog": backlog, ":capped": backlog_capped}
         else:
             sets += ["last_error = :error", "last_error_at = :now"]
             values[":error"] = error[:2000]

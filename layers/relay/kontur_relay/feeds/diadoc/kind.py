@@ -14,7 +14,8 @@ from kontur_relay.aws.cursors import DynamoCursorStore
 from kontur_relay.feeds import PositionRefused
 from kontur_relay.feeds.diadoc.auth import diadoc_authenticator
 from kontur_relay.feeds.diadoc.config import api_version
-from kontur_relay.feeds.diadoc.poller import BoxPoller, Polling
+from kontur_relay.feeds.diadoc.poller import BoxPoller
+from kontur_relay.feeds.diadoc.polling import Polling
 from kontur_relay.feeds.diadoc.source import DIADOC_RETRYABLE_STATUSES, DiadocApi, cursor_at, read_diadoc_error
 from kontur_relay.kontur import client
 from kontur_relay.kontur.budget import Budget

@@ -30,95 +30,14 @@ from kontur_relay.domain.pages import Pages
 from kontur_relay.domain.ports import CursorStore, Publisher
 from kontur_relay.feeds.diadoc.boxes import filters_key
 from kontur_relay.feeds.diadoc.config import box_feed
+from kontur_relay.feeds.diadoc.polling import Polling, PollReport, Turn
 from kontur_relay.feeds.diadoc.source import DiadocSource
 from kontur_relay.kontur.budget import Budget, RequestCounts
 from kontur_relay.kontur.client import KonturApi
 from kontur_relay.observability import MetricUnit, count_error, for_kind, logger, metrics
-from kontur_relay.settings import Env
 
 #: The poller's own row of the cursor table (``GET /feeds/diadoc``): its lease and its status.
 LEASE = "diadoc"
-
-
-@dataclass(frozen=True)
-class Polling:
-    """How the boxes share the budget and how often each is polled (the Diadoc* template parameters)."""
-
-    max_in_flight: int = 4
-    per_second: int = 20
-    min_interval: float = 60.0
-    max_interval: float = 3600.0
-    pages_per_turn: int = 5
-
-    @classmethod
-    def from_env(cls, env: Env) -> Polling:
-        polling = cls(
-            max_in_flight=env.whole("DIADOC_MAX_IN_FLIGHT", 4),
-            per_second=env.whole("DIADOC_MAX_REQUESTS_PER_SECOND", 20),
-            min_interval=env.number("DIADOC_MIN_POLL_SECONDS", 60),
-            max_interval=env.number("DIADOC_MAX_POLL_SECONDS", 3600),
-            pages_per_turn=env.whole("DIADOC_PAGES_PER_TURN", 5),
-        )
-        if not 0 < polling.min_interval <= polling.max_interval:
-            raise ConfigurationError("DIADOC_MIN_POLL_SECONDS must be positive and at most DIADOC_MAX_POLL_SECONDS")
-        return polling
-
-    def next_interval(self, previous: float, had_events: bool) -> float:
-        if had_events or previous <= 0:
-            return self.min_interval
-        return min(previous * 2, self.max_interval)
-
-
-@dataclass(frozen=True)
-class Turn:
-    """What one turn of a box came to."""
-
-    feed: str
-    events: int = 0
-    #: The box with its new state, to poll again in this run when it falls due.
-    again: RegisteredBox | None = None
-    backlog: int = 0
-    error: str | None = None
-
-
-@dataclass
-class PollReport:
-    """One run of the poller, for its log line and its metrics."""
-
-    outcome: str = "caught_up"
-    registered: int = 0
-    due: int = 0
-    polled: set[str] = field(default_factory=set)
-    with_events: set[str] = field(default_factory=set)
-    events: int = 0
-    failed: dict[str, str] = field(default_factory=dict)
-    stopped: int = 0
-    backlog: int = 0
-    oldest_overdue: float = 0.0
-
-    def add(self, turn: Turn) -> None:
-        self.polled.add(turn.feed)
-        self.events += turn.events
-        if turn.events:
-            self.with_events.add(turn.feed)
-        if turn.error is not None:
-            self.failed[turn.feed] = turn.error
-            count_error(turn.error, "diadoc")
-        self.backlog += turn.backlog
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "kind": "diadoc",
-            "outcome": self.outcome,
-            "boxes": self.registered,
-            "due": self.due,
-            "polled": len(self.polled),
-            "with_events": len(self.with_events),
-            "events": self.events,
-            "failed": len(self.failed),
-            "stopped": self.stopped,
-            "oldest_overdue_seconds": round(self.oldest_overdue, 1),
-        }
 
 
 @dataclass
@@ -169,7 +88,7 @@ class BoxPoller:
             "BoxesPolled": len(report.polled),
             "BoxesWithEvents": len(report.with_events),
             "EventsPublished": report.events,
-            "Backlog": report.backlog,
+            "Backlog": sum(report.backlogs.values()),
             "StoppedFeeds": report.stopped,
             "KonturRequests": requests,
             "KonturThrottled": counts.throttled - before.throttled,
@@ -190,7 +109,11 @@ class BoxPoller:
         waiting = [(box.next_poll_at, box.feed, box) for box in boxes if not box.cursor.stopped_reason]
         heapq.heapify(waiting)
         report.due = sum(1 for at, _, _ in waiting if at <= now)
-        report.oldest_overdue = max(now - waiting[0][0], 0.0) if waiting else 0.0
+        # A box never polled yet is due from its registration, not from 1970.
+        report.oldest_overdue = max((now - at for at, _, box in waiting if at > 0 and at <= now), default=0.0)
+        # Boxes are polled again in this run while it is within its schedule period; after that
+        # the run finishes its turns and the next tick, with a fresh scan, takes over.
+        period_end = now + self.polling.period
         workers = self.polling.max_in_flight * 2  # AWS calls of one box overlap Diadoc calls of another
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="box") as pool:
             running: set[Future[Turn]] = set()
@@ -209,7 +132,7 @@ class BoxPoller:
                 for future in done:
                     turn = future.result()  # a deployment-wide failure (SNS, DynamoDB) ends the run
                     report.add(turn)
-                    if turn.again is not None:
+                    if turn.again is not None and turn.again.next_poll_at < period_end:
                         heapq.heappush(waiting, (turn.again.next_poll_at, turn.again.feed, turn.again))
 
     def _turn(self, box: RegisteredBox, time_left: Callable[[], float]) -> Turn:
@@ -235,16 +158,33 @@ class BoxPoller:
             return Turn(box.feed, error=error.kind)
         box = replace(box, cursor=progress.state)
         if not progress.caught_up:
-            # More waits: back in line behind the boxes already due, and polled again this run.
-            return Turn(box.feed, progress.events, again=replace(box, next_poll_at=self.clock()))
+            # More waits: the box stays due (a crash or the end of the run leaves it first in line
+            # next time), and goes back in line behind the boxes already due in this run.
+            now = self.clock()
+            interval = box.interval or self.polling.min_interval
+            self.registry.polled(
+                box,
+                next_poll_at=now,
+                interval=interval,
+                had_events=progress.events > 0,
+                backlog=progress.backlog,
+                backlog_capped=progress.backlog_capped,
+            )
+            again = replace(box, next_poll_at=now, interval=interval)
+            return Turn(box.feed, progress.events, again=again, backlog=progress.backlog)
         interval = self.polling.next_interval(box.interval, progress.events > 0)
         # A little jitter keeps boxes registered together from staying in lockstep for ever.
         next_poll_at = self.clock() + interval * random.uniform(0.9, 1.0)
         self.registry.polled(
-            box, next_poll_at=next_poll_at, interval=interval, had_events=progress.events > 0, backlog=progress.backlog
+            box,
+            next_poll_at=next_poll_at,
+            interval=interval,
+            had_events=progress.events > 0,
+            backlog=progress.backlog,
+            backlog_capped=progress.backlog_capped,
         )
         again = replace(box, next_poll_at=next_poll_at, interval=interval)
-        return Turn(box.feed, progress.events, again=again, backlog=progress.backlog or 0)
+        return Turn(box.feed, progress.events, again=again, backlog=progress.backlog)
 
     def _relay(self, box: RegisteredBox) -> Pages:
         key = (box.feed, box.filters_key or "")
