@@ -178,7 +178,7 @@ class Stack:
                     input=json.loads(self.resolve(event["Properties"].get("Input", "{}"))),
                 )
                 for name, event in props.get("Events", {}).items()
-                if event["Type"] in ("ScheduleV2", "Schedule")
+                if event["Type"] in ("ScheduleV2", "Schedule") and self._enabled(event["Properties"])
             ] + self.scheduler_schedules(logical_id)
             result.append(
                 Function(
@@ -201,7 +201,7 @@ class Stack:
             target = props.get("Target", {})
             if _target_function(target.get("Arn")) != function_id:
                 continue
-            if str(self.resolve(props.get("State", "ENABLED"))) == "DISABLED":
+            if not self._enabled(props):
                 continue
             schedules.append(
                 Schedule(
@@ -211,6 +211,10 @@ class Stack:
                 )
             )
         return schedules
+
+    def _enabled(self, schedule: dict[str, Any]) -> bool:
+        """A schedule's State (a feed switched off by its parameter has a DISABLED one)."""
+        return str(self.resolve(schedule.get("State", "ENABLED"))) != "DISABLED"
 
     def function(self, logical_id: str) -> Function:
         return next(f for f in self.functions() if f.logical_id == logical_id)

@@ -8,7 +8,6 @@ the same rules without touching this file.
 
 from __future__ import annotations
 
-import copy
 import os
 import re
 import shutil
@@ -21,7 +20,8 @@ from typing import Any
 import pytest
 
 from local_stack.services import LOCAL_CREDENTIALS
-from local_stack.template import ROOT, TEMPLATE, Stack, expand_for_each
+from local_stack.template import ROOT, TEMPLATE, Stack
+from tests.template.sam import resources, sam_transform
 
 BIN = Path(sys.executable).parent
 #: Two boxes, so that the per-box Diadoc schedules (Fn::ForEach, Condition HasDiadocBoxes) exist.
@@ -31,6 +31,10 @@ PARAMETERS = {"DiadocBoxIds": "2f8d0000-0000-0000-0000-000000000001@diadoc.ru,bo
 SAM_MANAGED_POLICIES = {
     "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole",
     "arn:aws:iam::aws:policy/AWSXrayWriteOnlyAccess",
+}
+#: The one role API Gateway's account setting names, for every API's logs in the Region: AWS's own policy.
+ACCOUNT_LOGS_POLICY = {
+    "ApiGatewayLogsRole": {"arn:aws:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs"}
 }
 
 
@@ -123,11 +127,6 @@ def test_sam_build_builds_every_function_and_the_layer_for_arm64(tmp_path: Path)
 # -- the template, read -----------------------------------------------------------------------------
 
 
-def resources(stack: Stack) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Every resource, with Fn::ForEach expanded, whatever its Condition."""
-    yield from expand_for_each(stack.doc["Resources"], stack.resolve).items()
-
-
 @pytest.fixture(scope="module")
 def stack() -> Stack:
     return Stack(parameters=dict(PARAMETERS))
@@ -142,35 +141,7 @@ def functions(stack: Stack) -> dict[str, dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def transformed(stack: Stack) -> dict[str, Any]:
-    """The template as CloudFormation gets it from SAM: the IAM roles SAM writes from each function's
-    policies, with policy templates expanded, so that the checks see the statements AWS will enforce."""
-    from samtranslator.translator.transform import transform  # noqa: PLC0415 - SAM CLI's own, slow to import
-
-    doc = copy.deepcopy(stack.doc)
-    doc["Resources"] = dict(resources(stack))
-    transforms = doc["Transform"] if isinstance(doc["Transform"], list) else [doc["Transform"]]
-    doc["Transform"] = next(t for t in transforms if t.startswith("AWS::Serverless"))
-    for resource in doc["Resources"].values():
-        # The translator wants code in S3; where it is changes no policy.
-        if resource["Type"] == "AWS::Serverless::Function":
-            resource["Properties"]["CodeUri"] = "s3://bucket/code.zip"
-        if resource["Type"] == "AWS::Serverless::LayerVersion":
-            resource["Properties"]["ContentUri"] = "s3://bucket/layer.zip"
-
-    class NoManagedPolicyNames:
-        def load(self) -> dict[str, str]:
-            return {}
-
-    previous = os.environ.get("AWS_DEFAULT_REGION")
-    os.environ["AWS_DEFAULT_REGION"] = LOCAL_CREDENTIALS["AWS_DEFAULT_REGION"]
-    try:
-        parameters = {name: stack._parameter(name) for name in stack.parameters}
-        return dict(transform(doc, parameters, NoManagedPolicyNames()))
-    finally:
-        if previous is None:
-            del os.environ["AWS_DEFAULT_REGION"]
-        else:
-            os.environ["AWS_DEFAULT_REGION"] = previous
+    return sam_transform(stack)
 
 
 def environment(stack: Stack, props: dict[str, Any]) -> dict[str, Any]:
@@ -277,7 +248,8 @@ def test_every_role_grants_named_actions_on_named_resources(transformed: dict[st
 def test_roles_attach_no_managed_policy_beyond_what_sam_adds(transformed: dict[str, Any]) -> None:
     for logical_id, resource in transformed["Resources"].items():
         if resource["Type"] == "AWS::IAM::Role":
-            extra = set(resource["Properties"].get("ManagedPolicyArns", [])) - SAM_MANAGED_POLICIES
+            allowed = SAM_MANAGED_POLICIES | ACCOUNT_LOGS_POLICY.get(logical_id, set())
+            extra = set(resource["Properties"].get("ManagedPolicyArns", [])) - allowed
             assert not extra, f"{logical_id} attaches {extra}"
 
 
