@@ -18,6 +18,7 @@ from typing import Any
 from cfnlint.decode import decode
 
 from local_stack.constants import ACCOUNT, REGION
+from local_stack.cron import average_period
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "template.yaml"
@@ -35,7 +36,9 @@ class Schedule:
 
     @property
     def seconds(self) -> float:
-        """The period of a ``rate(...)`` expression; cron expressions are not run locally."""
+        """The period of a ``rate(...)`` expression, or a ``cron(...)`` one's average period."""
+        if self.expression.startswith("cron("):
+            return average_period(self.expression)
         inner = self.expression.removeprefix("rate(").removesuffix(")").split()
         amount, unit = int(inner[0]), inner[1].rstrip("s")
         return amount * {"minute": 60, "hour": 3600, "day": 86400}[unit]

@@ -91,13 +91,10 @@ def test_cfn_lint_finds_nothing() -> None:
 
 
 def requirement_pins() -> dict[str, str]:
-    pins = {}
-    for raw in (ROOT / "layers" / "relay" / "requirements.txt").read_text().splitlines():
-        line = raw.split("#", 1)[0].strip()
-        if "==" in line:
-            name, version = line.split("==", 1)
-            pins[re.sub(r"\[.*\]", "", name).strip().lower().replace("-", "_")] = version.strip()
-    return pins
+    """The layer's lock: every package, transitive ones included, by normalised name."""
+    lines = (ROOT / "layers" / "relay" / "requirements.txt").read_text().splitlines()
+    pins = dict(re.findall(r"^([A-Za-z0-9_.-]+)==([^\s;\\]+)", "\n".join(lines), flags=re.MULTILINE))
+    return {re.sub(r"[-_.]+", "_", name).lower(): version for name, version in pins.items()}
 
 
 @pytest.mark.slow
@@ -117,8 +114,12 @@ def test_sam_build_builds_every_function_and_the_layer_for_arm64(tmp_path: Path)
     layer = build / "RelayLayer" / "python"
     assert (layer / "kontur_relay" / "domain" / "engine.py").is_file()
     built = dict(path.name.removesuffix(".dist-info").lower().split("-", 1) for path in layer.glob("*.dist-info"))
-    for name, version in requirement_pins().items():
-        assert built.get(name) == version, f"the layer has {name} {built.get(name)}, requirements.txt pins {version}"
+    # The lock, exactly: every package at its version, and nothing the tests did not run on.
+    assert built == requirement_pins()
+    sources = [path for path in (layer / "kontur_relay").rglob("*.py") if "_pb2" not in path.name]
+    # Compiled at build time by CPython 3.13, the runtime's: a cold start does not compile the layer.
+    missing = [path for path in sources if not (path.parent / "__pycache__" / f"{path.stem}.cpython-313.pyc").is_file()]
+    assert not missing, f"shipped without bytecode: {missing[:5]}"
     extensions = [path.name for path in layer.rglob("*.so")]
     assert extensions, "no compiled extension at all: was anything installed?"
     assert not [name for name in extensions if "x86_64" in name], "x86 binaries in an arm64 layer"
