@@ -27,6 +27,12 @@ help:
 
 deps: $(VENV)/.installed node_modules/.installed
 
+# DynamoDB Local (make run, make test) runs on Java 17+: say so before minutes of installing.
+check-java:
+	@command -v java >/dev/null || { echo "make $(MAKECMDGOALS) needs Java 17 or newer on PATH (DynamoDB Local runs on it), e.g. apt-get install openjdk-17-jre-headless"; exit 1; }
+	@java -version 2>&1 | awk -F'"' '/version/ { split($$2, v, "."); exit (v[1] + 0 < 17) }' || \
+		{ echo "make $(MAKECMDGOALS) needs Java 17 or newer (DynamoDB Local); java -version says:"; java -version; exit 1; }
+
 # Only what the lock files hold, each file checked against its hash: requirements-dev.txt includes
 # the layer's lock, so the tests run on exactly what `sam build` puts in the layer.
 $(VENV)/.installed: requirements-dev.txt layers/relay/requirements.txt
@@ -50,10 +56,10 @@ node_modules/.installed: package.json
 	npm install --no-audit --no-fund --loglevel=error
 	touch $@
 
-run: deps
+run: check-java deps
 	$(BIN)/python -m local_stack $(if $(DURATION),--duration $(DURATION)) $(RUN_ARGS)
 
-test: deps
+test: check-java deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
@@ -83,8 +89,11 @@ proto: deps
 build: deps
 	$(BIN)/sam build
 
+# --guided asks for the stack's name, Region and parameters and writes them to samconfig.toml; once
+# they are there (a region in [default.deploy.parameters]), a plain deploy reuses them.
 deploy: build
-	$(BIN)/sam deploy --guided
+	@if awk '/^\[default\.deploy\.parameters\]/ { s = 1; next } /^\[/ { s = 0 } s && /^region *=/ { f = 1 } END { exit !f }' samconfig.toml; \
+	then $(BIN)/sam deploy; else $(BIN)/sam deploy --guided; fi
 
 clean:
 	rm -rf $(VENV) node_modules .aws-sam .pytest_cache .mypy_cache .ruff_cache
