@@ -109,3 +109,11 @@ def test_catch_up_ends_early_only_when_every_run_since_it_began_failed():
     assert not every_run_failing(_runtime(True, *[False] * FAILING_RUNS, started=now), now)  # type: ignore[arg-type]
     # Failures from before the catch-up began do not count.
     assert not every_run_failing(_runtime(*[False] * FAILING_RUNS, started=now - 100), now)  # type: ignore[arg-type]
+
+
+def test_demo_queues_go_on_the_events_topic_not_the_alarms():
+    from local_stack.template import Stack  # noqa: PLC0415
+
+    stack = Stack()
+    assert stack.condition("CreateAlarmTopic")
+    assert stack.event_topics() == ["EventsTopic"]
