@@ -13,7 +13,7 @@ export PATH := $(abspath $(BIN)):$(if $(PY313_BIN),$(PY313_BIN):)$(PATH)
 DURATION ?=
 PYTEST_ARGS ?=
 
-.PHONY: help deps run test test-fast lint bench openapi build deploy proto clean
+.PHONY: help deps check-java lock run test test-fast lint bench openapi build deploy proto clean
 
 help:
 	@echo "make run [DURATION=30]  the relay on an embedded local stack (no AWS, no Kontur account)"
@@ -22,23 +22,44 @@ help:
 	@echo "make lint               ruff and mypy"
 	@echo "make bench              throughput figures against a baseline measured in the same run"
 	@echo "make openapi            regenerate openapi.json, the admin API's description, from its handlers"
-	@echo "make build | deploy     sam build | sam deploy --guided"
+	@echo "make build | deploy     sam build | sam deploy (--guided the first time)"
+	@echo "make lock               re-resolve the lock files from requirements*.in (after editing them)"
 
 deps: $(VENV)/.installed node_modules/.installed
 
+# DynamoDB Local (make run, make test) runs on Java 17+: say so before minutes of installing.
+check-java:
+	@command -v java >/dev/null || { echo "make $(MAKECMDGOALS) needs Java 17 or newer on PATH (DynamoDB Local runs on it), e.g. apt-get install openjdk-17-jre-headless"; exit 1; }
+	@java -version 2>&1 | awk -F'"' '/version/ { split($$2, v, "."); exit (v[1] + 0 < 17) }' || \
+		{ echo "make $(MAKECMDGOALS) needs Java 17 or newer (DynamoDB Local); java -version says:"; java -version; exit 1; }
+
+# Only what the lock files hold, each file checked against its hash: requirements-dev.txt includes
+# the layer's lock, so the tests run on exactly what `sam build` puts in the layer.
 $(VENV)/.installed: requirements-dev.txt layers/relay/requirements.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check --require-hashes -r requirements-dev.txt
 	touch $@
+
+# One resolution of everything, so that the tools and the layer agree (one botocore); then the
+# layer's lock from it, and the tools' lock without the layer's packages (it includes that lock).
+UV_COMPILE = $(BIN)/uv pip compile --quiet --universal --python-version 3.11 --generate-hashes --no-header
+lock: $(VENV)/.installed
+	$(BIN)/uv pip compile --quiet --universal --python-version 3.11 --no-header \
+		requirements-dev.in layers/relay/requirements.in -o .venv/all.txt
+	$(UV_COMPILE) layers/relay/requirements.in -c .venv/all.txt -o layers/relay/requirements.txt
+	$(UV_COMPILE) requirements-dev.in -c .venv/all.txt \
+		$$(sed -n 's/^\([A-Za-z0-9_.-]*\)==.*/--no-emit-package \1/p' layers/relay/requirements.txt) \
+		-o requirements-dev.txt
+	sed -i '1i # The lock of the tools (make lock writes it from requirements-dev.in); the layer'"'"'s lock beside it.\n-r layers/relay/requirements.txt' requirements-dev.txt
 
 node_modules/.installed: package.json
 	npm install --no-audit --no-fund --loglevel=error
 	touch $@
 
-run: deps
+run: check-java deps
 	$(BIN)/python -m local_stack $(if $(DURATION),--duration $(DURATION)) $(RUN_ARGS)
 
-test: deps
+test: check-java deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
@@ -68,8 +89,11 @@ proto: deps
 build: deps
 	$(BIN)/sam build
 
+# --guided asks for the stack's name, Region and parameters and writes them to samconfig.toml; once
+# they are there (a region in [default.deploy.parameters]), a plain deploy reuses them.
 deploy: build
-	$(BIN)/sam deploy --guided
+	@if awk '/^\[default\.deploy\.parameters\]/ { s = 1; next } /^\[/ { s = 0 } s && /^region *=/ { f = 1 } END { exit !f }' samconfig.toml; \
+	then $(BIN)/sam deploy; else $(BIN)/sam deploy --guided; fi
 
 clean:
 	rm -rf $(VENV) node_modules .aws-sam .pytest_cache .mypy_cache .ruff_cache

@@ -156,14 +156,14 @@ def speed_for(options: Options, functions: Sequence[Function]) -> float:
 def start_demo_queues(
     options: Options, stack: Stack, runs: Sequence[FeedRun], clients: dict[str, Any], resources: ExitStack
 ) -> QueueConsumer | None:
-    """On every topic, a queue with no filter and one per feed with its example filter, drained."""
+    """On every events topic, a queue with no filter and one per feed with its example filter, drained."""
     wanted = options.demo_queues if options.demo_queues is not None else options.aws == "local"
     if not wanted:
         return None
     # In a real account the queues are this run's own, and deleted at its end.
     suffix = "" if options.aws == "local" else f"-{os.getpid()}"
     demo: list[DemoQueue] = []
-    for logical_id, _ in stack.resources("AWS::SNS::Topic"):
+    for logical_id in stack.event_topics():
         prefix = f"{stack.name}-demo{suffix}" + ("" if logical_id == "EventsTopic" else f"-{logical_id}")
         filters = [(f"{run.kit.feed}-filtered", run.kit.example_filter) for run in runs]
         created = create_demo_queues(clients["sns"], clients["sqs"], stack.physical[logical_id], prefix, filters)

@@ -72,6 +72,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0 if summary is not None and summary.delivered else 1
 
 
+#: Catch-up gives up once every poller has failed this many runs since it began: waiting longer
+#: for a relay that cannot run only delays the verdict.
+FAILING_RUNS = 3
+
+
+def every_run_failing(runtime: Runtime, since: float) -> bool:
+    """Each scheduled poller has run at least FAILING_RUNS times since ``since`` (wall clock), all failed."""
+    runs: dict[str, list[bool]] = {run.kit.function: [] for run in runtime.feeds}
+    for invocation in list(runtime.invocations):
+        if invocation.function in runs and invocation.started >= since:
+            runs[invocation.function].append(invocation.ok)
+    return bool(runs) and all(len(oks) >= FAILING_RUNS and not any(oks) for oks in runs.values())
+
+
 def run(runtime: Runtime, signals: Signals, view: LiveView, out: Callable[[str], None]) -> Summary:
     """Traffic for ``--duration``, then the catch-up, then the summary once nothing moves."""
     options = runtime.options
@@ -90,10 +104,13 @@ def run(runtime: Runtime, signals: Signals, view: LiveView, out: Callable[[str],
         for feed_run in runtime.feeds:
             if feed_run.simulated is not None:
                 feed_run.simulated.stop_traffic()
-        began = time.monotonic()
+        began, began_at = time.monotonic(), time.time()
         while not signals.stopped and time.monotonic() - began < options.catch_up:
             if all_delivered(runtime, began):
                 caught_up = True
+                break
+            if every_run_failing(runtime, began_at):
+                out(f"catch-up ended early: the last {FAILING_RUNS} runs of every poller failed (see last error)")
                 break
             view.show(snapshot(runtime, f"traffic stopped; catching up {time.monotonic() - began:.0f}s"))
             signals.pause(0.5)

@@ -17,6 +17,7 @@ from typing import Any
 from cfnlint.decode import decode
 
 from local_stack.constants import ACCOUNT, REGION
+from local_stack.cron import average_period
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "template.yaml"
@@ -34,7 +35,9 @@ class Schedule:
 
     @property
     def seconds(self) -> float:
-        """The period of a ``rate(...)`` expression; cron expressions are not run locally."""
+        """The period of a ``rate(...)`` expression, or a ``cron(...)`` one's average period."""
+        if self.expression.startswith("cron("):
+            return average_period(self.expression)
         inner = self.expression.removeprefix("rate(").removesuffix(")").split()
         amount, unit = int(inner[0]), inner[1].rstrip("s")
         return amount * {"minute": 60, "hour": 3600, "day": 86400}[unit]
@@ -177,7 +180,7 @@ class Stack:
                     input=json.loads(self.resolve(event["Properties"].get("Input", "{}"))),
                 )
                 for name, event in props.get("Events", {}).items()
-                if event["Type"] in ("ScheduleV2", "Schedule")
+                if event["Type"] in ("ScheduleV2", "Schedule") and self._enabled(event["Properties"])
             ] + self.scheduler_schedules(logical_id)
             result.append(
                 Function(
@@ -200,7 +203,7 @@ class Stack:
             target = props.get("Target", {})
             if _target_function(target.get("Arn")) != function_id:
                 continue
-            if str(self.resolve(props.get("State", "ENABLED"))) == "DISABLED":
+            if not self._enabled(props):
                 continue
             schedules.append(
                 Schedule(
@@ -210,6 +213,20 @@ class Stack:
                 )
             )
         return schedules
+
+    def _enabled(self, schedule: dict[str, Any]) -> bool:
+        """A schedule's State (a feed switched off by its parameter has a DISABLED one)."""
+        return str(self.resolve(schedule.get("State", "ENABLED"))) != "DISABLED"
+
+    def event_topics(self) -> list[str]:
+        """The topics the functions publish events to (named in an environment), not the alarms' topic."""
+        globals_ = self.doc.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {})
+        named = [globals_] + [
+            resource["Properties"].get("Environment", {}).get("Variables", {})
+            for _, resource in self.resources("AWS::Serverless::Function")
+        ]
+        refs = {value.get("Ref") for variables in named for value in variables.values() if isinstance(value, dict)}
+        return [logical_id for logical_id, _ in self.resources("AWS::SNS::Topic") if logical_id in refs]
 
     def function(self, logical_id: str) -> Function:
         return next(f for f in self.functions() if f.logical_id == logical_id)

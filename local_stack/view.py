@@ -8,6 +8,7 @@ every few seconds. Handler logs never reach it: they go to files under ``.local/
 from __future__ import annotations
 
 import shutil
+import textwrap
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -56,6 +57,10 @@ class Snapshot:
     footer: Sequence[str] = ()
 
 
+#: The view fits a default terminal: every line at most this wide (the table by design, the rest cut).
+WIDTH = 80
+
+
 def _short(text: str | None, width: int) -> str:
     if not text:
         return "-"
@@ -63,25 +68,44 @@ def _short(text: str | None, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def render(snapshot: Snapshot, *, messages: int = 8) -> list[str]:
-    lines = [f"Kontur Feed Relay, local stack: {snapshot.phase}", *snapshot.header, ""]
-    width = min(max([10, *(len(row.feed) for row in snapshot.feeds)]), 50)
-    lines.append(
-        f"{'feed':<{width}} {'cursor':<16} {'relayed':>8} {'rate/s':>7} {'backlog':>8} {'runs':>6}  last error"
-    )
+def _middle(text: str, width: int) -> str:
+    """A long feed id keeps both ends: ``diadoc:0999…@diadoc.ru``."""
+    if len(text) <= width:
+        return text
+    head = (width - 1) // 2
+    return text[:head] + "…" + text[len(text) - (width - 1 - head) :]
+
+
+def _wrapped(lines: Sequence[str], width: int) -> list[str]:
+    """Header lines wrapped at spaces, never inside a URL or a name."""
+    out: list[str] = []
+    for line in lines:
+        indent = " " * (len(line) - len(line.lstrip()) + 2)
+        out.extend(
+            textwrap.wrap(line, width, subsequent_indent=indent, break_long_words=False, break_on_hyphens=False) or [""]
+        )
+    return out
+
+
+def render(snapshot: Snapshot, *, messages: int = 8, width: int = WIDTH) -> list[str]:
+    lines = [f"Kontur Feed Relay, local stack: {snapshot.phase}", *_wrapped(snapshot.header, width), ""]
+    # 22 + 12 + 8 + 6 + 7 + 6 and their gaps: 68 columns; a row's error goes on a line of its own.
+    lines.append(f"{'feed':<22} {'cursor':<12} {'relayed':>8} {'rate/s':>6} {'backlog':>7} {'runs':>6}")
     for row in snapshot.feeds:
         backlog = "-" if row.backlog is None else f"{row.backlog}{'+' if row.backlog_capped else ''}"
         runs = f"{row.runs}" + (f"/{row.failed_runs}!" if row.failed_runs else "")
-        state = "stopped: " + row.stopped_reason if row.stopped_reason else row.last_error
         lines.append(
-            f"{_short(row.feed, width):<{width}} {_short(row.cursor, 16):<16} {row.relayed:>8} {row.rate:>7.1f} "
-            f"{backlog:>8} {runs:>6}  {'●' if row.running else ' '} {_short(state, 200)}"
+            f"{_middle(row.feed, 22):<22} {_short(row.cursor, 12):<12} {row.relayed:>8} {row.rate:>6.1f} "
+            f"{backlog:>7} {runs:>6} {'●' if row.running else ' '}"
         )
+        state = "stopped: " + row.stopped_reason if row.stopped_reason else row.last_error
+        if state:
+            lines.append(f"  └ {_short(state, width - 4)}")
     lines.append("")
     for queue in snapshot.queues:
         lines.append(
-            f"queue {queue.name:<24} {queue.messages:>7} messages {queue.distinct:>7} events "
-            f"{queue.duplicates:>4} duplicates   {queue.filter}"
+            f"queue {_short(queue.name, 16):<16} {queue.messages:>6} msgs {queue.distinct:>6} events "
+            f"{queue.duplicates:>3} dup  {queue.filter}"
         )
     if snapshot.messages and messages:
         lines.append("")
@@ -90,13 +114,14 @@ def render(snapshot: Snapshot, *, messages: int = 8) -> list[str]:
             shown = [name for name in SHOWN_ATTRIBUTES if name in message.attributes]
             attributes = " ".join(f"{name}={message.attributes[name]}" for name in shown)
             lines.append(
-                f"  {time.strftime('%H:%M:%S', time.localtime(message.at))} {_short(message.queue, 24):<24} "
-                f"{message.id:<12} {message.type}  subject={_short(message.subject, 36)}  {attributes}"
+                f"  {time.strftime('%H:%M:%S', time.localtime(message.at))} {_short(message.queue, 16):<16} "
+                f"{_short(message.id, 12):<12} {_short(message.subject, 14)} {attributes}"
             )
     if snapshot.footer:
         lines.append("")
-        lines.extend(snapshot.footer)
-    return lines
+        lines.extend(_wrapped(snapshot.footer, width))
+    # Wrapped lines keep URLs whole; anything else still too wide is cut, marked.
+    return [line if len(line) <= width or "://" in line else line[: width - 1] + "…" for line in lines]
 
 
 @dataclass

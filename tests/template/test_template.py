@@ -8,7 +8,6 @@ the same rules without touching this file.
 
 from __future__ import annotations
 
-import copy
 import os
 import re
 import shutil
@@ -22,6 +21,7 @@ import pytest
 
 from local_stack.services import LOCAL_CREDENTIALS
 from local_stack.template import ROOT, TEMPLATE, Stack
+from tests.template.sam import resources, sam_transform
 
 BIN = Path(sys.executable).parent
 #: Managed policies SAM attaches itself: CloudWatch Logs for every function, X-Ray for Tracing: Active
@@ -29,6 +29,10 @@ BIN = Path(sys.executable).parent
 SAM_MANAGED_POLICIES = {
     "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole",
     "arn:aws:iam::aws:policy/AWSXrayWriteOnlyAccess",
+}
+#: The one role API Gateway's account setting names, for every API's logs in the Region: AWS's own policy.
+ACCOUNT_LOGS_POLICY = {
+    "ApiGatewayLogsRole": {"arn:aws:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs"}
 }
 
 
@@ -85,13 +89,10 @@ def test_cfn_lint_finds_nothing() -> None:
 
 
 def requirement_pins() -> dict[str, str]:
-    pins = {}
-    for raw in (ROOT / "layers" / "relay" / "requirements.txt").read_text().splitlines():
-        line = raw.split("#", 1)[0].strip()
-        if "==" in line:
-            name, version = line.split("==", 1)
-            pins[re.sub(r"\[.*\]", "", name).strip().lower().replace("-", "_")] = version.strip()
-    return pins
+    """The layer's lock: every package, transitive ones included, by normalised name."""
+    lines = (ROOT / "layers" / "relay" / "requirements.txt").read_text().splitlines()
+    pins = dict(re.findall(r"^([A-Za-z0-9_.-]+)==([^\s;\\]+)", "\n".join(lines), flags=re.MULTILINE))
+    return {re.sub(r"[-_.]+", "_", name).lower(): version for name, version in pins.items()}
 
 
 @pytest.mark.slow
@@ -111,19 +112,18 @@ def test_sam_build_builds_every_function_and_the_layer_for_arm64(tmp_path: Path)
     layer = build / "RelayLayer" / "python"
     assert (layer / "kontur_relay" / "domain" / "engine.py").is_file()
     built = dict(path.name.removesuffix(".dist-info").lower().split("-", 1) for path in layer.glob("*.dist-info"))
-    for name, version in requirement_pins().items():
-        assert built.get(name) == version, f"the layer has {name} {built.get(name)}, requirements.txt pins {version}"
+    # The lock, exactly: every package at its version, and nothing the tests did not run on.
+    assert built == requirement_pins()
+    sources = [path for path in (layer / "kontur_relay").rglob("*.py") if "_pb2" not in path.name]
+    # Compiled at build time by CPython 3.13, the runtime's: a cold start does not compile the layer.
+    missing = [path for path in sources if not (path.parent / "__pycache__" / f"{path.stem}.cpython-313.pyc").is_file()]
+    assert not missing, f"shipped without bytecode: {missing[:5]}"
     extensions = [path.name for path in layer.rglob("*.so")]
     assert extensions, "no compiled extension at all: was anything installed?"
     assert not [name for name in extensions if "x86_64" in name], "x86 binaries in an arm64 layer"
 
 
 # -- the template, read -----------------------------------------------------------------------------
-
-
-def resources(stack: Stack) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Every resource, whatever its Condition."""
-    yield from stack.doc["Resources"].items()
 
 
 @pytest.fixture(scope="module")
@@ -140,35 +140,7 @@ def functions(stack: Stack) -> dict[str, dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def transformed(stack: Stack) -> dict[str, Any]:
-    """The template as CloudFormation gets it from SAM: the IAM roles SAM writes from each function's
-    policies, with policy templates expanded, so that the checks see the statements AWS will enforce."""
-    from samtranslator.translator.transform import transform  # noqa: PLC0415 - SAM CLI's own, slow to import
-
-    doc = copy.deepcopy(stack.doc)
-    doc["Resources"] = dict(resources(stack))
-    transforms = doc["Transform"] if isinstance(doc["Transform"], list) else [doc["Transform"]]
-    doc["Transform"] = next(t for t in transforms if t.startswith("AWS::Serverless"))
-    for resource in doc["Resources"].values():
-        # The translator wants code in S3; where it is changes no policy.
-        if resource["Type"] == "AWS::Serverless::Function":
-            resource["Properties"]["CodeUri"] = "s3://bucket/code.zip"
-        if resource["Type"] == "AWS::Serverless::LayerVersion":
-            resource["Properties"]["ContentUri"] = "s3://bucket/layer.zip"
-
-    class NoManagedPolicyNames:
-        def load(self) -> dict[str, str]:
-            return {}
-
-    previous = os.environ.get("AWS_DEFAULT_REGION")
-    os.environ["AWS_DEFAULT_REGION"] = LOCAL_CREDENTIALS["AWS_DEFAULT_REGION"]
-    try:
-        parameters = {name: stack._parameter(name) for name in stack.parameters}
-        return dict(transform(doc, parameters, NoManagedPolicyNames()))
-    finally:
-        if previous is None:
-            del os.environ["AWS_DEFAULT_REGION"]
-        else:
-            os.environ["AWS_DEFAULT_REGION"] = previous
+    return sam_transform(stack)
 
 
 def environment(stack: Stack, props: dict[str, Any]) -> dict[str, Any]:
@@ -275,7 +247,8 @@ def test_every_role_grants_named_actions_on_named_resources(transformed: dict[st
 def test_roles_attach_no_managed_policy_beyond_what_sam_adds(transformed: dict[str, Any]) -> None:
     for logical_id, resource in transformed["Resources"].items():
         if resource["Type"] == "AWS::IAM::Role":
-            extra = set(resource["Properties"].get("ManagedPolicyArns", [])) - SAM_MANAGED_POLICIES
+            allowed = SAM_MANAGED_POLICIES | ACCOUNT_LOGS_POLICY.get(logical_id, set())
+            extra = set(resource["Properties"].get("ManagedPolicyArns", [])) - allowed
             assert not extra, f"{logical_id} attaches {extra}"
 
 

@@ -37,7 +37,8 @@ validate_message = fastjsonschema.compile(json.loads((ROOT / "schemas" / "messag
 
 
 def _pin(requirements: Path, package: str) -> str:
-    match = re.search(rf"^{re.escape(package)}==(\S+)$", requirements.read_text(), re.MULTILINE)
+    # A lock line: `name==version \` and its hashes on the lines after.
+    match = re.search(rf"^{re.escape(package)}==([^\s\\;]+)", requirements.read_text(), re.MULTILINE)
     assert match, f"{package} is not pinned in {requirements}"
     return match.group(1)
 

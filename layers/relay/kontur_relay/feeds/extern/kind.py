@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -16,6 +16,8 @@ from kontur_relay.feeds import PositionRefused
 from kontur_relay.feeds.extern.auth import extern_authenticator
 from kontur_relay.feeds.extern.source import ExternSource, read_extern_error
 from kontur_relay.kontur import client
+from kontur_relay.kontur.budget import Budget
+from kontur_relay.observability import MetricUnit, metrics
 from kontur_relay.settings import Env, RelaySettings
 
 #: An Extern cursor is an event id (``4ca_137``), or one kept after an old server's
@@ -60,9 +62,17 @@ class ExternPoller:
     """The one Extern feed's relay; a scheduled event carries nothing it needs."""
 
     relay: Relay
+    #: Counts the requests to Kontur (Extern's own limit is Kontur's to enforce; it answers 429).
+    budget: Budget
 
     def run(self, event: Mapping[str, Any], time_left: Callable[[], float]) -> dict[str, object]:
-        return self.relay.run(time_left).as_dict()
+        before = replace(self.budget.counts)
+        try:
+            return self.relay.run(time_left).as_dict()
+        finally:
+            counts = self.budget.counts
+            metrics.add_metric(name="KonturRequests", unit=MetricUnit.Count, value=counts.requests - before.requests)
+            metrics.add_metric(name="KonturThrottled", unit=MetricUnit.Count, value=counts.throttled - before.throttled)
 
 
 class ExternKind:
@@ -80,7 +90,8 @@ class ExternKind:
     def poller(self, env: Env) -> ExternPoller:
         settings = ExternSettings.from_env(env)
         relay_settings = RelaySettings.from_env(env)
-        session = client.session()
+        budget = Budget()
+        session = client.session(budget=budget)
         api = client.KonturApi(
             settings.api_url,
             session,
@@ -100,7 +111,7 @@ class ExternKind:
             safety_margin=relay_settings.safety_margin,
             cadence=settings.cadence,
         )
-        return ExternPoller(relay)
+        return ExternPoller(relay, budget)
 
 
 KIND = ExternKind()

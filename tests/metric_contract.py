@@ -1,0 +1,43 @@
+"""The metrics the relay emits: what alarms, the dashboard and the README's "Metrics" section are
+written against. Renaming a metric here, in the code or in the template alone fails a test."""
+
+from __future__ import annotations
+
+NAMESPACE = "KonturFeedRelay"  # POWERTOOLS_METRICS_NAMESPACE
+SERVICE = "kontur-feed-relay"  # POWERTOOLS_SERVICE_NAME, Powertools' `service` dimension
+KINDS = ("extern", "diadoc")
+#: Every metric carries exactly these dimensions: one series per feed kind, never one per Diadoc box.
+DIMENSIONS = ("service", "kind")
+
+#: name -> CloudWatch unit, for both kinds.
+METRICS = {
+    "RunSucceeded": "Count",
+    "RunFailed": "Count",
+    "EventsPublished": "Count",
+    "Backlog": "Count",
+    "LagSeconds": "Seconds",
+    "KonturRequests": "Count",
+    "KonturThrottled": "Count",
+    "StoppedFeeds": "Count",
+    "RunDuration": "Milliseconds",
+    "Errors": "Count",
+    # A tick of a kind whose credentials secret is still empty (not a failure).
+    "NotConfigured": "Count",
+}
+#: Diadoc's alone.
+DIADOC_METRICS = {
+    "BoxesPolled": "Count",
+    "BoxesWithEvents": "Count",
+    "BudgetUsed": "Percent",
+    "OldestOverdueSeconds": "Seconds",
+}
+#: Dimensions some metrics carry beside DIMENSIONS.
+EXTRA_DIMENSIONS = {"Errors": ("error",)}
+
+
+def dimensions(metric: str) -> set[str]:
+    return {*DIMENSIONS, *EXTRA_DIMENSIONS.get(metric, ())}
+
+
+def kinds(metric: str) -> tuple[str, ...]:
+    return ("diadoc",) if metric in DIADOC_METRICS else KINDS if metric in METRICS else ()

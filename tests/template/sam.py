@@ -1,0 +1,62 @@
+"""template.yaml as CloudFormation gets it, through SAM's own translator, so that checks see the
+roles, API definitions and schedules AWS will create, not the shorthand."""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Iterator
+from typing import Any
+
+from local_stack.services import LOCAL_CREDENTIALS
+from local_stack.template import Stack
+
+
+def resources(stack: Stack) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every resource, whatever its Condition."""
+    yield from stack.doc["Resources"].items()
+
+
+def sam_transform(stack: Stack) -> dict[str, Any]:
+    """The IAM roles SAM writes from each function's policies (policy templates expanded), the API's
+    OpenAPI body with each route's integration, the schedules' resources."""
+    from samtranslator.translator.transform import transform  # noqa: PLC0415 - SAM CLI's own, slow to import
+
+    doc = copy.deepcopy(stack.doc)
+    doc["Resources"] = dict(resources(stack))
+    transforms = doc["Transform"] if isinstance(doc["Transform"], list) else [doc["Transform"]]
+    doc["Transform"] = next(t for t in transforms if t.startswith("AWS::Serverless"))
+    for resource in doc["Resources"].values():
+        # The translator wants code in S3; where it is changes no policy.
+        if resource["Type"] == "AWS::Serverless::Function":
+            resource["Properties"]["CodeUri"] = "s3://bucket/code.zip"
+        if resource["Type"] == "AWS::Serverless::LayerVersion":
+            resource["Properties"]["ContentUri"] = "s3://bucket/layer.zip"
+
+    class NoManagedPolicyNames:
+        def load(self) -> dict[str, str]:
+            return {}
+
+    previous = os.environ.get("AWS_DEFAULT_REGION")
+    os.environ["AWS_DEFAULT_REGION"] = LOCAL_CREDENTIALS["AWS_DEFAULT_REGION"]
+    try:
+        parameters = {name: stack._parameter(name) for name in stack.parameters}
+        return dict(transform(doc, parameters, NoManagedPolicyNames()))
+    finally:
+        if previous is None:
+            del os.environ["AWS_DEFAULT_REGION"]
+        else:
+            os.environ["AWS_DEFAULT_REGION"] = previous
+
+
+class _MadeUp(dict[Any, str]):
+    def __missing__(self, key: Any) -> str:
+        return f"{'-'.join(key) if isinstance(key, tuple) else key}-physical"
+
+
+def offline(parameters: dict[str, str]) -> Stack:
+    """The template evaluated for a parameter set, with made-up names for what provisioning would create."""
+    stack = Stack(parameters=dict(parameters))
+    stack.physical = _MadeUp()
+    stack.attributes = _MadeUp()
+    return stack
