@@ -41,3 +41,22 @@ def dimensions(metric: str) -> set[str]:
 
 def kinds(metric: str) -> tuple[str, ...]:
     return ("diadoc",) if metric in DIADOC_METRICS else KINDS if metric in METRICS else ()
+
+
+def violations(documents: list[dict[str, object]]) -> list[str]:
+    """What in these EMF documents (as Powertools printed them) breaks the contract."""
+    found = []
+    for document in documents:
+        meta = document["_aws"]
+        assert isinstance(meta, dict)
+        for block in meta["CloudWatchMetrics"]:
+            dimensions_ = {name for group in block["Dimensions"] for name in group}
+            for metric in block["Metrics"]:
+                name = metric["Name"]
+                if not kinds(name):
+                    found.append(f"{name} is not in the contract")
+                elif dimensions_ != dimensions(name):
+                    found.append(f"{name} has dimensions {sorted(dimensions_)}, not {sorted(dimensions(name))}")
+                elif document.get("kind") not in kinds(name):
+                    found.append(f"{name} emitted for kind {document.get('kind')!r}")
+    return found

@@ -23,6 +23,7 @@ from local_stack.simulators.extern import ExternSimulator
 from local_stack.simulators.identity import IdentitySimulator
 from local_stack.template import ROOT, Stack, provision
 from tests.conftest import load_handler
+from tests.metric_contract import violations
 from tests.queues import bodies, cursors, receive, subscribe, validate_message
 
 FUNCTION = "ExternPollerFunction"
@@ -251,15 +252,25 @@ def test_a_feed_whose_secret_is_still_empty_is_not_configured_not_failing(
     emitted = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
     assert emitted
     assert all("RunFailed" not in line and "Errors" not in line for line in emitted)
+    assert violations(emitted) == []
     status = cursors(stack).status("extern")
     assert status is not None
     assert status.not_configured is not None
     assert kontur.extern.calls("/v1/events") == [], "not a request to Kontur"
 
     # Filled in, the next cold container runs, and the row says it is configured.
+    kontur.extern.generate(30)
     assert poller(stack, kontur, aws, monkeypatch).handler({"feed": "extern"}, LocalContext(FUNCTION))["outcome"] == (
         "caught_up"
     )
+    emitted = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    assert {"RunSucceeded", "EventsPublished", "KonturRequests", "LagSeconds"} <= {
+        metric["Name"]
+        for document in emitted
+        for block in document["_aws"]["CloudWatchMetrics"]
+        for metric in block["Metrics"]
+    }
+    assert violations(emitted) == [], "every metric as the alarms and the dashboard read it"
     status = cursors(stack).status("extern")
     assert status is not None
     assert status.not_configured is None
