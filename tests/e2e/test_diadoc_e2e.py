@@ -48,6 +48,7 @@ from local_stack.simulators.diadoc_events import (
 from local_stack.simulators.identity import IdentitySimulator
 from local_stack.template import ROOT, Stack, provision
 from tests.conftest import load_handler
+from tests.metric_contract import violations
 from tests.queues import bodies, cursors, receive, subscribe
 
 FUNCTION = "DiadocPollerFunction"
@@ -283,6 +284,7 @@ def test_every_event_of_the_box_reaches_the_queue_as_diadoc_sent_it(stack, diado
     printed = metrics_printed(capsys.readouterr().out)
     assert any(metric(m, "Backlog") == 0 and m.get("kind") == "diadoc" for m in printed)
     assert any(metric(m, "EventsPublished") == 250 and metric(m, "BoxesPolled") == 1 for m in printed)
+    assert violations(printed) == [], "every metric as the alarms and the dashboard read it"
 
     # A tick before the box is due again asks Diadoc nothing.
     idle = tick(handler)
