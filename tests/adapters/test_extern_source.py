@@ -528,3 +528,15 @@ def test_credentials_never_reach_logs_or_error_messages(kontur, aws, caplog):
 
 def _refresh_token(kontur: Kontur) -> str:
     return kontur.identity.refresh_token_for(kontur.username, kontur.client_id)
+
+
+def test_an_unreadable_retry_after_is_ignored_and_the_backoff_decides(kontur: Kontur) -> None:
+    """A fractional Retry-After ("0.05") is not HTTP's: urllib3 refuses it. The relay backs off
+    instead of failing the run as an unexpected error."""
+    kontur.extern.generate(5)
+    kontur.extern.faults.add(Fault.throttle(retry_after=0.05), prefix="/v1/events")
+
+    page = source(kontur).read_page(None)
+
+    assert [event.id for event in page.events] == kontur.visible()[:50]
+    assert [call.status for call in kontur.extern.calls("/v1/events")] == [429, 200]

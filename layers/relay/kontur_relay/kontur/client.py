@@ -61,7 +61,14 @@ class CappedRetry(Retry):
             self.budget.send()
 
     def get_retry_after(self, response: Any) -> float | None:
-        seconds = super().get_retry_after(response)
+        try:
+            seconds = super().get_retry_after(response)
+        except urllib3.exceptions.InvalidHeader:
+            # A value urllib3 cannot read ("0.5", a misspelt date): the backoff decides instead.
+            logger.warning(
+                "Ignored an unreadable Retry-After header", extra={"value": response.headers.get("Retry-After")}
+            )
+            return None
         return None if seconds is None else min(seconds, self.max_retry_after)
 
     def get_backoff_time(self) -> float:
