@@ -37,6 +37,13 @@ class CamelModel(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
 
 
+class StrictInput(BaseModel):
+    """A request body: camelCase, and unknown keys refused, so that a misspelt key never turns into a
+    silently different request."""
+
+    model_config = ConfigDict(alias_generator=to_camel, extra="forbid")
+
+
 class FieldProblem(BaseModel):
     """One rule a request broke."""
 
