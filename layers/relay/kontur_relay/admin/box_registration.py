@@ -154,7 +154,7 @@ def put(
             "An operator restarted a Diadoc box" if change.restart else "An operator registered a Diadoc box",
             extra={
                 "feed": feed,
-                "created": created,
+                "registration": "new" if created else "change",
                 "restart": change.restart,
                 "filters_before": kept_key,
                 "filters_after": key,
