@@ -167,6 +167,11 @@ def test_a_bad_box_id_is_named_and_an_unknown_box_is_not_found(world):
     problem(put(world, BOX, {"limit": 501}), 422)
     problem(put(world, BOX, {"messagetype": ["Letter"]}), 422)
     problem(put(world, BOX, {"start": "yesterday"}), 422)
+    # Powertools alone would read an array as its first item: [null] as no body at all.
+    assert problem(put(world, BOX, [None]), 422)["detail"] == [
+        {"loc": ["body"], "msg": "Input should be an object", "type": "model_type"}
+    ]
+    problem(world.api.request("POST", "/diadoc/boxes/discover", json_body=[{"register": True}]), 422)
     assert registry(world).get(f"diadoc:{BOX}") is None
 
 

@@ -20,6 +20,13 @@ from kontur_relay.feeds.diadoc.config import LIST_FILTERS, MAX_LIMIT, TICKS_FILT
 from kontur_relay.feeds.diadoc.ticks import MAX_TICKS, from_rfc3339
 
 GUID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+#: Either spelling of a box id that ``feeds.diadoc.boxes.box_id`` takes, for the description; braces optional.
+BOX_ID = (
+    r"^(\{?[0-9a-fA-F]{8}-?([0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}\}?"
+    r"|[0-9a-fA-F]{32}@[dD][iI][aA][dD][oO][cC]\.[rR][uU])$"
+)
+#: ``oldest``, ``now`` or an RFC 3339 time with a zone (the validator checks the time is one).
+START = r"^(oldest|now|[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2}))$"
 
 BoxId = Annotated[
     str,
@@ -50,7 +57,7 @@ class Filters(CamelModel):
     timestamp_from_ticks: Ticks | None = Field(default=None, description="From this moment on (.NET ticks, UTC)")
     timestamp_to_ticks: Ticks | None = Field(default=None, description="Up to this moment (.NET ticks, UTC)")
     counteragent_box_id: str | None = Field(
-        default=None, max_length=100, description="Only events with this counterparty's box"
+        default=None, pattern=BOX_ID, description="Only events with this counterparty's box"
     )
     order_by: Literal["Ascending", "Descending"] | None = None
 
@@ -63,7 +70,7 @@ class BoxChange(Filters):
 
     start: str | None = Field(
         default=None,
-        max_length=64,
+        pattern=START,
         description="Where the box's feed starts when it has no cursor: `oldest`, `now` (after the box's "
         "newest event) or an RFC 3339 time with a zone (sent as timestampFromTicks, so it is a filter too). "
         "Default: the deployment's DiadocStart",
@@ -91,8 +98,8 @@ class BoxChange(Filters):
     @field_validator("start")
     @classmethod
     def _start(cls, value: str | None) -> str | None:
-        if value is None or value.lower() in ("oldest", "now"):
-            return None if value is None else value.lower()
+        if value is None or value in ("oldest", "now"):
+            return value
         try:
             from_rfc3339(value)
         except (ValueError, OverflowError):
