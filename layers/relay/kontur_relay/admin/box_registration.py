@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from kontur_relay.admin.api import ApiError, Caller
@@ -203,18 +203,7 @@ def discover(
             else:
                 added.append(box.box_id)
                 relayed.add(box.box_id)
-    shown = [
-        VisibleBox(
-            box_id=box.box_id,
-            box_id_guid=box.box_id_guid,
-            title=box.title,
-            organization=box.organization,
-            inn=box.inn,
-            kpp=box.kpp,
-            relayed=bool({box.box_id, box.box_id_guid} & relayed),
-        )
-        for box in visible
-    ]
+    shown = [VisibleBox(**asdict(box), relayed=bool({box.box_id, box.box_id_guid} & relayed)) for box in visible]
     return Discovered(boxes=shown, registered=added, skipped=skipped)
 
 
