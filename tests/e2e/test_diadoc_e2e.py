@@ -135,7 +135,8 @@ def test_every_event_of_the_box_reaches_the_queue_as_diadoc_sent_it(stack, diado
     sim.generate(box, 129)
     expected = sim.event_ids(box)
     queue = subscribe(aws, stack.physical["EventsTopic"])
-    handler = poller(stack, diadoc, aws, monkeypatch).handler
+    # Pages of 100 (the default is 500), so that the run pages through the box.
+    handler = poller(stack, diadoc, aws, monkeypatch, DIADOC_PAGE_SIZE="100").handler
 
     result = handler({"boxId": box}, LocalContext(FUNCTION))
 

@@ -51,7 +51,7 @@ def test_without_boxes_there_is_no_diadoc_schedule_but_the_function_exists():
     assert environment["DIADOC_API_URL"] == "https://diadoc-api.kontur.ru"
     assert (environment["DIADOC_API_VERSION"], environment["DIADOC_PAGE_SIZE"], environment["DIADOC_START"]) == (
         "V8",
-        "100",
+        "500",
         "oldest",
     )
     assert environment["DIADOC_CREDENTIALS_SECRET"] == "DiadocCredentials-physical"
