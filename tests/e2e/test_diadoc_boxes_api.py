@@ -12,7 +12,11 @@ from typing import Any
 import boto3
 import pytest
 
-from kontur_relay.aws.boxes import DynamoBoxRegistry
+from kontur_relay.admin import box_registration as registration
+from kontur_relay.admin.api import ApiError, Caller
+from kontur_relay.admin.box_registration import BoxDefaults
+from kontur_relay.admin.boxes import BoxChange
+from kontur_relay.aws.boxes import DynamoBoxRegistry, RegisteredBox
 from kontur_relay.feeds.diadoc.config import box_feed
 from local_stack.simulators.base import Fault
 from local_stack.template import Stack
@@ -257,3 +261,38 @@ def test_feeds_page_through_every_feed_once_and_leave_out_what_is_no_feed(world,
 
     assert sorted(seen) == sorted(feeds)
     problem(world.api.request("GET", "/feeds?nextToken=e30"), 400)
+
+
+class PollInBetween(DynamoBoxRegistry):
+    """A registry where a poll moves the box's cursor right after the API first reads the box."""
+
+    def __init__(self, world: AdminWorld) -> None:
+        super().__init__(boto3.resource("dynamodb").Table(world.stack.physical["CursorsTable"]))
+        self.world = world
+        self.reads = 0
+
+    def get(self, feed: str) -> RegisteredBox | None:
+        found = super().get(feed)
+        self.reads += 1
+        if self.reads == 1:
+            polled(self.world, feed.removeprefix("diadoc:"), "AAEC+/idx==")
+        return found
+
+
+@pytest.mark.parametrize(("filters", "status"), [({"orderBy": "Ascending"}, 200), ({"orderBy": "Descending"}, 409)])
+def test_a_poll_between_reading_and_writing_a_registration_makes_it_decide_again(world, filters, status):
+    assert put(world, BOX, {"orderBy": "Ascending"}).status_code == 201
+    racing = PollInBetween(world)
+    who = Caller(arn=SIGNER_ARN, principal=None, source_ip=None)
+    defaults = BoxDefaults(start="oldest", limit=500, max_limit=500)
+
+    if status == 409:
+        with pytest.raises(ApiError) as refused:
+            registration.put(racing, f"diadoc:{BOX}", BoxChange.model_validate(filters), defaults, who)
+        assert (refused.value.status, refused.value.fields["current_version"]) == (409, 1)
+    else:
+        box, created = registration.put(racing, f"diadoc:{BOX}", BoxChange.model_validate(filters), defaults, who)
+        assert (created, box.cursor.position, box.cursor.version) == (False, "AAEC+/idx==", 1)
+    # The write at the version first read failed, and the box was read again before deciding.
+    assert racing.reads >= 2
+    assert world.cursors().load(f"diadoc:{BOX}").position == "AAEC+/idx=="
