@@ -18,8 +18,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from kontur_relay import wiring
 from kontur_relay.admin import api as admin_api
 from kontur_relay.admin import feeds
-from kontur_relay.admin.api import responses
 from kontur_relay.admin.feeds import CursorChange, FeedId, FeedList, FeedView, feed_view
+from kontur_relay.admin.paging import Limit, NextToken
 from kontur_relay.aws.cursors import DynamoCursorStore
 from kontur_relay.observability import logger, tracer
 
@@ -31,9 +31,9 @@ def cursors() -> DynamoCursorStore:
     return wiring.cursor_store()
 
 
-@app.get("/feeds", summary="Every feed's cursor and health", tags=["feeds"], responses=responses(feeds.LISTED, {}))
-def list_feeds() -> FeedList:
-    return FeedList(feeds=sorted((feed_view(s) for s in cursors().statuses()), key=lambda view: view.feed))
+@app.get("/feeds", summary="Every feed's cursor and health, a page at a time", **feeds.LIST)
+def list_feeds(limit: Limit = 100, nextToken: NextToken = None) -> FeedList:
+    return feeds.page(cursors(), limit, nextToken)
 
 
 @app.get("/feeds/<feedId>", summary="One feed's cursor and health", tags=["feeds"], responses=feeds.GET_RESPONSES)

@@ -8,6 +8,9 @@
   ``TotalCountType`` ``GreaterThanOrEqual`` beyond it. A key that does not name an event of the box
   (a ``+`` sent unencoded arrives as a space) answers 400 ``cursor must have valid value``.
 - ``GET /V2/GetLastEvent?boxId=``: the newest ``BoxEvent``, or 204 when the box has none.
+- ``GET /GetMyOrganizations``: the organisations in which the caller sees a box, with those boxes.
+  It answers only ``autoRegister=false`` (400 otherwise) and records what each call sent in
+  ``organization_requests``: the relay must never let Diadoc register its user in organisations.
 - ``POST /V3/Authenticate?type=password``: ``DiadocAuth ddauth_api_client_id=`` with a JSON body of
   login and password answers a token (plain text) that lives ``token_lifetime`` seconds.
 
@@ -38,6 +41,7 @@ from kontur_relay.feeds.diadoc import diadoc_events_pb2 as pb
 from local_stack.simulators.base import Request, Response, Simulator
 from local_stack.simulators.diadoc_events import Box, DiadocEventGenerator
 from local_stack.simulators.diadoc_feed import BoxFeed, matcher
+from local_stack.simulators.diadoc_orgs import Organization, new_organization, organization_list
 from local_stack.simulators.identity import IdentitySimulator
 
 MAX_LIMIT = 500
@@ -83,6 +87,9 @@ class DiadocSimulator(Simulator):
         self.api_clients: set[str] = set()
         #: Tokens that POST /V3/Authenticate issued so far (tests check caching and renewal).
         self.authentications = 0
+        #: The ``autoRegister`` each GetMyOrganizations call sent (None: not sent).
+        self.organization_requests: list[str | None] = []
+        self.organizations: dict[str, Organization] = {}
         self.events = DiadocEventGenerator(self.rng, realtime_dates=realtime_dates)
         self._feeds: dict[str, BoxFeed] = {}
         self._tokens: dict[str, tuple[str, float]] = {}
@@ -91,15 +98,26 @@ class DiadocSimulator(Simulator):
         self.route("GET", "/V8/GetNewEvents", self._get_new_events)
         self.route("GET", "/V7/GetNewEvents", self._get_new_events)
         self.route("GET", "/V2/GetLastEvent", self._get_last_event)
+        self.route("GET", "/GetMyOrganizations", self._get_my_organizations)
         self.route("POST", "/V3/Authenticate", self._authenticate_password)
 
     # -- setup ------------------------------------------------------------------------------------
 
-    def add_box(self, box_id: str | None = None, *, departments: int = 2, title: str | None = None) -> Box:
+    def add_box(
+        self,
+        box_id: str | None = None,
+        *,
+        departments: int = 2,
+        title: str | None = None,
+        organization: str | None = None,
+    ) -> Box:
+        """A box of the organisation with id ``organization``, or of a new one named as the box."""
         with self._lock:
             box = self.events.new_box(box_id, departments, title)
             self.boxes[box.id] = box
             self._feeds[box.id] = BoxFeed()
+            owner = self.organizations.get(organization or "") or new_organization(box.id, box.title)
+            self.organizations.setdefault(owner.id, owner).box_ids.append(box.id)
             return box
 
     def add_api_client(self, client_id: str) -> None:
@@ -265,6 +283,22 @@ class DiadocSimulator(Simulator):
             if not events:
                 return Response(204)
             return Response(200, events[-1].raw, {"Content-Type": "application/x-protobuf"})
+
+    def _get_my_organizations(self, request: Request) -> Response:
+        caller = self._caller(request)
+        if isinstance(caller, Response):
+            return caller
+        auto_register = request.query.get("autoRegister")
+        with self._lock:
+            self.organization_requests.append(auto_register)
+        if (auto_register or "").lower() != "false":
+            # Diadoc's default registers the user in every organisation found and makes it their
+            # administrator: refused here, so that a test fails when the parameter is not sent.
+            return self.error_body(request, 400, "the simulator answers only autoRegister=false")
+        with self._lock:
+            titles = {box.id: box.title for box in self.boxes.values()}
+            body = organization_list(self.organizations.values(), caller.access, titles)
+        return Response(200, body, {"Content-Type": "application/x-protobuf"})
 
     def _authenticate_password(self, request: Request) -> Response:
         if request.query.get("type") != "password":

@@ -39,13 +39,14 @@ from local_stack.constants import ACCOUNT, REGION
 from local_stack.context import LocalContext
 from local_stack.services import LOCAL_CREDENTIALS
 from local_stack.simulators.base import Fault
+from local_stack.simulators.diadoc import DiadocSimulator
 from local_stack.simulators.extern import ExternSimulator
 from local_stack.simulators.extern_events import Account
 from local_stack.simulators.identity import IdentitySimulator
 from local_stack.template import ROOT, Stack
 
 CLIENT_ID = "feed-relay"
-API_FUNCTIONS = ("FeedsApiFunction", "PublishersApiFunction")
+API_FUNCTIONS = ("FeedsApiFunction", "PublishersApiFunction", "DiadocBoxesApiFunction")
 #: Short, so that a timeout test waits little; the simulator's slow answers take longer.
 TIMEOUT = 0.5
 SIGNER_ARN = f"arn:aws:iam::{ACCOUNT}:user/{LOCAL_CREDENTIALS['AWS_ACCESS_KEY_ID']}"
@@ -84,6 +85,8 @@ class AdminWorld:
     api: SignedClient
     secretsmanager: Any
     api_key: str
+    #: Its user (in the Diadoc secret) sees the boxes of ``setup``; more are added per test.
+    diadoc: DiadocSimulator
 
     @property
     def secret_id(self) -> str:
@@ -122,7 +125,11 @@ class AdminWorld:
 def admin_world(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[AdminWorld]:
     """The simulators, the integrator's credentials in the stack's Extern secret, both API functions'
     environment from the template, and the local front serving them in this process."""
-    with IdentitySimulator() as identity, ExternSimulator(identity, seed=11) as extern:
+    with (
+        IdentitySimulator() as identity,
+        ExternSimulator(identity, seed=11) as extern,
+        DiadocSimulator(identity, seed=13) as diadoc,
+    ):
         api_key = secrets.token_hex(16)
         username, password = "svc@integrator.example", secrets.token_urlsafe(16)
         extern.add_integrator(CLIENT_ID, api_key, username=username, password=password)
@@ -140,13 +147,18 @@ def admin_world(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[Admin
         secretsmanager.put_secret_value(
             SecretId=stack.physical["ExternCredentials"], SecretString=json.dumps(credentials)
         )
+        diadoc_credentials = diadoc.setup(boxes=3, backlog=0)
+        secretsmanager.put_secret_value(
+            SecretId=stack.physical["DiadocCredentials"], SecretString=json.dumps(diadoc_credentials)
+        )
         for function in API_FUNCTIONS:
             for name, value in stack.function(function).environment.items():
                 monkeypatch.setenv(name, value)
         monkeypatch.setenv("EXTERN_API_URL", extern.url)
+        monkeypatch.setenv("DIADOC_API_URL", diadoc.url)
         monkeypatch.setenv("HTTP_TIMEOUT_SECONDS", str(TIMEOUT))
         with api_gateway.start(stack, log=lambda message: None) as front:
-            yield AdminWorld(stack, identity, extern, front, SignedClient(front.url), secretsmanager, api_key)
+            yield AdminWorld(stack, identity, extern, front, SignedClient(front.url), secretsmanager, api_key, diadoc)
 
 
 @pytest.fixture
@@ -472,7 +484,7 @@ def seed(world: AdminWorld) -> DynamoCursorStore:
 
 
 def test_feeds_show_every_feed_cursor_and_health(world):
-    assert world.api.request("GET", "/feeds").json() == {"feeds": []}
+    assert world.api.request("GET", "/feeds").json() == {"feeds": [], "nextToken": None}
     seed(world)
 
     answer = world.api.request("GET", "/feeds")
@@ -602,6 +614,11 @@ SAMPLE_STATUSES = {
     "admin_share_events": 403,
     "admin_list_publishers": 200,
     "admin_delete_publisher": 404,
+    "admin_list_boxes": 200,
+    "admin_get_box": 404,
+    "admin_put_box": 201,
+    "admin_delete_box": 404,
+    "admin_discover_boxes": 200,
 }
 
 

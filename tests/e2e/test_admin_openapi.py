@@ -71,6 +71,19 @@ API_GATEWAY_CHOICES = [missing_required_header, unsupported_method]
 
 schema = schemathesis.openapi.from_path(str(openapi.OPENAPI))
 
+#: Operations where a schema-valid request is refused by a rule the schema cannot state.
+#: Which cursors a feed takes depends on the feed (Extern: event ids; only Diadoc: a time): 422.
+#: A box id is checked by the handler, which names it in a 400 (and every spelling of it is one box);
+#: an id that is one may still be no box registered: 404. A nextToken is only one the API gave: 400.
+CONTEXT_DEPENDENT = {
+    "PUT /feeds/{feedId}/cursor",
+    "GET /feeds",
+    "GET /diadoc/boxes",
+    "GET /diadoc/boxes/{boxId}",
+    "PUT /diadoc/boxes/{boxId}",
+    "DELETE /diadoc/boxes/{boxId}",
+}
+
 
 @schema.parametrize()
 # Derandomized: the suite fuzzes the same examples every run, so it never fails by chance; raise
@@ -78,8 +91,6 @@ schema = schemathesis.openapi.from_path(str(openapi.OPENAPI))
 @settings(max_examples=25, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 def test_fuzzing_finds_no_server_error_and_no_answer_off_the_description(case, fuzzed):
     excluded = list(API_GATEWAY_CHOICES)
-    if case.operation.label == "PUT /feeds/{feedId}/cursor":
-        # Which cursors a feed takes depends on the feed (Extern: event ids; only Diadoc: a time),
-        # which the schema cannot say: such a schema-valid change is answered 422.
+    if case.operation.label in CONTEXT_DEPENDENT:
         excluded.append(positive_data_acceptance)
     case.call_and_validate(base_url=fuzzed.front.url, headers=SIGNED, excluded_checks=excluded)

@@ -224,7 +224,8 @@ def test_every_event_of_the_box_reaches_the_queue_as_diadoc_sent_it(stack, diado
     sim.generate(box, 129)
     expected = sim.event_ids(box)
     queue = subscribe(aws, stack.physical["EventsTopic"])
-    assert register(stack, box) == f"diadoc:{box}"
+    # Pages of 100 (the default is 500), so that the run pages through the box.
+    assert register(stack, box, limit=100) == f"diadoc:{box}"
     handler = poller(stack, diadoc, aws, monkeypatch).handler
 
     result = tick(handler)

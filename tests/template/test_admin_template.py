@@ -13,11 +13,14 @@ import pytest
 from cfnlint.decode import decode
 from samtranslator.translator.transform import transform
 
+from kontur_relay.aws.boxes import DynamoBoxRegistry
 from kontur_relay.aws.cursors import DynamoCursorStore
 from local_stack.template import TEMPLATE, Stack
 
-FUNCTIONS = ("FeedsApiFunction", "PublishersApiFunction")
+FUNCTIONS = ("FeedsApiFunction", "PublishersApiFunction", "DiadocBoxesApiFunction")
 EXTERN_SECRET = {"Fn::If": ["CreateExternSecret", {"Ref": "ExternCredentials"}, {"Ref": "ExternCredentialsSecretArn"}]}
+DIADOC_SECRET = {"Fn::If": ["CreateDiadocSecret", {"Ref": "DiadocCredentials"}, {"Ref": "DiadocCredentialsSecretArn"}]}
+OPS = "arn:aws:iam::123456789012:user/ops"
 
 
 class _NoManagedPolicies:
@@ -59,7 +62,7 @@ def test_every_route_of_every_rest_api_is_iam_authenticated(transformed):
     assert set(apis) == {"AdminApi"}, "no implicit API: every Api event names the admin API"
     body = apis["AdminApi"]["Properties"]["Body"]
     operations = [(path, method, op) for path, item in body["paths"].items() for method, op in item.items()]
-    assert len(operations) == 6
+    assert len(operations) == 11
     for path, method, operation in operations:
         assert operation.get("security") == [{"AWS_IAM": []}], f"{method.upper()} {path} is not IAM-authenticated"
     assert body["securityDefinitions"]["AWS_IAM"]["x-amazon-apigateway-authtype"] == "awsSigv4"
@@ -115,6 +118,20 @@ def test_the_publishers_function_reads_and_rotates_the_extern_secret_and_nothing
     assert environment["EXTERN_CREDENTIALS_SECRET"] == EXTERN_SECRET
 
 
+def test_the_diadoc_boxes_function_keeps_the_box_registry_and_reads_the_diadoc_secret(transformed, template):
+    statements = _statements(transformed["Resources"]["DiadocBoxesApiFunctionRole"])
+
+    table, secret = statements
+    assert _actions(table) == {"dynamodb:GetItem", "dynamodb:Scan", "dynamodb:UpdateItem"}
+    assert table["Resource"] == {"Fn::GetAtt": ["CursorsTable", "Arn"]}
+    assert table["Condition"]["ForAllValues:StringEquals"]["dynamodb:Attributes"]
+    assert _actions(secret) == {"secretsmanager:GetSecretValue", "secretsmanager:PutSecretValue"}
+    assert secret["Resource"] == DIADOC_SECRET
+    properties = template["Resources"]["DiadocBoxesApiFunction"]["Properties"]
+    assert properties["Environment"]["Variables"]["DIADOC_CREDENTIALS_SECRET"] == DIADOC_SECRET
+    assert (properties["Timeout"], properties["MemorySize"]) == (28, 256)
+
+
 def test_the_api_url_is_an_output(template):
     assert "${AdminApi}.execute-api" in template["Outputs"]["AdminApiUrl"]["Value"]["Fn::Sub"]
 
@@ -137,23 +154,17 @@ def _attributes(params: dict[str, Any]) -> set[str]:
                 "NOT",
                 "attribute_exists",
                 "attribute_not_exists",
+                "if_not_exists",
             }:
                 found.add(token)
     return found
 
 
 def test_the_update_condition_lists_every_attribute_a_cursor_change_writes(stack: Stack, template):
-    allowed = set(
-        template["Resources"]["FeedsApiFunction"]["Properties"]["Policies"][1]["Statement"][0]["Condition"][
-            "ForAllValues:StringEquals"
-        ]["dynamodb:Attributes"]
-    )
+    allowed = _allowed_attributes(template, "FeedsApiFunction")
     table = boto3.resource("dynamodb").Table(stack.physical["CursorsTable"])
     cursors = DynamoCursorStore(table)
-    sent: list[dict[str, Any]] = []
-    table.meta.client.meta.events.register(
-        "provide-client-params.dynamodb.UpdateItem", lambda params, **_: sent.append(dict(params))
-    )
+    sent = _sent_updates(table)
     cursors.advance(cursors.load("extern"), "1_a", relayed=1)
     cursors.record_failure("extern", "stopped", stop=True)
     sent.clear()
@@ -165,3 +176,40 @@ def test_the_update_condition_lists_every_attribute_a_cursor_change_writes(stack
     assert len(sent) == 3
     for params in sent:
         assert _attributes(params) <= allowed, _attributes(params) - allowed
+
+
+def _allowed_attributes(template: dict[str, Any], function: str) -> set[str]:
+    """The dynamodb:Attributes condition of the function's statement that allows UpdateItem."""
+    statements = [s for p in template["Resources"][function]["Properties"]["Policies"] for s in p.get("Statement", [])]
+    update = next(s for s in statements if "dynamodb:UpdateItem" in _actions(s))
+    return set(update["Condition"]["ForAllValues:StringEquals"]["dynamodb:Attributes"])
+
+
+def _sent_updates(table: Any) -> list[dict[str, Any]]:
+    """Every UpdateItem the table's client sends from now on, as its parameters."""
+    sent: list[dict[str, Any]] = []
+    table.meta.client.meta.events.register(
+        "provide-client-params.dynamodb.UpdateItem", lambda params, **_: sent.append(dict(params))
+    )
+    return sent
+
+
+def test_the_update_condition_lists_exactly_what_the_box_registry_writes(stack: Stack, template):
+    allowed = _allowed_attributes(template, "DiadocBoxesApiFunction")
+    table = boto3.resource("dynamodb").Table(stack.physical["CursorsTable"])
+    registry, cursors = DynamoBoxRegistry(table), DynamoCursorStore(table)
+    feed = "diadoc:a1b2c3d4e5f64a7b8c9d0e1f2a3b4c5d@diadoc.ru"
+    settings = {"start": "oldest", "limit": 500}
+    sent = _sent_updates(table)
+
+    registry.register(feed, settings, "", by=OPS, expected_version=0, restart=False, first_poll_at=1.0)
+    registry.register(feed, {**settings, "limit": 10}, "", by=OPS, expected_version=0, restart=False, first_poll_at=1.0)
+    cursors.advance(cursors.load(feed), "AAA=", relayed=1)
+    registry.register(feed, {**settings, "orderBy": "Descending"}, "orderBy=Descending", by=OPS, expected_version=1,
+                      restart=True, first_poll_at=2.0)  # fmt: skip
+    assert registry.unregister(feed)
+    del sent[2]  # the poller's cursor write
+
+    assert len(sent) == 4
+    written = set().union(*(_attributes(params) for params in sent))
+    assert written == allowed, (written - allowed, allowed - written)

@@ -105,7 +105,7 @@ def test_the_poller_is_told_the_deployments_defaults_and_no_boxes():
     assert environment["DIADOC_API_URL"] == "https://diadoc-api.kontur.ru"
     assert (environment["DIADOC_API_VERSION"], environment["DIADOC_PAGE_SIZE"], environment["DIADOC_START"]) == (
         "V8",
-        "100",
+        "500",
         "oldest",
     )
     assert environment["DIADOC_CREDENTIALS_SECRET"] == "DiadocCredentials-physical"

@@ -10,6 +10,7 @@ hold an administrator's credential).
 
 from __future__ import annotations
 
+import json
 import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -35,6 +36,13 @@ class CamelModel(BaseModel):
     """The admin API's JSON: camelCase on the wire, Python names in the code."""
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+
+class StrictInput(BaseModel):
+    """A request body: camelCase, and unknown keys refused, so that a misspelt key never turns into a
+    silently different request."""
+
+    model_config = ConfigDict(alias_generator=to_camel, extra="forbid")
 
 
 class FieldProblem(BaseModel):
@@ -151,22 +159,20 @@ class AdminResolver(APIGatewayRestResolver):
     ``diadoc%3Abox%40x.ru``): routes match it as sent, so an encoded ``/`` stays inside its segment,
     and each path parameter is decoded once before it is validated and handed to the route.
 
-    Bodies are JSON only. Powertools would also read form and multipart bodies into the models (and
-    answers a multipart body without a boundary with a bare 500): those are refused with 415 first.
+    Bodies are JSON objects only. Powertools would also read form and multipart bodies into the
+    models (and answers a multipart body without a boundary with a bare 500): those are refused with
+    415 first. It would also read a JSON array as its first item (its rule for form fields), so that
+    ``[null]`` passes for an absent body: every body of this API is an object, anything else is 422.
     """
 
     @override
     def resolve(self, event: Mapping[str, Any], context: Any) -> dict[str, Any]:
-        if event.get("body") and not _json_content(event.get("headers") or {}):
-            request_id = (event.get("requestContext") or {}).get("requestId")
-            body = Problem(message=JSON_ONLY, request_id=request_id)
-            logger.info("Refused a body that is not JSON", extra={"status": 415})
-            return {
-                "statusCode": 415,
-                "headers": {"Content-Type": content_types.APPLICATION_JSON},
-                "body": body.model_dump_json(by_alias=True, exclude_none=True),
-                "isBase64Encoded": False,
-            }
+        body = event.get("body")
+        if body and not _json_content(event.get("headers") or {}):
+            return _refused(event, 415, JSON_ONLY)
+        if body and isinstance(_json_or_none(body), list):
+            where = FieldProblem(loc=["body"], msg="Input should be an object", type="model_type")
+            return _refused(event, 422, "The request is invalid: body: Input should be an object", detail=[where])
         return super().resolve(event, context)
 
     @override
@@ -175,6 +181,27 @@ class AdminResolver(APIGatewayRestResolver):
 
 
 JSON_ONLY = "Send the body as JSON (Content-Type: application/json)"
+
+
+def _refused(event: Mapping[str, Any], status: int, message: str, **fields: Any) -> dict[str, Any]:
+    """A Problem answer given before Powertools reads the request."""
+    request_id = (event.get("requestContext") or {}).get("requestId")
+    body = Problem(message=message, request_id=request_id, **fields)
+    logger.info("Refused a body", extra={"status": status, "reason": message})
+    return {
+        "statusCode": status,
+        "headers": {"Content-Type": content_types.APPLICATION_JSON},
+        "body": body.model_dump_json(by_alias=True, exclude_none=True),
+        "isBase64Encoded": False,
+    }
+
+
+def _json_or_none(body: str) -> Any:
+    # Malformed JSON is Powertools' to refuse (422 json_invalid, with where it broke).
+    try:
+        return json.loads(body)
+    except ValueError:
+        return None
 
 
 def _json_content(headers: Mapping[str, Any]) -> bool:

@@ -6,10 +6,11 @@ from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler.openapi.params import Path
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
-from pydantic.alias_generators import to_camel
+from pydantic import AwareDatetime, ConfigDict, Field, field_validator, model_validator
 
-from kontur_relay.admin.api import ApiError, Caller, CamelModel, responses
+from kontur_relay.admin import paging
+from kontur_relay.admin.api import ApiError, Caller, CamelModel, StrictInput, responses
+from kontur_relay.aws.boxes import encode_token
 from kontur_relay.aws.cursors import DynamoCursorStore, FeedStatus
 from kontur_relay.domain.errors import CursorConflict
 from kontur_relay.feeds import KINDS, PositionRefused, kind_name, kind_named
@@ -50,12 +51,8 @@ class FeedView(CamelModel):
 
 
 class FeedList(CamelModel):
-    feeds: list[FeedView]
-
-
-class _Input(BaseModel):
-    # Unknown keys are refused: a misspelt key must not turn into a silently different request.
-    model_config = ConfigDict(alias_generator=to_camel, extra="forbid")
+    feeds: list[FeedView] = Field(description="A page of feeds, by feed id")
+    next_token: str | None = Field(description="Pass it as nextToken for the next page; null: this was the last")
 
 
 def _one_position(schema: dict[str, Any]) -> None:
@@ -67,7 +64,7 @@ def _one_position(schema: dict[str, Any]) -> None:
     timestamp.pop("default", None)
 
 
-class CursorChange(_Input):
+class CursorChange(StrictInput):
     """Where the feed's next run reads from: a cursor the feed gave, or (Diadoc) a point in time."""
 
     model_config = ConfigDict(json_schema_extra=_one_position)
@@ -130,7 +127,8 @@ def feed_view(status: FeedStatus) -> FeedView:
 
 
 NO_FEED = "No feed with this id has run yet"
-LISTED = "Every feed the relay has run"
+LISTED = "A page of the feeds the relay has run"
+LIST: dict[str, Any] = {"tags": ["feeds"], "responses": responses(LISTED, {400: paging.NOT_OURS})}
 GET_RESPONSES = responses("The feed", {404: NO_FEED})
 SET_CURSOR = (
     "Guarded by the cursor's version: send the version GET /feeds/{feedId} answered. "
@@ -145,6 +143,13 @@ SET_CURSOR_RESPONSES = responses(
         409: "The cursor moved since it was read: the answer names its current version and cursor",
     },
 )
+
+
+def page(cursors: DynamoCursorStore, limit: int, token: str | None) -> FeedList:
+    """A page of feeds; the table's other items (a poller's lease) are none."""
+    found, last = cursors.page(limit, paging.start_key(token), keep=lambda feed: kind_name(feed) in KINDS)
+    views = sorted((feed_view(status) for status in found), key=lambda shown: shown.feed)
+    return FeedList(feeds=views, next_token=encode_token(last) if last else None)
 
 
 def status(cursors: DynamoCursorStore, feed: str) -> FeedStatus:

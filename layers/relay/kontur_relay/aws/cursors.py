@@ -177,6 +177,25 @@ class DynamoCursorStore:
                 return
             kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
 
+    def page(
+        self, limit: int, start: dict[str, Any] | None, *, keep: Callable[[str], bool]
+    ) -> tuple[list[FeedStatus], dict[str, Any] | None]:
+        """Up to ``limit`` feeds whose id ``keep`` accepts, after the key ``start``; and the key of
+        the last one, to go on from (None: nothing follows). The table also holds items that are no
+        feed (a poller's lease), which ``keep`` leaves out."""
+        found: list[FeedStatus] = []
+        kwargs: dict[str, Any] = {"ExclusiveStartKey": start} if start else {}
+        while True:
+            response = self.table.scan(**kwargs)
+            for item in response.get("Items", []):
+                if keep(str(item["feed"])):
+                    found.append(self._status(item))
+                    if len(found) == limit:
+                        return found, {"feed": str(item["feed"])}
+            if "LastEvaluatedKey" not in response:
+                return found, None
+            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
     def _status(self, item: dict[str, Any]) -> FeedStatus:
         lease_until = item.get("lease_until")
         return FeedStatus(

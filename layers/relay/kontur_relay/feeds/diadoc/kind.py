@@ -50,7 +50,7 @@ class DiadocSettings:
             credentials_secret=env.text("DIADOC_CREDENTIALS_SECRET"),
         )
 
-    def api(self, budget: Budget, *, pool_size: int = 10) -> DiadocApi:
+    def api(self, budget: Budget | None = None, *, pool_size: int = 10, max_retry_after: float = 20.0) -> DiadocApi:
         """A Diadoc client whose every request, its token's included, goes through ``budget``."""
         session = client.session(
             retries=self.http_retries,
@@ -58,6 +58,7 @@ class DiadocSettings:
             statuses=DIADOC_RETRYABLE_STATUSES,
             budget=budget,
             pool_size=pool_size,
+            max_retry_after=max_retry_after,
         )
         secret = wiring.credentials(self.credentials_secret)
         authenticator = diadoc_authenticator(secret, session, self.api_url, timeout=self.http_timeout)

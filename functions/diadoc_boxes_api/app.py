@@ -1,0 +1,82 @@
+"""Admin API, Diadoc boxes: which boxes the relay polls, with which settings, and how their polls go.
+The routes' contract is ``kontur_relay.admin.boxes``; what they do, ``kontur_relay.admin.box_registration``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from functools import cache
+from typing import Annotated, Any
+
+from aws_lambda_powertools.event_handler import Response, content_types
+from aws_lambda_powertools.event_handler.openapi.params import Body
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from kontur_relay import wiring
+from kontur_relay.admin import api as admin_api
+from kontur_relay.admin import box_registration as registration
+from kontur_relay.admin import boxes as contract
+from kontur_relay.admin.boxes import BoxChange, BoxId, BoxList, BoxView, Discover, Discovered
+from kontur_relay.admin.paging import Limit, NextToken
+from kontur_relay.aws.boxes import DynamoBoxRegistry
+from kontur_relay.feeds.diadoc.kind import DiadocSettings
+from kontur_relay.feeds.diadoc.organizations import DiadocOrganizations
+from kontur_relay.observability import logger, tracer
+from kontur_relay.settings import Env
+
+app = admin_api.resolver()
+
+
+@cache
+def registry() -> DynamoBoxRegistry:
+    return DynamoBoxRegistry(wiring.table())
+
+
+@cache
+def defaults() -> registration.BoxDefaults:
+    return registration.BoxDefaults.from_env(Env())
+
+
+@cache
+def organizations() -> DiadocOrganizations:
+    # Once per container, so the Diadoc token outlives an invocation; two short tries fit API Gateway's 29 s.
+    settings = replace(DiadocSettings.from_env(Env()), http_retries=1, http_backoff=0.2)
+    return DiadocOrganizations(settings.api(max_retry_after=2.0))
+
+
+@app.get("/diadoc/boxes", **contract.LIST_BOXES)
+def list_boxes(limit: Limit = 100, nextToken: NextToken = None) -> BoxList:
+    return registration.page(registry(), limit, nextToken)
+
+
+@app.get("/diadoc/boxes/<boxId>", **contract.GET_BOX)
+def get_box(boxId: BoxId) -> BoxView:
+    return registration.view(registration.registered(registry(), registration.canonical(boxId)))
+
+
+@app.put("/diadoc/boxes/<boxId>", **contract.PUT_BOX)
+def put_box(boxId: BoxId, change: Annotated[BoxChange | None, Body()] = None) -> Response[BoxView]:
+    feed = registration.canonical(boxId)
+    box, created = registration.put(registry(), feed, change or BoxChange(), defaults(), admin_api.caller(app))
+    view = registration.view(box)
+    return Response(status_code=201 if created else 200, content_type=content_types.APPLICATION_JSON, body=view)
+
+
+@app.delete("/diadoc/boxes/<boxId>", **contract.DELETE_BOX)
+def delete_box(boxId: BoxId) -> Response[None]:
+    registration.remove(registry(), registration.canonical(boxId), admin_api.caller(app))
+    return Response(status_code=204)
+
+
+@app.post("/diadoc/boxes/discover", **contract.DISCOVER)
+def discover(body: Annotated[Discover | None, Body()] = None) -> Discovered:
+    who, register = admin_api.caller(app), body is not None and body.register_new
+    return registration.discover(organizations(), registry(), defaults(), who, register=register)
+
+
+# The event carries no credential here, but logging events stays off whatever the environment says.
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, log_event=False)
+@tracer.capture_lambda_handler(capture_response=False)
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return app.resolve(event, context)

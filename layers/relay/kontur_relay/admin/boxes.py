@@ -1,0 +1,243 @@
+"""The admin API's Diadoc boxes: what operators send to register a box and what they see of one.
+
+A box's settings are GetNewEvents' filters, named as its query parameters, with ``start`` and
+``limit``. What is stored is the *effective* settings, the deployment's defaults applied, so the
+poller reads a box exactly as its registration says, whatever the deployment's defaults become.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from aws_lambda_powertools.event_handler import content_types
+from aws_lambda_powertools.event_handler.openapi.params import Path
+from pydantic import ConfigDict, Field, field_validator
+
+from kontur_relay.admin.api import CamelModel, StrictInput, responses
+from kontur_relay.feeds.diadoc.boxes import box_id
+from kontur_relay.feeds.diadoc.config import LIST_FILTERS, MAX_LIMIT, TICKS_FILTERS
+from kontur_relay.feeds.diadoc.ticks import MAX_TICKS, from_rfc3339
+
+GUID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+#: Either spelling of a box id that ``feeds.diadoc.boxes.box_id`` takes, for the description; braces optional.
+BOX_ID = (
+    r"^(\{?[0-9a-fA-F]{8}-?([0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}\}?"
+    r"|[0-9a-fA-F]{32}@[dD][iI][aA][dD][oO][cC]\.[rR][uU])$"
+)
+#: ``oldest``, ``now`` or an RFC 3339 time with a zone (the validator checks the time is one).
+START = r"^(oldest|now|[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2}))$"
+
+BoxId = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=100,
+        description="The box: a GUID, or 32 hexadecimal digits followed by `@diadoc.ru` (percent-encode `@`). "
+        "Case and braces do not matter: every spelling of an id is the same box",
+        examples=["a1b2c3d4e5f64a7b8c9d0e1f2a3b4c5d@diadoc.ru", "a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d"],
+    ),
+]
+#: What GetNewEvents takes for a type of document: an identifier, never a list separator.
+TypeNamedId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=100)]
+Ticks = Annotated[int, Field(strict=True, ge=0, le=MAX_TICKS)]
+
+
+class Filters(CamelModel):
+    """GetNewEvents' filters, named as its query parameters. Every page of a feed is read with them."""
+
+    department_id: str | None = Field(
+        default=None, pattern=GUID, description="One department; required when the user sees only some of them"
+    )
+    message_type: list[Literal["Letter", "Draft", "Template"]] | None = Field(default=None, min_length=1)
+    type_named_id: list[TypeNamedId] | None = Field(
+        default=None, min_length=1, description="Document types, e.g. UniversalTransferDocument"
+    )
+    document_direction: list[Literal["Inbound", "Outbound", "Internal"]] | None = Field(default=None, min_length=1)
+    timestamp_from_ticks: Ticks | None = Field(default=None, description="From this moment on (.NET ticks, UTC)")
+    timestamp_to_ticks: Ticks | None = Field(default=None, description="Up to this moment (.NET ticks, UTC)")
+    counteragent_box_id: str | None = Field(
+        default=None, pattern=BOX_ID, description="Only events with this counterparty's box"
+    )
+    order_by: Literal["Ascending", "Descending"] | None = None
+
+
+class BoxChange(Filters):
+    """A box's whole settings: what the body leaves out takes the deployment's default (or no filter)."""
+
+    # Unknown keys are refused (StrictInput's rule); only the camelCase names are accepted.
+    model_config = ConfigDict(**StrictInput.model_config, populate_by_name=False)
+
+    start: str | None = Field(
+        default=None,
+        pattern=START,
+        description="Where the box's feed starts when it has no cursor: `oldest`, `now` (after the box's "
+        "newest event) or an RFC 3339 time with a zone (sent as timestampFromTicks, so it is a filter too). "
+        "Default: the deployment's DiadocStart",
+        examples=["oldest", "now", "2025-01-01T00:00:00Z"],
+    )
+    limit: int | None = Field(
+        default=None,
+        strict=True,
+        ge=1,
+        le=MAX_LIMIT,
+        description="Events per GetNewEvents request: at most 500 on V8, 100 on V7. Default: DiadocPageSize",
+    )
+    restart: bool = Field(
+        default=False,
+        strict=True,
+        description="Drop the box's cursor and start again at `start`: required to change the filters of a box "
+        "that has a cursor (Diadoc pages only through requests with the same filters)",
+    )
+
+    @field_validator("counteragent_box_id")
+    @classmethod
+    def _box(cls, value: str | None) -> str | None:
+        return None if value is None else box_id(value)
+
+    @field_validator("start")
+    @classmethod
+    def _start(cls, value: str | None) -> str | None:
+        if value is None or value in ("oldest", "now"):
+            return value
+        try:
+            from_rfc3339(value)
+        except (ValueError, OverflowError):
+            raise ValueError("must be oldest, now or an RFC 3339 time with a zone") from None
+        return value
+
+    def settings(self) -> dict[str, Any]:
+        """What was asked, as the Diadoc feed's configuration reads it (``config.box_feed``)."""
+        return self.model_dump(by_alias=True, exclude_none=True, exclude={"restart"})
+
+
+class Settings(Filters):
+    """A box's effective settings: what its feed reads."""
+
+    start: str = Field(description="`oldest`, `now` or an RFC 3339 time")
+    limit: int
+
+
+def settings_view(stored: Mapping[str, Any]) -> Settings:
+    """Stored settings (comma-separated lists, ticks as text) in the API's shape."""
+    shown: dict[str, Any] = {}
+    for name, value in stored.items():
+        if name in LIST_FILTERS and isinstance(value, str):
+            shown[name] = value.split(",")
+        elif name in TICKS_FILTERS:
+            shown[name] = int(value)
+        else:
+            shown[name] = value
+    return Settings.model_validate(shown)
+
+
+class BoxView(CamelModel):
+    """A registered box: its settings and its polling."""
+
+    box_id: str = Field(description="The box id, canonical: lower case, no braces")
+    feed: str = Field(description="Its feed id (GET /feeds/{feedId})")
+    settings: Settings
+    registered_at: str | None
+    registered_by: str | None = Field(description="The IAM principal who last registered or changed it")
+    cursor: str | None = Field(description="Where the next poll reads from; null: where `start` says")
+    version: int = Field(description="The cursor's version")
+    last_poll_at: str | None
+    next_poll_at: str | None = Field(description="When the box is next due (RFC 3339)")
+    poll_interval_seconds: float | None = Field(description="The poller's current interval for the box")
+    last_events_at: str | None = Field(description="The last poll that found events")
+    last_error: str | None
+    stopped: bool = Field(description="Not polled until someone resumes it (PUT /feeds/{feedId}/cursor)")
+    stopped_reason: str | None
+
+
+class BoxList(CamelModel):
+    boxes: list[BoxView]
+    next_token: str | None = Field(description="Pass it as nextToken for the next page; null: this was the last")
+
+
+class Discover(StrictInput):
+    # Not named ``register``: pydantic's models already have that attribute (ABCMeta.register).
+    register_new: bool = Field(
+        default=False,
+        alias="register",
+        strict=True,
+        description="Also register, with the default settings, every box not relayed yet",
+    )
+
+
+class VisibleBox(CamelModel):
+    box_id: str = Field(description="The `…@diadoc.ru` id, canonical (the GUID form when Diadoc gives no other)")
+    box_id_guid: str | None
+    title: str | None
+    organization: str | None
+    inn: str | None
+    kpp: str | None
+    relayed: bool = Field(description="Registered (after this request's registrations)")
+
+
+class Skipped(CamelModel):
+    box_id: str
+    reason: str
+
+
+class Discovered(CamelModel):
+    boxes: list[VisibleBox] = Field(description="Every box of every organisation the Diadoc credential belongs to")
+    registered: list[str] = Field(description="The boxes this request registered")
+    skipped: list[Skipped] = Field(description="Boxes `register` could not register, and why")
+
+
+BAD_ID = "The box id is neither a GUID nor `<32 hex digits>@diadoc.ru`; or the nextToken is not one this API gave"
+NOT_RELAYED = "The box is not registered"
+WHO = "The request carries no IAM principal to record the change with"
+LIST_BOXES: dict[str, Any] = {
+    "summary": "The registered Diadoc boxes, their settings and polling",
+    "tags": ["diadoc boxes"],
+    "responses": responses("A page of boxes", {400: BAD_ID}),
+}
+GET_BOX: dict[str, Any] = {
+    "summary": "One registered box",
+    "tags": ["diadoc boxes"],
+    "responses": responses("The box", {400: BAD_ID, 404: NOT_RELAYED}),
+}
+_BOX_JSON = {content_types.APPLICATION_JSON: {"model": BoxView}}
+PUT_BOX: dict[str, Any] = {
+    "summary": "Register a box, or change its settings",
+    "description": "The body is the box's whole settings (none: the deployment's defaults). Registering a box "
+    "removed earlier resumes its kept cursor. Changing the filters of a box that has a cursor answers 409 "
+    "unless `restart` is true, which starts it again at `start`; the change is logged with who asked. A new "
+    "or restarted box is polled at once.",
+    "tags": ["diadoc boxes"],
+    "responses": {
+        **responses(
+            "Registered (also a box registered again, which resumes its cursor)",
+            {
+                400: BAD_ID,
+                403: WHO,
+                409: "The box has a cursor read with other filters (send restart), or it changed meanwhile",
+            },
+            status=201,
+            content=_BOX_JSON,
+        ),
+        200: {"description": "The settings changed", "content": _BOX_JSON},
+    },
+}
+DELETE_BOX: dict[str, Any] = {
+    "summary": "Stop relaying a box; its cursor is kept, and registering it again resumes from it",
+    "tags": ["diadoc boxes"],
+    "responses": responses("Removed", {400: BAD_ID, 403: WHO, 404: NOT_RELAYED}, status=204),
+}
+DISCOVER: dict[str, Any] = {
+    "summary": "The boxes the Diadoc credential can see, and which are relayed; optionally register the others",
+    "description": "Asks Diadoc's GetMyOrganizations, always with autoRegister=false (its default would make "
+    "the relay's user an administrator of every organisation it finds).",
+    "tags": ["diadoc boxes"],
+    "responses": responses(
+        "The boxes",
+        {
+            403: WHO,
+            502: "Diadoc refused the relay's credentials (the Diadoc secret), failed, or answered something unreadable",
+            503: "Diadoc is throttling the relay",
+            504: "Diadoc did not answer in time",
+        },
+    ),
+}
