@@ -53,9 +53,11 @@ class BoxPoller:
     source_uri: Callable[[str], str]
     clock: Callable[[], float] = time.time
     _relays: dict[tuple[str, str], Pages] = field(default_factory=dict)
+    _started: float = 0.0
 
     def run(self, event: Mapping[str, Any], time_left: Callable[[], float]) -> dict[str, object]:
         started, before = self.clock(), replace(self.budget.counts)
+        self._started = started
         lease = Lease(self.cursors, LEASE, clock=self.clock)
         report = PollReport()
         for_kind("diadoc")
@@ -149,7 +151,7 @@ class BoxPoller:
             logger.warning("A box's poll failed", extra={"feed": box.feed, "error": str(error)})
             self.registry.polled(
                 box,
-                next_poll_at=self.clock() + self.polling.min_interval,
+                next_poll_at=self._started + self.polling.min_interval,
                 interval=self.polling.min_interval,
                 had_events=False,
                 error=f"{type(error).__name__}: {error}",
@@ -173,8 +175,10 @@ class BoxPoller:
             again = replace(box, next_poll_at=now, interval=interval)
             return Turn(box.feed, progress.events, again=again, backlog=progress.backlog)
         interval = self.polling.next_interval(box.interval, progress.events > 0)
-        # A little jitter keeps boxes registered together from staying in lockstep for ever.
-        next_poll_at = self.clock() + interval * random.uniform(0.9, 1.0)
+        # Counted from the run's start, not from this poll's end: a box polled late in a run is due
+        # again at the tick an interval later, not one tick after that. A little jitter (early,
+        # never late) keeps boxes registered together from staying in lockstep for ever.
+        next_poll_at = self._started + interval * random.uniform(0.9, 1.0)
         self.registry.polled(
             box,
             next_poll_at=next_poll_at,
