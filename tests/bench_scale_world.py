@@ -15,9 +15,9 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from kontur_relay.aws.boxes import DynamoBoxRegistry, RegisteredBox
@@ -77,6 +77,11 @@ class TickClock:
         with self._lock:
             return self._base + (time.monotonic() - self._real)
 
+    def simulated(self, monotonic: float) -> float:
+        """The simulated moment of a ``time.monotonic`` reading taken since the last ``set``."""
+        with self._lock:
+            return self._base + (monotonic - self._real)
+
     def set(self, moment: float) -> None:
         with self._lock:
             self._base, self._real = moment, time.monotonic()
@@ -93,6 +98,7 @@ class CountingTable:
         self.scans = 0
         self.scanned_items = 0
         self.read_units = 0.0
+        self.scan_seconds = 0.0
 
     def update_item(self, **kwargs: Any) -> Any:
         self._count(str(kwargs["Key"]["feed"]))
@@ -104,8 +110,10 @@ class CountingTable:
 
     def scan(self, **kwargs: Any) -> Any:
         # What a page of the registry's scan costs: DynamoDB bills the items read, not those returned.
+        started = time.monotonic()
         response = self._table.scan(**kwargs, ReturnConsumedCapacity="TOTAL")
         with self._lock:
+            self.scan_seconds += time.monotonic() - started
             self.scans += 1
             self.scanned_items += int(response.get("ScannedCount", 0))
             self.read_units += float(response.get("ConsumedCapacity", {}).get("CapacityUnits", 0.0))
@@ -181,7 +189,8 @@ class Population:
                 for event in sim.generate(box, mix.backlog_events):
                     population.appeared[event] = (start, BACKLOG)
             if kind != IDLE and mix.active_rate > 0:
-                moment = start
+                # From a minute before the first tick: in a steady state an active box has news waiting.
+                moment = start - TICK_SECONDS
                 while True:
                     moment += rng.expovariate(mix.active_rate / TICK_SECONDS)
                     if moment >= start + minutes * TICK_SECONDS:
@@ -225,14 +234,20 @@ class Population:
         with self._lock:
             return len(self._due)
 
-    def register(self, registry: DynamoBoxRegistry, min_interval: float, max_interval: float, threads: int) -> None:
-        """Every box in the registry as the admin API registers it, in a steady state: idle boxes
-        backed off to the maximum interval, due at moments spread over it (they were registered long
-        ago), active ones at the minimum; the backlogged ones are new, due at once."""
-        rng = random.Random(7)
+    def register(self, registry: DynamoBoxRegistry, min_interval: float, max_interval: float) -> None:
+        """Every box in the registry in a steady state: idle boxes backed off to the maximum interval,
+        due at moments spread over it (they were registered long ago), active ones at the minimum;
+        the backlogged ones are new, due at once.
 
-        def one(box: str) -> None:
-            kind = self.classes[box]
+        The non-idle boxes and one idle box go through the registry (``register``, then the write the
+        poller's last poll would have made); thousands of idle boxes one write at a time take minutes
+        on a small machine, so the rest are copies of that idle box's item, written in batches."""
+        rng = random.Random(7)
+        idle = [box for box, kind in self.classes.items() if kind == IDLE]
+        template: dict[str, Any] | None = None
+        for box, kind in self.classes.items():
+            if kind == IDLE and template is not None:
+                continue
             feed = box_feed({"boxId": box}, DEFAULTS)
             stored = dict(feed.filters) | {"start": feed.start.value, "limit": feed.limit}
             key = filters_key(feed)
@@ -240,18 +255,22 @@ class Population:
                 feed_id(box), stored, key, by="bench", expected_version=0, restart=False, first_poll_at=self.start - 1
             )
             if kind == BACKLOG:
-                return
+                continue
             interval = max_interval if kind == IDLE else min_interval
-            # What the poller's last poll of the box would have written: its interval and next poll.
             registry.polled(
                 _registered(feed_id(box), stored, key),
                 next_poll_at=self.start - min_interval + rng.random() * interval,
                 interval=interval,
                 had_events=False,
             )
-
-        with ThreadPoolExecutor(max_workers=threads) as pool:
-            list(pool.map(one, list(self.classes)))
+            if kind == IDLE:
+                template = registry.table.get_item(Key={"feed": feed_id(box)}, ConsistentRead=True)["Item"]
+        if template is None:
+            return
+        with registry.table.batch_writer() as batch:
+            for box in idle[1:]:
+                due = self.start - min_interval + rng.random() * max_interval
+                batch.put_item(Item={**template, "feed": feed_id(box), "next_poll_at": Decimal(str(round(due, 3)))})
 
 
 def _registered(feed: str, settings: dict[str, Any], key: str) -> RegisteredBox:
