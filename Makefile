@@ -13,7 +13,7 @@ export PATH := $(abspath $(BIN)):$(if $(PY313_BIN),$(PY313_BIN):)$(PATH)
 DURATION ?=
 PYTEST_ARGS ?=
 
-.PHONY: help deps check-java lock run test test-fast lint bench openapi build deploy proto clean
+.PHONY: help deps check-java lock run test test-fast lint bench bench-scale openapi build deploy proto clean
 
 help:
 	@echo "make run [DURATION=30]  the relay on an embedded local stack (no AWS, no Kontur account)"
@@ -21,6 +21,7 @@ help:
 	@echo "make test-fast          the unit tests, in seconds: the inner loop"
 	@echo "make lint               ruff and mypy"
 	@echo "make bench              throughput figures against a baseline measured in the same run"
+	@echo "make bench-scale [BENCH_ARGS=...]  the Diadoc poller at 10,000 boxes beside the per-box design (~6 min)"
 	@echo "make openapi            regenerate openapi.json, the admin API's description, from its handlers"
 	@echo "make build | deploy     sam build | sam deploy (--guided the first time)"
 	@echo "make lock               re-resolve the lock files from requirements*.in (after editing them)"
@@ -75,6 +76,10 @@ lint: deps
 
 bench: deps
 	$(BIN)/python -m tests.bench
+
+# Shorter: BENCH_ARGS="--boxes 2000 --minutes 5"; every flag: python -m tests.bench_scale --help.
+bench-scale: deps
+	$(BIN)/python -m tests.bench_scale $(BENCH_ARGS)
 
 openapi: deps
 	$(BIN)/python -m local_stack.openapi
