@@ -16,6 +16,7 @@ from typing import Any
 import boto3
 
 from local_stack import feeds
+from local_stack.admin_client import AdminClient
 from local_stack.cli import Options
 from local_stack.constants import LOOPBACK
 from local_stack.feeds import FeedKit, FrontContext
@@ -36,6 +37,8 @@ POWERTOOLS_LOCAL = {
 MARGIN_PARAMETER = "SafetyMarginSeconds"
 #: ... but never less than this: publishing one page to moto takes a second or two, not SNS's 100 ms.
 MARGIN_FLOOR_SECONDS = 3.0
+#: Durations the template gives in seconds of the deployed clock.
+SCALED_PARAMETERS = ("DiadocMinPollSeconds", "DiadocMaxPollSeconds")
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +65,9 @@ def start(options: Options, resources: ExitStack, out: Callable[[str], None]) ->
     if MARGIN_PARAMETER in stack.parameters:
         margin = max(float(stack.parameters[MARGIN_PARAMETER]) / speed, MARGIN_FLOOR_SECONDS)
         stack.parameters[MARGIN_PARAMETER] = f"{margin:g}"
+    for name in SCALED_PARAMETERS:  # a box's poll intervals pass at the clock's pace too
+        if name in stack.parameters:
+            stack.parameters[name] = f"{float(stack.parameters[name]) / speed:g}"
     functions = {function.logical_id: function for function in stack.functions()}
 
     consumer = start_demo_queues(options, stack, runs, clients, resources)
@@ -81,6 +87,7 @@ def start(options: Options, resources: ExitStack, out: Callable[[str], None]) ->
         runtime.relayed_at_start = {row.feed: row.relayed for row in snapshot(runtime, "starting").feeds}
         runtime.history.clear()
 
+    start_fronts(runtime, FrontContext(stack, runtime.scheduler.invoke, clients), runs, header, resources)
     out("starting the scheduler ...")
     runtime.scheduler.start()
     resources.callback(runtime.scheduler.stop)
@@ -89,13 +96,22 @@ def start(options: Options, resources: ExitStack, out: Callable[[str], None]) ->
         if run.simulated is not None:
             run.simulated.start_traffic()
             resources.callback(run.simulated.stop_traffic)
-    context = FrontContext(stack, runtime.scheduler.invoke, clients)
-    for front in feeds.FRONTS:
-        if front.functions(stack):
-            url = resources.enter_context(front.start(context))
-            runtime.fronts.append(f"{front.name}: {url}")
     runtime.started = time.monotonic()
     return runtime
+
+
+def start_fronts(
+    runtime: Runtime, context: FrontContext, runs: Sequence[FeedRun], header: list[str], resources: ExitStack
+) -> None:
+    """The fronts, before the scheduler: a user registers Diadoc boxes through the admin API first."""
+    for front in feeds.FRONTS:
+        if front.functions(context.stack):
+            url = resources.enter_context(front.start(context))
+            runtime.fronts.append(f"{front.name}: {url}")
+            if front is feeds.ADMIN_API:
+                for run in runs:
+                    if run.simulated is not None:
+                        header.extend(run.simulated.register(AdminClient(url)))
 
 
 def start_kontur(
@@ -195,6 +211,8 @@ def make_runners(
         environment = function_environment(function, stack, options.log_level)
         # Functions behind a front answer requests in real time: their Timeout is not scaled.
         runner_speed = speed if logical_id in scheduled else 1.0
+        # A schedule period and a lease last a minute deployed: as long as a scaled tick here.
+        environment |= {"SCHEDULE_PERIOD_SECONDS": f"{60 / runner_speed:g}", "LEASE_SECONDS": f"{60 / runner_speed:g}"}
         # As many containers as schedules (Diadoc: one per box), as their invocations overlap deployed.
         concurrency = len(function.schedules) if logical_id in scheduled else 2
         runners[logical_id] = FunctionRunner(

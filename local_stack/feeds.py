@@ -126,5 +126,7 @@ def _api_functions(stack: Stack) -> list[str]:
     return sorted({route.function for route in api_gateway.api_routes(stack)})
 
 
-#: Fronts started by ``make run``, each after the scheduler and stopped before it.
-FRONTS: list[Front] = [Front("admin API (sign requests with SigV4, e.g. awscurl)", _api_functions, admin_api)]
+ADMIN_API = Front("admin API (sign requests with SigV4, e.g. awscurl)", _api_functions, admin_api)
+#: Fronts started by ``make run`` before the scheduler (a user registers Diadoc boxes through the
+#: admin API first), stopped after it.
+FRONTS: list[Front] = [ADMIN_API]

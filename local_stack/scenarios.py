@@ -4,11 +4,12 @@ traffic and faults, and so which events the relay must deliver and which it must
 
 from __future__ import annotations
 
-import json
 import secrets
 from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.parse import quote
 
+from local_stack.admin_client import AdminClient
 from local_stack.simulators.base import TRANSIENT_FAULTS, Fault
 from local_stack.simulators.diadoc import DiadocSimulator
 from local_stack.simulators.extern import ExternSimulator
@@ -35,6 +36,11 @@ class SimulatedFeed(Protocol):
     parameters: dict[str, str]
     #: The JSON the function's credentials secret holds.
     credentials: dict[str, Any]
+
+    def register(self, admin: AdminClient) -> list[str]:
+        """What a user does through the admin API once the stack is up (Diadoc: register its boxes);
+        lines for the view's header: what to try next."""
+        ...
 
     def start_traffic(self) -> None:
         """Begin the steady trickle of new events (the backlog exists from the start)."""
@@ -76,6 +82,8 @@ class SimulatedExtern:
         self.extern.add_integrator(self.client_id, api_key, username=self.username, password=password)
         shared = [self.extern.add_account(organisations=1 + i % 3) for i in range(3)]
         partial, foreign = self.extern.add_account(), self.extern.add_account()
+        #: Shares nothing yet: for a user to try share-events with its administrator's token.
+        self.unshared = self.extern.add_account()
         for account in shared:
             self.extern.share(account, self.client_id)
         self.extern.share(partial, self.client_id, docflow_types=["urn:docflow:fns534-report"])
@@ -110,6 +118,15 @@ class SimulatedExtern:
             "api_key": api_key,
         }
 
+    def register(self, admin: AdminClient) -> list[str]:
+        token = self.extern.admin_token(self.unshared)
+        return [
+            f"  try share-events: account {self.unshared.id} shares nothing yet; its administrator's token is "
+            f"{token} (lives {self.options.token_lifetime}s):",
+            f"    awscurl --service execute-api -X POST -H 'X-Kontur-Authorization: Bearer {token}' "
+            f"{admin.url}/accounts/{self.unshared.id}/share-events",
+        ]
+
     def start_traffic(self) -> None:
         self.extern.start_traffic(self.options.traffic_interval)
 
@@ -143,15 +160,16 @@ class SimulatedExtern:
 
 class SimulatedDiadoc:
     """Three
-    boxes with a backlog each, then a trickle. The relay reads two: one whole, one through a filter
-    set (inbound letters only) given in ``DiadocBoxSettings``; the third box is not in
-    ``DiadocBoxIds``, so none of its events may arrive. ``scheme`` picks the credentials: legacy
+    boxes with a backlog each, then a trickle. The relay reads two, registered through the admin API
+    as a user would: one whole, one through a filter set (inbound letters only); the third box is not
+    registered, so none of its events may arrive. ``scheme`` picks the credentials: legacy
     ``diadocauth`` (login and password for /V3/Authenticate) or ``oidc`` (Bearer tokens of the
     identity simulator)."""
 
     feed = "diadoc"
     #: The filter set of the second box, named as GetNewEvents' query parameters.
     FILTERED = {"messageType": "Letter", "documentDirection": "Inbound"}
+    LIST_FILTERS = frozenset({"messageType", "documentDirection"})
     EVENTS_PATH = "/V8/GetNewEvents"
 
     def __init__(self, options: SimulationOptions, *, scheme: str = "diadocauth") -> None:
@@ -187,11 +205,7 @@ class SimulatedDiadoc:
             )
         self.identity.start()
         self.diadoc.start()
-        self.parameters = {
-            "DiadocApiUrl": self.diadoc.url,
-            "DiadocBoxIds": ",".join(self.relayed),
-            "DiadocBoxSettings": json.dumps({filtered.id: self.FILTERED}),
-        }
+        self.parameters = {"DiadocApiUrl": self.diadoc.url}
         if scheme == "oidc":
             self.identity.register_client(client_id, "local-client-secret")
             self.credentials: dict[str, Any] = {
@@ -204,6 +218,14 @@ class SimulatedDiadoc:
             }
         else:
             self.credentials = {"api_client_id": client_id, "login": login, "password": password}
+
+    def register(self, admin: AdminClient) -> list[str]:
+        for box, filters in self.relayed.items():
+            body = {name: [value] if name in self.LIST_FILTERS else value for name, value in filters.items()}
+            status, answer = admin.call("PUT", f"/diadoc/boxes/{quote(box, safe='')}", body)
+            if status not in (200, 201):
+                raise RuntimeError(f"registering Diadoc box {box} answered {status}: {answer}")
+        return [f"  boxes registered with PUT {admin.url}/diadoc/boxes/{{boxId}}; list them with GET …/diadoc/boxes"]
 
     def start_traffic(self) -> None:
         self.diadoc.start_traffic(self.options.traffic_interval)

@@ -49,6 +49,8 @@ class RelaySettings:
     cursors_table: str
     topic_arn: str
     safety_margin: float
+    #: How long a run's lease lasts unless renewed: how long a run that died holds its feed up.
+    lease_seconds: float
 
     @classmethod
     def from_env(cls, env: Env) -> RelaySettings:
@@ -56,4 +58,5 @@ class RelaySettings:
             cursors_table=env.text("CURSORS_TABLE"),
             topic_arn=env.text("EVENTS_TOPIC_ARN"),
             safety_margin=env.number("RELAY_SAFETY_MARGIN_SECONDS", 30),
+            lease_seconds=env.number("LEASE_SECONDS", 60),
         )

@@ -89,6 +89,7 @@ class DiadocKind:
             registry=DynamoBoxRegistry(table),
             polling=polling,
             safety_margin=relay_settings.safety_margin,
+            lease_seconds=relay_settings.lease_seconds,
             source_uri=partial(source_uri, settings.api_url),
         )
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from kontur_relay.aws.boxes import DynamoBoxRegistry, RegisteredBox
 from kontur_relay.domain.errors import ConfigurationError, CursorConflict, FeedError, FeedStopped, RelayError
-from kontur_relay.domain.lease import Lease, LeaseLost
+from kontur_relay.domain.lease import LEASE_SECONDS, Lease, LeaseLost
 from kontur_relay.domain.model import Feed
 from kontur_relay.domain.pages import Pages
 from kontur_relay.domain.ports import CursorStore, Publisher
@@ -51,6 +51,7 @@ class BoxPoller:
     polling: Polling
     safety_margin: float
     source_uri: Callable[[str], str]
+    lease_seconds: float = LEASE_SECONDS
     clock: Callable[[], float] = time.time
     _relays: dict[tuple[str, str], Pages] = field(default_factory=dict)
     _started: float = 0.0
@@ -58,7 +59,7 @@ class BoxPoller:
     def run(self, event: Mapping[str, Any], time_left: Callable[[], float]) -> dict[str, object]:
         started, before = self.clock(), replace(self.budget.counts)
         self._started = started
-        lease = Lease(self.cursors, LEASE, clock=self.clock)
+        lease = Lease(self.cursors, LEASE, seconds=self.lease_seconds, clock=self.clock)
         report = PollReport()
         for_kind("diadoc")
         if not lease.acquire():

@@ -109,6 +109,7 @@ class ExternKind:
             wiring.publisher(relay_settings.topic_arn),
             wiring.cursor_store(relay_settings.cursors_table),
             safety_margin=relay_settings.safety_margin,
+            lease_seconds=relay_settings.lease_seconds,
             cadence=settings.cadence,
         )
         return ExternPoller(relay, budget)
