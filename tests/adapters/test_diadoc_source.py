@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from kontur_relay.aws.secrets import CredentialsSecret
-from kontur_relay.domain.errors import ConfigurationError, FeedAuthError, FeedError, FeedRejected
+from kontur_relay.domain.errors import ConfigurationError, FeedAuthError, FeedError, FeedRejected, NotConfigured
 from kontur_relay.feeds.diadoc.auth import TOKEN_LIFETIME_SECONDS, DiadocAuthTokens, diadoc_authenticator
 from kontur_relay.feeds.diadoc.config import BoxFeed, Start, box_feed
 from kontur_relay.feeds.diadoc.source import (
@@ -320,8 +320,10 @@ def test_the_secret_chooses_the_scheme(sim, aws):
     assert isinstance(static, StaticCredential)
     assert static.headers() == {"Authorization": "Bearer abc"}
     assert isinstance(diadoc_authenticator(secret(aws, credentials(sim)), session, sim.url), DiadocAuthTokens)
-    with pytest.raises(ConfigurationError, match="holds none of"):
+    with pytest.raises(NotConfigured, match="is empty: fill it in"):
         diadoc_authenticator(secret(aws, {}), session, sim.url)
+    with pytest.raises(ConfigurationError, match="holds none of"):
+        diadoc_authenticator(secret(aws, {"scope": "x"}), session, sim.url)
     incomplete = diadoc_authenticator(secret(aws, {"login": "x"}), session, sim.url)
     with pytest.raises(ConfigurationError, match="lacks api_client_id, password"):
         incomplete.headers()

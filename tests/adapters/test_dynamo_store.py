@@ -174,6 +174,7 @@ def test_status_shows_operators_what_the_relay_did(dynamo: DynamoCursorStore, cl
         "backlog": 1_000,
         "backlog_capped": True,
         "stopped_reason": None,
+        "not_configured": None,
         "running": True,
         "updated_by": None,
     }

@@ -10,7 +10,12 @@ from collections.abc import Iterator
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
-from schemathesis.specs.openapi.checks import missing_required_header, positive_data_acceptance, unsupported_method
+from schemathesis.specs.openapi.checks import (
+    missing_required_header,
+    negative_data_rejection,
+    positive_data_acceptance,
+    unsupported_method,
+)
 
 from local_stack import api_gateway, openapi
 from local_stack.template import Stack
@@ -85,6 +90,11 @@ CONTEXT_DEPENDENT = {
 }
 
 
+#: Listing routes: API Gateway hands a query parameter no route declares to the function, which
+#: ignores it, as most APIs do; schemathesis counts an unknown one as invalid data.
+OPEN_QUERY = {"GET /feeds", "GET /diadoc/boxes"}
+
+
 @schema.parametrize()
 # Derandomized: the suite fuzzes the same examples every run, so it never fails by chance; raise
 # max_examples and drop derandomize to hunt further (200 random examples per operation, three rounds, ran clean).
@@ -93,4 +103,6 @@ def test_fuzzing_finds_no_server_error_and_no_answer_off_the_description(case, f
     excluded = list(API_GATEWAY_CHOICES)
     if case.operation.label in CONTEXT_DEPENDENT:
         excluded.append(positive_data_acceptance)
+    if case.operation.label in OPEN_QUERY:
+        excluded.append(negative_data_rejection)
     case.call_and_validate(base_url=fuzzed.front.url, headers=SIGNED, excluded_checks=excluded)

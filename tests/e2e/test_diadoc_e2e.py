@@ -361,7 +361,7 @@ def test_each_box_is_a_feed_of_its_own_with_its_registered_settings(stack, diado
     assert sorted(ids(receive(aws, queue))) == sorted(sim.event_ids(first) + wanted)
     assert sorted(ids(receive(aws, second_only))) == sorted(wanted)
     first_calls = [c for c in sim.calls(EVENTS) if c.query["boxId"] == first]
-    assert {(c.query.get("messageType"), c.query["limit"]) for c in first_calls} == {(None, "100")}
+    assert {(c.query.get("messageType"), c.query["limit"]) for c in first_calls} == {(None, "500")}
     second_calls = [c for c in sim.calls(EVENTS) if c.query["boxId"] == second]
     assert {(c.query["messageType"], c.query["documentDirection"], c.query["limit"]) for c in second_calls} == {
         ("Letter", "Inbound,Outbound", "7")
@@ -461,7 +461,7 @@ def test_a_department_user_reads_its_department_and_is_stopped_outside_it(stack,
 def test_by_default_a_new_feed_starts_from_the_oldest_event(stack, diadoc, aws, monkeypatch):
     diadoc.sim.generate(diadoc.box, 12)
     register(stack, diadoc.box)
-    assert registered(stack, diadoc.box).settings == {"start": "oldest", "limit": 100}
+    assert registered(stack, diadoc.box).settings == {"start": "oldest", "limit": 500}
     result = tick(poller(stack, diadoc, aws, monkeypatch).handler)
     assert result["events"] == 12
     assert diadoc.sim.calls("/V2/GetLastEvent") == []
@@ -513,7 +513,7 @@ def test_a_point_in_time_starts_at_the_first_event_from_then(stack, diadoc, aws,
     result = tick(poller(stack, diadoc, aws, monkeypatch).handler)
 
     since = str(ticks(datetime(2017, 3, 15, 9, 0, tzinfo=UTC)))
-    assert registered(stack, box).settings == {"timestampFromTicks": since, "limit": 100}
+    assert registered(stack, box).settings == {"timestampFromTicks": since, "limit": 500}
     wanted = sim.event_ids(box, timestampFromTicks=since)
     assert 0 < len(wanted) < 60
     assert result["events"] == len(wanted)
