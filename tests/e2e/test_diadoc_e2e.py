@@ -595,9 +595,29 @@ def test_a_page_that_is_not_a_box_event_list_fails_the_run(stack, diadoc, aws, m
     body, content_type = case
     diadoc.sim.generate(diadoc.box, 5)
     diadoc.sim.faults.add(Fault("malformed", status=200, body=body, content_type=content_type), prefix=EVENTS)
-    with pytest.raises(MalformedPage):
-        poller(stack, diadoc, aws, monkeypatch).handler({"boxId": diadoc.box}, LocalContext(FUNCTION))
+    queue = subscribe(aws, stack.physical["EventsTopic"])
+    handler = poller(stack, diadoc, aws, monkeypatch).handler
+    with pytest.raises(MalformedPage) as raised:
+        handler({"boxId": diadoc.box}, LocalContext(FUNCTION))
+    assert "instead of protobuf" in str(raised.value) or "is not a BoxEventList" in str(raised.value)
     assert cursors(stack).load(f"diadoc:{diadoc.box}").position is None
+    assert receive(aws, queue) == []
+    # The next tick reads the same page, answered properly: not one event lost.
+    assert handler({"boxId": diadoc.box}, LocalContext(FUNCTION))["events"] == 5
+    assert sorted(ids(receive(aws, queue))) == sorted(diadoc.sim.event_ids(diadoc.box))
+
+
+def test_a_connection_reset_mid_body_is_retried_then_unavailable(stack, diadoc, aws, monkeypatch):
+    diadoc.sim.generate(diadoc.box, 5)
+    queue = subscribe(aws, stack.physical["EventsTopic"])
+    handler = poller(stack, diadoc, aws, monkeypatch).handler
+    diadoc.sim.faults.add(Fault.reset_mid_body(), prefix=EVENTS, times=3)
+    with pytest.raises(FeedUnavailable, match="Diadoc broke off its answer to GET /V8/GetNewEvents on every try"):
+        handler({"boxId": diadoc.box}, LocalContext(FUNCTION))
+    assert cursors(stack).load(f"diadoc:{diadoc.box}").position is None
+    diadoc.sim.faults.add(Fault.reset_mid_body(), prefix=EVENTS, times=2)
+    assert handler({"boxId": diadoc.box}, LocalContext(FUNCTION))["events"] == 5
+    assert sorted(ids(receive(aws, queue))) == sorted(diadoc.sim.event_ids(diadoc.box))
 
 
 # -- FIFO -------------------------------------------------------------------------------------------

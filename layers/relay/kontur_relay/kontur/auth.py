@@ -16,6 +16,7 @@ import requests
 
 from kontur_relay.aws.secrets import CredentialsSecret
 from kontur_relay.domain.errors import ConfigurationError, FeedAuthError, FeedUnavailable
+from kontur_relay.kontur.client import TRANSIENT
 from kontur_relay.observability import logger
 
 #: Renew this long before the token's own expiry, so that no request carries a token about to lapse;
@@ -135,7 +136,7 @@ class OpenIdConnectTokens(CachedToken):
             form["scope"] = config["scope"]
         try:
             response = self.http.post(config["token_url"], data=form, timeout=self.timeout)
-        except (requests.ConnectionError, requests.Timeout, requests.exceptions.RetryError) as error:
+        except TRANSIENT as error:
             raise FeedUnavailable(f"the token endpoint did not answer: {type(error).__name__}") from error
         if response.status_code in (400, 401):
             body = _json_or_empty(response)

@@ -18,7 +18,7 @@ import requests
 from kontur_relay.aws.secrets import CredentialsSecret
 from kontur_relay.domain.errors import ConfigurationError, FeedAuthError, FeedUnavailable
 from kontur_relay.kontur.auth import CachedToken, OpenIdConnectTokens, StaticCredential
-from kontur_relay.kontur.client import Authenticator
+from kontur_relay.kontur.client import TRANSIENT, Authenticator
 from kontur_relay.observability import logger
 
 #: A DiadocAuth token lives 24 hours; it is replaced an hour early, so that none lapses mid-run
@@ -66,7 +66,7 @@ class DiadocAuthTokens(CachedToken):
                 headers={"Authorization": f"DiadocAuth ddauth_api_client_id={client_id}"},
                 timeout=self.timeout,
             )
-        except (requests.ConnectionError, requests.Timeout, requests.exceptions.RetryError) as error:
+        except TRANSIENT as error:
             raise FeedUnavailable(f"Diadoc's Authenticate did not answer: {type(error).__name__}") from error
         code = response.headers.get("X-Diadoc-ErrorCode")
         if response.status_code in (400, 401, 403):
