@@ -273,6 +273,7 @@ def test_a_json_page_not_of_externs_shape_is_malformed_and_names_what_is_wrong(k
     with pytest.raises(MalformedPage) as raised:
         source(kontur).read_page(None)
     assert said in str(raised.value)
+    assert raised.value.trace_id
     assert raised.value.trace_id in str(raised.value)
     # The same read, answered properly, is the first page: nothing was taken from the feed.
     assert [e.id for e in source(kontur).read_page(None).events] == kontur.visible()[:50]
