@@ -236,6 +236,30 @@ def test_a_page_the_relay_cannot_read_fails_the_run_and_loses_nothing(stack, kon
     assert sorted(set(ids)) == sorted(expected)
 
 
+def test_an_event_too_large_for_sns_is_delivered_through_the_payload_bucket(stack, kontur, aws, monkeypatch):
+    kontur.extern.generate(120)
+    expected = kontur.visible()
+    queue = subscribe(aws, stack.physical["EventsTopic"])
+    big_id = expected[3]
+
+    def inflate(body: dict[str, Any]) -> None:
+        # A key Extern might add one day, large enough to take the event over SNS's 256 KiB.
+        body["api-events"][3]["attachment"] = "я" * 200_000
+
+    kontur.extern.faults.add(Fault.altered("huge-event", inflate), prefix="/v1/events")
+    result = poller(stack, kontur, aws, monkeypatch).handler({"feed": "extern"}, LocalContext(FUNCTION))
+
+    assert (result["outcome"], result["events"]) == ("caught_up", len(expected))
+    messages = receive(aws, queue)  # resolves pointers from S3 with plain boto3
+    assert sorted(b["id"] for b in bodies(messages)) == sorted(expected), "the big one and every neighbour"
+    (pointed,) = [m for m in messages if "Pointer" in m]
+    body = json.loads(pointed["Body"])
+    assert body["id"] == big_id
+    assert body["data"] == {**kontur.extern.event(big_id), "attachment": "я" * 200_000}
+    assert json.loads(pointed["Pointer"])[1]["s3BucketName"] == stack.physical["PayloadBucket"]
+    assert cursors(stack).load("extern").position == kontur.extern.end_id
+
+
 def test_a_fifo_topic_delivers_in_feed_order_per_docflow(kontur, aws, monkeypatch):
     stack = provision(Stack(name=f"t{uuid.uuid4().hex[:10]}", parameters={"FifoTopic": "true"}), aws)
     topic = stack.physical["EventsTopic"]
