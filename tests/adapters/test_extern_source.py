@@ -110,7 +110,11 @@ def secret(aws: dict[str, Any], values: dict[str, str]) -> CredentialsSecret:
 
 
 def stored(aws: dict[str, Any], credentials: CredentialsSecret) -> dict[str, str]:
-    return json.loads(aws["secretsmanager"].get_secret_value(SecretId=credentials.secret_id)["SecretString"])
+    return json.loads(
+        aws["secretsmanager"].get_secret_value(SecretId=credentials.secret_id, VersionStage="AWSCURRENT")[
+            "SecretString"
+        ]
+    )
 
 
 def oidc(kontur: Kontur, **values: str) -> dict[str, str]:

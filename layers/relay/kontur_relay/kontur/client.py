@@ -156,6 +156,8 @@ class KonturApi:
         **kwargs: Any,
     ) -> requests.Response:
         """Send, renewing the credential once on a 401; return a response whose status is in ``ok``."""
+        # Kontur's APIs answer in place; a redirect followed would carry the credential elsewhere.
+        kwargs.setdefault("allow_redirects", False)
         response = self._send(method, path, params, headers, **kwargs)
         if response.status_code == 401 and self.auth.renew():
             logger.info("%s answered 401; retrying once with a fresh credential", self.name)
