@@ -109,7 +109,7 @@ def secret(aws: dict[str, Any], values: dict[str, str]) -> CredentialsSecret:
     return CredentialsSecret(name, aws["secretsmanager"])
 
 
-def stored(aws: dict[str, Any], credentials: CredentialsSecret) -> dict[str, str]:
+def stored(aws: dict[str, Any], credentials: CredentialsSecret) -> dict[str, Any]:
     return json.loads(
         aws["secretsmanager"].get_secret_value(SecretId=credentials.secret_id, VersionStage="AWSCURRENT")[
             "SecretString"

@@ -147,7 +147,13 @@ class OpenIdConnectTokens(CachedToken):
                 self._token, self._renew_at, self._rejected = shared.value, shared.renew_at, None
                 return
             if not (config.get("username") and config.get("password")):
-                raise FeedAuthError("the identity provider refused the refresh_token grant", status=400)
+                why = "the identity provider refused the refresh_token grant"
+                if self._shared.interrupted:
+                    why = (
+                        "the refresh token was refused after an interrupted renewal (its successor was never "
+                        "written back): put a fresh refresh_token into the credentials secret"
+                    )
+                raise FeedAuthError(why, status=400)
             logger.warning("The refresh token was refused; falling back to the password grant")
         elif grant != "password":
             raise ConfigurationError(f"grant_type {grant!r} needs fields the credentials secret does not have")

@@ -79,6 +79,8 @@ class SharedRefresh:
         self.sleep = sleep
         #: A renewal whose write-back failed: written before anything else is tried.
         self._unsaved: dict[str, Any] | None = None
+        #: The last renewal took over from one that never finished (its lock lapsed).
+        self.interrupted = False
 
     def token(self, rejected: str | None = None) -> Token | None:
         """A usable access token; None when the identity provider refused the refresh token.
@@ -105,13 +107,9 @@ class SharedRefresh:
 
     def _renew(self, claimed: SecretVersion, *, interrupted: bool) -> Token | None:
         answer = self.redeem(claimed.values)
+        self.interrupted = interrupted
         if answer is None:
             self.secret.update({}, remove=(LOCK,))  # let the others go on at once
-            if interrupted:
-                raise FeedAuthError(
-                    "the refresh token was refused after an interrupted renewal (its successor was never written "
-                    "back): put a fresh refresh_token into the credentials secret"
-                )
             return None
         token = answer.get("access_token")
         if not isinstance(token, str) or not token:
