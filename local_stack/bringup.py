@@ -56,6 +56,7 @@ def start(options: Options, resources: ExitStack, out: Callable[[str], None]) ->
         "dynamodb": boto3.client("dynamodb"),
         "sns": boto3.client("sns"),
         "sqs": boto3.client("sqs"),
+        "s3": boto3.client("s3"),
         "secretsmanager": boto3.client("secretsmanager"),
     }
     stack = evaluate_stack(options, runs, clients, out, header)

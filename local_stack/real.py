@@ -96,7 +96,11 @@ def write_back_rotated(runtime: Runtime) -> None:
         if run.credentials is None or not run.credentials.get("refresh_token"):
             continue
         secret_id = runtime.stack.function(run.kit.function).environment[run.kit.secret_variable]
-        current = json.loads(runtime.clients["secretsmanager"].get_secret_value(SecretId=secret_id)["SecretString"])
+        current = json.loads(
+            runtime.clients["secretsmanager"].get_secret_value(SecretId=secret_id, VersionStage="AWSCURRENT")[
+                "SecretString"
+            ]
+        )
         rotated = current.get("refresh_token")
         if not rotated or rotated == run.credentials.get("refresh_token"):
             continue

@@ -251,8 +251,8 @@ def _target_function(arn: Any) -> str | None:
 
 
 def provision(stack: Stack, clients: Mapping[str, Any]) -> Stack:
-    """Create the template's tables, topics, queues and secrets through ``clients`` (by service
-    name: ``dynamodb``, ``sns``, ``sqs``, ``secretsmanager``) and record their names in ``stack``."""
+    """Create the template's tables, topics, queues, buckets and secrets through ``clients`` (by service
+    name: ``dynamodb``, ``sns``, ``sqs``, ``s3``, ``secretsmanager``) and record their names in ``stack``."""
     for logical_id, resource in stack.resources("AWS::DynamoDB::Table"):
         props = stack.resolve(resource["Properties"])
         name = props.get("TableName") or f"{stack.name}-{logical_id}"
@@ -282,6 +282,12 @@ def provision(stack: Stack, clients: Mapping[str, Any]) -> Stack:
         stack.physical[logical_id] = arn
         stack.attributes[(logical_id, "TopicName")] = name
         stack.attributes[(logical_id, "TopicArn")] = arn
+    for logical_id, _ in stack.resources("AWS::S3::Bucket"):
+        # Bucket names are global and lower-case; the stack name keeps tests' buckets apart.
+        name = f"{stack.name}-{logical_id}".lower()
+        clients["s3"].create_bucket(Bucket=name)
+        stack.physical[logical_id] = name
+        stack.attributes[(logical_id, "Arn")] = f"arn:aws:s3:::{name}"
     for logical_id, resource in stack.resources("AWS::SecretsManager::Secret"):
         props = stack.resolve(resource.get("Properties", {}))
         name = props.get("Name") or f"{stack.name}-{logical_id}"

@@ -175,7 +175,7 @@ def main() -> None:
     with dynamodb_local() as dynamodb, moto_in_a_process() as moto:
         os.environ.update(aws_environment(moto, dynamodb))
         os.environ.update(LOCAL_CREDENTIALS)
-        clients = {name: boto3.client(name) for name in ("dynamodb", "sns", "sqs", "secretsmanager")}
+        clients = {name: boto3.client(name) for name in ("dynamodb", "sns", "sqs", "s3", "secretsmanager")}
         stack = provision(Stack(name=f"bench{uuid.uuid4().hex[:6]}"), clients)
         table_name = stack.physical["CursorsTable"]
 

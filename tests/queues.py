@@ -11,6 +11,7 @@ import boto3
 import fastjsonschema
 
 from kontur_relay.aws.cursors import DynamoCursorStore
+from kontur_relay.aws.sns_message import POINTER_CLASS
 from local_stack.template import ROOT, Stack
 
 validate_message = fastjsonschema.compile(json.loads((ROOT / "schemas" / "message.schema.json").read_text()))
@@ -48,11 +49,26 @@ def receive(aws: dict[str, Any], url: str) -> list[dict[str, Any]]:
         if not batch:
             return messages
         for message in batch:
+            resolve(aws, message)
             validate_message(json.loads(message["Body"]))
         messages += batch
         aws["sqs"].delete_message_batch(
             QueueUrl=url, Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)]
         )
+
+
+def resolve(aws: dict[str, Any], message: dict[str, Any]) -> None:
+    """A pointer to an offloaded payload replaced by the payload, as a consumer resolves it with plain
+    boto3 (the README's snippet); the pointer is kept as ``Pointer``."""
+    body = json.loads(message["Body"])
+    if not (isinstance(body, list) and body and body[0] == POINTER_CLASS):
+        return
+    size = message.get("MessageAttributes", {}).get("ExtendedPayloadSize", {})
+    assert size.get("DataType") == "Number", "the convention's reserved attribute marks every pointer"
+    where = body[1]
+    payload = aws["s3"].get_object(Bucket=where["s3BucketName"], Key=where["s3Key"])["Body"].read()
+    assert len(payload) == int(size["StringValue"])
+    message["Pointer"], message["Body"] = message["Body"], payload.decode()
 
 
 def bodies(messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

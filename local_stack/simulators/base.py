@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 import random
 import re
+import socket
+import struct
 import threading
 import time
 import urllib.parse
@@ -68,6 +70,8 @@ class Response:
 
 
 Handler = Callable[[Request], Response]
+#: The name of the fault that resets the connection halfway through the body.
+RESET_MID_BODY = "reset_mid_body"
 
 
 def _seconds(value: float) -> str:
@@ -81,6 +85,9 @@ class Fault:
     ``status`` set: answer that status with ``body`` (or the API's error body when None).
     ``delay`` set: wait that long first; with no status the normal answer follows, late.
     ``expire_tokens``: the simulator's :meth:`Simulator.expire_tokens` runs, then 401 is answered.
+    ``edit`` set: it changes the normal answer's JSON body in place (a well-formed JSON page that is not
+    the API's shape: a key missing, a null). ``cut_body``: the answer's headers and half its body go
+    out, then the connection is reset (a proxy or a load balancer dropping mid-transfer).
     """
 
     name: str
@@ -90,6 +97,8 @@ class Fault:
     headers: tuple[tuple[str, str], ...] = ()
     delay: float = 0.0
     expire_tokens: bool = False
+    edit: Callable[[Any], object] | None = None
+    cut_body: bool = False
 
     @classmethod
     def throttle(cls, retry_after: float | None = None) -> Fault:
@@ -116,6 +125,16 @@ class Fault:
     def malformed(cls, body: bytes = b'{"api-events": [{"id": "0_1"', status: int = 200) -> Fault:
         """A success status with a body the client cannot read (by default, truncated JSON)."""
         return cls("malformed", status=status, body=body)
+
+    @classmethod
+    def altered(cls, name: str, edit: Callable[[Any], object]) -> Fault:
+        """The normal answer, its JSON body changed in place by ``edit`` (what it returns is ignored)."""
+        return cls(name, edit=edit)
+
+    @classmethod
+    def reset_mid_body(cls) -> Fault:
+        """The normal answer's status, headers and first half, then a connection reset."""
+        return cls(RESET_MID_BODY, cut_body=True)
 
     @classmethod
     def expired_token(cls) -> Fault:
@@ -339,7 +358,12 @@ class Simulator:
                     answer = Response(fault.status, fault.body, {"Content-Type": fault.content_type})
                 answer.headers.update(dict(fault.headers))
                 return answer, fault.name
-        return self._route(request), fault.name if fault else None
+        answer = self._route(request)
+        if fault is not None and fault.edit is not None and answer.body:
+            value = json.loads(answer.body)
+            fault.edit(value)
+            answer.body = json.dumps(value, ensure_ascii=False).encode()
+        return answer, fault.name if fault else None
 
     def _route(self, request: Request) -> Response:
         allowed = []
@@ -397,7 +421,13 @@ def _handler_class(simulator: Simulator) -> type[BaseHTTPRequestHandler]:
                     self.send_header(name, value)
                 self.send_header("Content-Length", str(len(answer.body)))
                 self.end_headers()
-                if self.command != "HEAD":
+                if self.command != "HEAD" and fault == RESET_MID_BODY:
+                    self.wfile.write(answer.body[: len(answer.body) // 2])
+                    self.wfile.flush()
+                    # SO_LINGER 0: close sends a reset instead of a clean end, as a dropped link does.
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    self.close_connection = True
+                elif self.command != "HEAD":
                     self.wfile.write(answer.body)
             except (BrokenPipeError, ConnectionResetError):
                 self.close_connection = True  # the client gave up (a timeout): nothing to answer

@@ -30,7 +30,7 @@ from kontur_relay.feeds.diadoc.source import (
 )
 from kontur_relay.feeds.diadoc.ticks import from_rfc3339, to_rfc3339, to_ticks
 from kontur_relay.kontur import client as http
-from kontur_relay.kontur.auth import OpenIdConnectTokens, StaticCredential
+from kontur_relay.kontur.auth import OpenIdConnectTokens, SecretCredential
 from kontur_relay.observability import logger
 from local_stack.simulators.base import Fault
 from local_stack.simulators.diadoc import DiadocSimulator
@@ -76,7 +76,7 @@ class Values:
     def __init__(self, values: dict[str, str]) -> None:
         self._values = values
 
-    def values(self) -> dict[str, str]:
+    def values(self, *, fresh: bool = False) -> dict[str, str]:
         return dict(self._values)
 
 
@@ -317,7 +317,7 @@ def test_the_secret_chooses_the_scheme(sim, aws):
     oidc = {"token_url": "http://127.0.0.1:1/connect/token", "client_id": "relay", "client_secret": "s3cret"}
     assert isinstance(diadoc_authenticator(secret(aws, oidc), session, sim.url), OpenIdConnectTokens)
     static = diadoc_authenticator(secret(aws, {"access_token": "abc"}), session, sim.url)
-    assert isinstance(static, StaticCredential)
+    assert isinstance(static, SecretCredential)
     assert static.headers() == {"Authorization": "Bearer abc"}
     assert isinstance(diadoc_authenticator(secret(aws, credentials(sim)), session, sim.url), DiadocAuthTokens)
     with pytest.raises(NotConfigured, match="is empty: fill it in"):

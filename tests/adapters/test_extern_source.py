@@ -109,8 +109,12 @@ def secret(aws: dict[str, Any], values: dict[str, str]) -> CredentialsSecret:
     return CredentialsSecret(name, aws["secretsmanager"])
 
 
-def stored(aws: dict[str, Any], credentials: CredentialsSecret) -> dict[str, str]:
-    return json.loads(aws["secretsmanager"].get_secret_value(SecretId=credentials.secret_id)["SecretString"])
+def stored(aws: dict[str, Any], credentials: CredentialsSecret) -> dict[str, Any]:
+    return json.loads(
+        aws["secretsmanager"].get_secret_value(SecretId=credentials.secret_id, VersionStage="AWSCURRENT")[
+            "SecretString"
+        ]
+    )
 
 
 def oidc(kontur: Kontur, **values: str) -> dict[str, str]:
@@ -241,6 +245,72 @@ def test_malformed_pages_raise_malformed_page(kontur, body):
         source(kontur).read_page(None)
     assert raised.value.trace_id
     assert raised.value.trace_id in str(raised.value)
+
+
+def _drop(key: str) -> Any:
+    def edit(body: dict[str, Any]) -> None:
+        body.pop(key, None)
+
+    return edit
+
+
+def _null(key: str) -> Any:
+    def edit(body: dict[str, Any]) -> None:
+        body[key] = None
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    ("edit", "said"),
+    [
+        (_drop("api-events"), "Extern answered 200 without api-events"),
+        (_null("api-events"), "Extern answered 200 with api-events null"),
+        (lambda body: body.update({"api-events": "0_1"}), "Extern's api-events is not an array but str"),
+        (_drop("next-event-id"), "Extern answered 50 events without next-event-id (or last-event-id)"),
+        (_null("next-event-id"), "Extern answered 50 events without next-event-id (or last-event-id)"),
+    ],
+    ids=["events-missing", "events-null", "events-a-string", "next-id-missing", "next-id-null"],
+)
+def test_a_json_page_not_of_externs_shape_is_malformed_and_names_what_is_wrong(kontur, edit, said):
+    kontur.extern.faults.add(Fault.altered("not-a-page", edit), prefix=EVENTS)
+    with pytest.raises(MalformedPage) as raised:
+        source(kontur).read_page(None)
+    assert said in str(raised.value)
+    assert raised.value.trace_id
+    assert raised.value.trace_id in str(raised.value)
+    # The same read, answered properly, is the first page: nothing was taken from the feed.
+    assert [e.id for e in source(kontur).read_page(None).events] == kontur.visible()[:50]
+
+
+def test_an_old_server_without_last_event_id_on_a_full_page_is_malformed(kontur):
+    kontur.extern.legacy_last_event_id = True
+    kontur.extern.faults.add(Fault.altered("no-last-id", _drop("last-event-id")), prefix=EVENTS)
+    with pytest.raises(MalformedPage, match="without next-event-id"):
+        source(kontur).read_page(None)
+
+
+def test_an_empty_page_is_still_an_empty_page(kontur):
+    end = kontur.extern.end_id
+    page = source(kontur).read_page(end)
+    assert (page.events, page.more) == ([], False)
+
+
+def test_a_connection_reset_mid_body_is_retried(kontur):
+    kontur.extern.faults.add(Fault.reset_mid_body(), prefix=EVENTS, times=2)
+    page = source(kontur).read_page(None)
+    assert [e.id for e in page.events] == kontur.visible()[:50]
+    assert [c.fault for c in kontur.extern.calls(EVENTS)] == ["reset_mid_body", "reset_mid_body", None]
+
+
+def test_a_connection_reset_mid_body_on_every_try_is_feed_unavailable(kontur):
+    kontur.extern.faults.add(Fault.reset_mid_body(), prefix=EVENTS, times=3)
+    with pytest.raises(FeedUnavailable) as raised:
+        source(kontur).read_page(None)
+    assert type(raised.value) is FeedUnavailable
+    assert raised.value.kind == "feed_unavailable"
+    assert "Extern broke off its answer to GET /v1/events on every try: ChunkedEncodingError" in str(raised.value)
+    assert len(kontur.extern.calls(EVENTS)) == 3
 
 
 # -- retries and failures ---------------------------------------------------------------------------

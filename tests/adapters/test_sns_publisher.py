@@ -301,10 +301,10 @@ def test_a_call_never_carries_more_than_256_kib(aws, sizes: list[int], calls: li
     assert sorted(event_id_of(d.body) for d in topic.receive(expected=len(sizes))) == [m.event_id for m in messages]
 
 
-def test_an_oversized_event_fails_the_page_before_anything_of_it_is_published(aws) -> None:
-    """A user wants nothing of the page sent: the cursor cannot move past the oversized event, so
-    every tick would republish the events before it, duplicating them each minute until someone
-    skips the event. The error names the event and its size so the operator can."""
+def test_without_a_payload_bucket_an_oversized_event_fails_the_page_before_anything_of_it_is_published(aws) -> None:
+    """Without a bucket to offload to (the template always gives one: tests/adapters/test_offload.py),
+    nothing of the page is sent: the cursor cannot move past the event, and every tick would
+    otherwise republish its neighbours. The error names the event, its size and the missing setting."""
     topic = subscribe(aws)
     recording = Recording(aws["sns"])
     messages = [message(0), message_of_size(1, MAX_PAYLOAD_BYTES + 1), message(2)]

@@ -812,9 +812,15 @@ def test_a_page_that_is_not_a_box_event_list_is_recorded_on_the_box(stack, diado
     queue = subscribe(aws, stack.physical["EventsTopic"])
     register(stack, diadoc.box)
     before = cursors(stack).load(feed_id(diadoc.box))
-    assert_failed(stack, tick(poller(stack, diadoc, aws, monkeypatch).handler), diadoc.box, "MalformedPage", before)
+    handler = poller(stack, diadoc, aws, monkeypatch).handler
+    message = assert_failed(stack, tick(handler), diadoc.box, "MalformedPage", before)
+    assert "instead of protobuf" in message or "is not a BoxEventList" in message
     assert cursors(stack).load(f"diadoc:{diadoc.box}").position is None
     assert receive(aws, queue) == []
+    # The next poll reads the same page, answered properly: not one event lost.
+    later(stack)
+    assert tick(handler)["events"] == 5
+    assert sorted(ids(receive(aws, queue))) == sorted(diadoc.sim.event_ids(diadoc.box))
 
 
 def test_a_topic_that_refuses_events_fails_the_run_and_every_box_is_read_again(stack, diadoc, aws, monkeypatch):
@@ -840,6 +846,21 @@ def test_a_topic_that_refuses_events_fails_the_run_and_every_box_is_read_again(s
     result = tick(handler)  # no box waits: the failed run scheduled none
     assert (result["polled"], result["events"], result["failed"]) == (2, 14, 0)
     assert sorted(ids(receive(aws, queue))) == sorted(diadoc.sim.event_ids(first) + diadoc.sim.event_ids(second))
+
+
+def test_a_connection_reset_mid_body_is_retried_then_unavailable(stack, diadoc, aws, monkeypatch):
+    diadoc.sim.generate(diadoc.box, 5)
+    queue = subscribe(aws, stack.physical["EventsTopic"])
+    register(stack, diadoc.box)
+    handler = poller(stack, diadoc, aws, monkeypatch).handler
+    diadoc.sim.faults.add(Fault.reset_mid_body(), prefix=EVENTS, times=3)
+    before = cursors(stack).load(feed_id(diadoc.box))
+    message = assert_failed(stack, tick(handler), diadoc.box, "FeedUnavailable", before)
+    assert "Diadoc broke off its answer to GET /V8/GetNewEvents on every try" in message
+    diadoc.sim.faults.add(Fault.reset_mid_body(), prefix=EVENTS, times=2)
+    later(stack)
+    assert tick(handler)["events"] == 5
+    assert sorted(ids(receive(aws, queue))) == sorted(diadoc.sim.event_ids(diadoc.box))
 
 
 # -- FIFO -------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import requests
 
-from kontur_relay.domain.errors import FeedRejected
+from kontur_relay.domain.errors import FeedRejected, FeedUnavailable, MalformedPage
 from kontur_relay.feeds.extern.source import EXTERN_EVENT_TYPE
 from local_stack.context import LocalContext
 from local_stack.simulators.base import Fault
@@ -202,6 +202,67 @@ def test_a_failing_run_leaves_the_cursor_and_raises(stack, kontur, aws, monkeypa
     assert rest["outcome"] == "caught_up"
     ids = [b["id"] for b in bodies(receive(aws, queue))]
     assert sorted(ids) == sorted(expected)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        (Fault.altered("no-next-id", lambda body: body.pop("next-event-id")), "without next-event-id"),
+        (Fault.altered("events-null", lambda body: body.update({"api-events": None})), "api-events null"),
+        (Fault.reset_mid_body(), "broke off its answer"),
+    ],
+    ids=["next-id-missing", "events-null", "reset-mid-body"],
+)
+def test_a_page_the_relay_cannot_read_fails_the_run_and_loses_nothing(stack, kontur, aws, monkeypatch, case):
+    fault, said = case
+    kontur.extern.generate(200)
+    expected = kontur.visible()
+    queue = subscribe(aws, stack.physical["EventsTopic"])
+    handler = poller(stack, kontur, aws, monkeypatch).handler
+    first = handler({"feed": "extern"}, LocalContext(FUNCTION, seconds_left=[300, 10]))
+    assert first["events"] == PAGE_SIZE
+    before = cursors(stack).load("extern")
+
+    # The second page (and, for a reset, each of its tries) comes back unreadable.
+    kontur.extern.faults.add(fault, prefix="/v1/events", times=3)
+    with pytest.raises((MalformedPage, FeedUnavailable)) as raised:
+        handler({"feed": "extern"}, LocalContext(FUNCTION))
+    assert said in str(raised.value)
+    assert cursors(stack).load("extern") == before
+    status = cursors(stack).status("extern")
+    assert status is not None
+    assert status.last_error is not None
+    assert said in status.last_error
+
+    kontur.extern.faults.clear()
+    assert handler({"feed": "extern"}, LocalContext(FUNCTION))["outcome"] == "caught_up"
+    ids = [b["id"] for b in bodies(receive(aws, queue))]
+    assert set(expected) - set(ids) == set(), "no event lost"
+    assert sorted(set(ids)) == sorted(expected)
+
+
+def test_an_event_too_large_for_sns_is_delivered_through_the_payload_bucket(stack, kontur, aws, monkeypatch):
+    kontur.extern.generate(120)
+    expected = kontur.visible()
+    queue = subscribe(aws, stack.physical["EventsTopic"])
+    big_id = expected[3]
+
+    def inflate(body: dict[str, Any]) -> None:
+        # A key Extern might add one day, large enough to take the event over SNS's 256 KiB.
+        body["api-events"][3]["attachment"] = "я" * 200_000
+
+    kontur.extern.faults.add(Fault.altered("huge-event", inflate), prefix="/v1/events")
+    result = poller(stack, kontur, aws, monkeypatch).handler({"feed": "extern"}, LocalContext(FUNCTION))
+
+    assert (result["outcome"], result["events"]) == ("caught_up", len(expected))
+    messages = receive(aws, queue)  # resolves pointers from S3 with plain boto3
+    assert sorted(b["id"] for b in bodies(messages)) == sorted(expected), "the big one and every neighbour"
+    (pointed,) = [m for m in messages if "Pointer" in m]
+    body = json.loads(pointed["Body"])
+    assert body["id"] == big_id
+    assert body["data"] == {**kontur.extern.event(big_id), "attachment": "я" * 200_000}
+    assert json.loads(pointed["Pointer"])[1]["s3BucketName"] == stack.physical["PayloadBucket"]
+    assert cursors(stack).load("extern").position == kontur.extern.end_id
 
 
 def test_a_fifo_topic_delivers_in_feed_order_per_docflow(kontur, aws, monkeypatch):

@@ -241,7 +241,7 @@ def test_real_aws_runs_against_a_deployed_stack_and_creates_nothing_local(tmp_pa
             template = Stack(name="deployed", parameters=dict(parameters))
             resources = {
                 logical_id: {"Type": kind, "Properties": template.resolve(resource.get("Properties", {}))}
-                for kind in ("AWS::DynamoDB::Table", "AWS::SNS::Topic", "AWS::SQS::Queue")
+                for kind in ("AWS::DynamoDB::Table", "AWS::SNS::Topic", "AWS::SQS::Queue", "AWS::S3::Bucket")
                 for logical_id, resource in template.resources(kind)
             }
             cloudformation = client("cloudformation", endpoint)

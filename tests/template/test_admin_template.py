@@ -112,7 +112,11 @@ def test_the_publishers_function_reads_and_rotates_the_extern_secret_and_nothing
     statements = _statements(transformed["Resources"]["PublishersApiFunctionRole"])
 
     assert len(statements) == 1
-    assert _actions(statements[0]) == {"secretsmanager:GetSecretValue", "secretsmanager:PutSecretValue"}
+    assert _actions(statements[0]) == {
+        "secretsmanager:GetSecretValue",
+        "secretsmanager:PutSecretValue",
+        "secretsmanager:UpdateSecretVersionStage",
+    }
     assert statements[0]["Resource"] == EXTERN_SECRET
     environment = template["Resources"]["PublishersApiFunction"]["Properties"]["Environment"]["Variables"]
     assert environment["EXTERN_CREDENTIALS_SECRET"] == EXTERN_SECRET

@@ -24,7 +24,14 @@ BUDGET = ("DiadocMaxInFlight", "DiadocMaxRequestsPerSecond", "DiadocMinPollSecon
 def _evaluated(parameters: dict[str, str]) -> Stack:
     """The template for a parameter set, with made-up physical names instead of provisioned ones."""
     stack = Stack(parameters=parameters)
-    for logical_id in ("CursorsTable", "EventsTopic", "ExternCredentials", "DiadocCredentials", "FailedRunsQueue"):
+    for logical_id in (
+        "CursorsTable",
+        "EventsTopic",
+        "ExternCredentials",
+        "DiadocCredentials",
+        "FailedRunsQueue",
+        "PayloadBucket",
+    ):
         stack.physical[logical_id] = f"{logical_id}-physical"
     stack.attributes[("EventsTopic", "TopicName")] = "events"
     stack.attributes[("FailedRunsQueue", "Arn")] = "arn:aws:sqs:us-east-1:123456789012:failed"

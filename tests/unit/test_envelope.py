@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kontur_relay.aws.sns_message import MAX_ATTRIBUTES, deduplication_id, sns_message
+from kontur_relay.aws.sns_message import MAX_OWN_ATTRIBUTES, deduplication_id, sns_message
 from kontur_relay.domain.model import Feed, FeedEvent
 from kontur_relay.feeds.extern.source import EXTERN_EVENT_TYPE, ExternSource
 
@@ -114,7 +114,7 @@ def test_every_extern_envelope_has_attributes_a_filter_policy_can_use(item: dict
     attributes = build(item).attributes
 
     assert set(attributes) <= EXTERN_ATTRIBUTES
-    assert len(attributes) <= MAX_ATTRIBUTES
+    assert len(attributes) <= MAX_OWN_ATTRIBUTES
     assert {name: attributes[name] for name in ("source", "feed", "event_type")} == {
         "source": "extern",
         "feed": "extern",
@@ -129,23 +129,24 @@ def test_every_extern_envelope_has_attributes_a_filter_policy_can_use(item: dict
         assert attributes.get(name) == item.get(key)
 
 
-def test_more_than_ten_attributes_are_refused_naming_the_event() -> None:
-    # source, feed and event_type are always there: eight more make eleven.
-    event = FeedEvent(id="e1", type=EXTERN_EVENT_TYPE, data={"id": "e1"}, attributes={f"a{n}": "v" for n in range(8)})
+def test_more_than_nine_attributes_are_refused_naming_the_event() -> None:
+    # source, feed and event_type are always there: seven more make ten, and SNS's tenth is kept for
+    # ExtendedPayloadSize, so that any event can still be offloaded.
+    event = FeedEvent(id="e1", type=EXTERN_EVENT_TYPE, data={"id": "e1"}, attributes={f"a{n}": "v" for n in range(7)})
 
-    with pytest.raises(ValueError, match="11 message attributes for event e1: SNS allows 10"):
+    with pytest.raises(ValueError, match="10 message attributes for event e1: SNS allows 10, one of them kept for"):
         sns_message(Feed(id="extern", kind="extern", source_uri=SOURCE), event)
 
 
 def test_empty_attributes_do_not_count_and_arrays_are_sets() -> None:
-    attributes: dict[str, str | list[str] | None] = {f"a{n}": "v" for n in range(7)}
-    attributes |= {"a7": None, "a8": [], "a6": ["b", "a", "b"]}
+    attributes: dict[str, str | list[str] | None] = {f"a{n}": "v" for n in range(6)}
+    attributes |= {"a7": None, "a8": [], "a5": ["b", "a", "b"]}
     event = FeedEvent(id="e1", type=EXTERN_EVENT_TYPE, data={"id": "e1"}, attributes=attributes)
 
     message = sns_message(Feed(id="extern", kind="extern", source_uri=SOURCE), event)
 
-    assert len(message.attributes) == MAX_ATTRIBUTES
-    assert message.attributes["a6"] == ["a", "b"]
+    assert len(message.attributes) == MAX_OWN_ATTRIBUTES
+    assert message.attributes["a5"] == ["a", "b"]
     assert "a7" not in message.attributes
     assert "a8" not in message.attributes
 

@@ -12,6 +12,7 @@ import boto3
 from botocore.config import Config
 
 from kontur_relay.aws.cursors import DynamoCursorStore
+from kontur_relay.aws.offload import PayloadOffloader
 from kontur_relay.aws.secrets import CredentialsSecret
 from kontur_relay.aws.sns import SnsPublisher
 from kontur_relay.settings import Env
@@ -32,8 +33,12 @@ def cursor_store(table_name: str | None = None) -> DynamoCursorStore:
     return DynamoCursorStore(table(table_name))
 
 
-def publisher(topic_arn: str) -> SnsPublisher:
-    return SnsPublisher(boto3.client("sns", config=AWS_CONFIG), topic_arn)
+def publisher(topic_arn: str, payload_bucket: str | None = None) -> SnsPublisher:
+    """The SNS publisher; with a payload bucket (default: PAYLOAD_BUCKET), events over SNS's size
+    limit are offloaded to it instead of failing their page."""
+    bucket = payload_bucket or Env().variables.get("PAYLOAD_BUCKET") or None
+    offloader = PayloadOffloader(boto3.client("s3", config=AWS_CONFIG), bucket) if bucket else None
+    return SnsPublisher(boto3.client("sns", config=AWS_CONFIG), topic_arn, offloader=offloader)
 
 
 def credentials(secret_id: str) -> CredentialsSecret:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from kontur_relay.aws.offload import PayloadOffloader
 from kontur_relay.aws.sns_message import SnsMessage, sns_messages
 from kontur_relay.domain.errors import PublishError
 from kontur_relay.domain.model import Feed, FeedEvent
@@ -30,9 +31,10 @@ def batches(messages: Sequence[SnsMessage]) -> Iterator[list[SnsMessage]]:
     size = 0
     for message in messages:
         if message.size > MAX_PAYLOAD_BYTES:
+            # Only without a payload bucket (PAYLOAD_BUCKET) to offload it to.
             raise PublishError(
                 f"event {message.event_id} is {message.size} bytes as an SNS message; SNS accepts at most "
-                f"{MAX_PAYLOAD_BYTES}. The cursor stays before it: skip it deliberately with the admin API"
+                f"{MAX_PAYLOAD_BYTES}, and no payload bucket (PAYLOAD_BUCKET) is configured to offload it to"
             )
         if len(batch) == MAX_BATCH_ENTRIES or size + message.size > MAX_PAYLOAD_BYTES:
             yield batch
@@ -56,8 +58,10 @@ class SnsPublisher:
         base_delay: float = 0.2,
         parallel_batches: int = 10,
         sleep: Callable[[float], None] = time.sleep,
+        offloader: PayloadOffloader | None = None,
     ) -> None:
         self.client = client
+        self.offloader = offloader
         self.topic_arn = topic_arn
         self.fifo = topic_arn.endswith(".fifo")
         self.attempts = attempts
@@ -67,7 +71,11 @@ class SnsPublisher:
         self._pool = ThreadPoolExecutor(max_workers=self.parallel_batches) if self.parallel_batches > 1 else None
 
     def publish(self, feed: Feed, events: Sequence[FeedEvent]) -> None:
-        self.publish_messages(sns_messages(feed, events))
+        messages = sns_messages(feed, events)
+        if self.offloader is not None:
+            # Before the first PublishBatch: a page whose large event cannot be stored publishes nothing.
+            messages = self.offloader.fit(messages)
+        self.publish_messages(messages)
 
     def publish_messages(self, messages: Sequence[SnsMessage]) -> None:
         chunks = list(batches(messages))

@@ -11,7 +11,7 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import TYPE_CHECKING
 
@@ -21,8 +21,14 @@ from kontur_relay.domain.model import AttributeValue, Feed, FeedEvent
 if TYPE_CHECKING:
     from mypy_boto3_sns.type_defs import MessageAttributeValueTypeDef
 
-#: SNS carries at most 10 message attributes; ``source`` and ``feed`` take two of them.
+#: SNS carries at most 10 message attributes; ``source`` and ``feed`` take two of them, and one is
+#: kept free for ``ExtendedPayloadSize``, so that any event can be offloaded (``aws/offload.py``).
 MAX_ATTRIBUTES = 10
+MAX_OWN_ATTRIBUTES = MAX_ATTRIBUTES - 1
+#: The reserved attribute of the payload-offloading convention: the offloaded body's size in bytes.
+PAYLOAD_SIZE_ATTRIBUTE = "ExtendedPayloadSize"
+#: The first element of the convention's pointer body; extended client libraries look for it.
+POINTER_CLASS = "software.amazon.payloadoffloading.PayloadS3Pointer"
 
 #: Characters a JSON string may hold but an SNS message may not: lone surrogates cannot be UTF-8
 #: encoded at all, and U+FFFE/U+FFFF are outside the characters SNS and SQS accept.
@@ -48,23 +54,36 @@ class SnsMessage:
     #: FIFO topics only: the ordering group and the deduplication id.
     group_id: str
     deduplication_id: str
+    #: Set on a pointer to an offloaded body: that body's size in bytes (``ExtendedPayloadSize``).
+    payload_size: int | None = None
 
     @cached_property  # batching asks several times per message; the body is up to 256 KiB
     def size(self) -> int:
         """Bytes SNS counts against its 256 KiB limit: the body plus each attribute's name, data type
         and value (SNS's MessageAttributeValue: "all parts ... are included in the size restriction")."""
-        total = len(self.body.encode())
-        for name, value in self.attributes.items():
-            total += len(name.encode()) + len(attribute_data_type(value)) + len(attribute_text(value).encode())
-        return total
+        return len(self.body.encode()) + sum(
+            len(name.encode()) + len(value["DataType"]) + len(value["StringValue"].encode())
+            for name, value in self.sns_attributes.items()
+        )
 
     @cached_property
     def sns_attributes(self) -> dict[str, MessageAttributeValueTypeDef]:
         # The same type and text ``size`` counted, so a batch is exactly as large as measured.
-        return {
+        attributes: dict[str, MessageAttributeValueTypeDef] = {
             name: {"DataType": attribute_data_type(value), "StringValue": attribute_text(value)}
             for name, value in self.attributes.items()
         }
+        if self.payload_size is not None:
+            attributes[PAYLOAD_SIZE_ATTRIBUTE] = {"DataType": "Number", "StringValue": str(self.payload_size)}
+        return attributes
+
+
+def pointer(message: SnsMessage, bucket: str, key: str) -> SnsMessage:
+    """``message`` as the payload-offloading convention publishes it once its body is in S3: a pointer
+    body and ``ExtendedPayloadSize``, with the filter attributes and FIFO ids unchanged, so that
+    subscriptions match it and FIFO orders and deduplicates it as the message itself."""
+    body = json.dumps([POINTER_CLASS, {"s3BucketName": bucket, "s3Key": key}], separators=(",", ":"))
+    return replace(message, body=body, payload_size=len(message.body.encode()))
 
 
 def deduplication_id(feed: str, event_id: str) -> str:
@@ -75,8 +94,11 @@ def deduplication_id(feed: str, event_id: str) -> str:
 def sns_message(feed: Feed, event: FeedEvent) -> SnsMessage:
     """``event`` of ``feed`` as SNS will carry it."""
     attributes = filter_attributes(feed, event)
-    if len(attributes) > MAX_ATTRIBUTES:
-        raise ValueError(f"{len(attributes)} message attributes for event {event.id}: SNS allows 10")
+    if len(attributes) > MAX_OWN_ATTRIBUTES:
+        raise ValueError(
+            f"{len(attributes)} message attributes for event {event.id}: SNS allows {MAX_ATTRIBUTES}, "
+            f"one of them kept for {PAYLOAD_SIZE_ATTRIBUTE}"
+        )
     envelope = cloud_event(feed, event)
     body = json.dumps(envelope, ensure_ascii=False, separators=(",", ":"))
     if _NOT_SENDABLE.search(body):

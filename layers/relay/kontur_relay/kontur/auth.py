@@ -2,13 +2,16 @@
 Connect's here; each feed package adds its own schemes). Never logged.
 
 Tokens live in the module-level objects built once per Lambda container, so warm invocations reuse
-them; they are renewed ahead of expiry and once more on a 401.
+them; they are renewed ahead of expiry and once more on a 401, after reading the secret afresh (an
+operator may have just put a new credential there). A rotating refresh token is renewed by one
+container at a time and shared through the secret (``kontur/refresh.py``).
 """
 
 from __future__ import annotations
 
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -16,11 +19,23 @@ import requests
 
 from kontur_relay.aws.secrets import CredentialsSecret
 from kontur_relay.domain.errors import ConfigurationError, FeedAuthError, FeedUnavailable
+from kontur_relay.kontur.client import TRANSIENT
+from kontur_relay.kontur.refresh import SharedRefresh
 from kontur_relay.observability import logger
 
 #: Renew this long before the token's own expiry, so that no request carries a token about to lapse;
 #: a token that lives shorter is renewed once half its life is gone, not before every request.
 RENEW_AHEAD_SECONDS = 120
+
+
+def secure_url(url: str, where: str) -> str:
+    """``url`` if credentials may be sent to it: https, or plain http to this machine (the local
+    stack's simulators). Anything else is refused before a credential could travel in clear."""
+    parsed = urllib.parse.urlsplit(url)
+    local = parsed.scheme == "http" and parsed.hostname in ("127.0.0.1", "localhost", "::1")
+    if not (parsed.scheme == "https" and parsed.hostname) and not local:
+        raise ConfigurationError(f"{where} must be an https:// URL (http only to 127.0.0.1 or localhost), not {url!r}")
+    return url
 
 
 class StaticCredential:
@@ -36,16 +51,43 @@ class StaticCredential:
         return False
 
 
+class SecretCredential:
+    """A fixed header set built from the secret (a static token, a legacy session id). After a 401 the
+    secret is read afresh: when someone replaced the credential, the request is tried with the new one."""
+
+    def __init__(self, secret: CredentialsSecret, build: Callable[[Mapping[str, Any]], dict[str, str]]) -> None:
+        self.secret = secret
+        self.build = build
+        self._headers = build(secret.values())
+        self._lock = threading.Lock()
+
+    def headers(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self._headers)
+
+    def renew(self) -> bool:
+        fresh = self.build(self.secret.values(fresh=True))
+        with self._lock:
+            changed, self._headers = fresh != self._headers, fresh
+        if changed:
+            logger.info("The credential in the secret changed; trying it")
+        return changed
+
+
 class CachedToken:
     """A token obtained when first needed, kept until it is due for renewal, dropped after a 401.
 
     Subclasses obtain the token (setting ``_token`` and ``_renew_at``) and say how it is sent."""
 
-    def __init__(self, clock: Callable[[], float]) -> None:
+    def __init__(self, secret: CredentialsSecret, clock: Callable[[], float]) -> None:
+        self.secret = secret
         self.clock = clock
         self._token: str | None = None
         self._renew_at = 0.0
         self._lock = threading.Lock()
+        #: The token the API refused with 401, and that the next read of the secret must be fresh.
+        self._rejected: str | None = None
+        self._reread = False
 
     def headers(self) -> dict[str, str]:
         with self._lock:
@@ -56,8 +98,13 @@ class CachedToken:
 
     def renew(self) -> bool:
         with self._lock:
-            self._token = None
+            self._rejected, self._token, self._reread = self._token, None, True
         return True
+
+    def _config(self) -> dict[str, Any]:
+        """The secret's values: cached, except right after a 401."""
+        reread, self._reread = self._reread, False
+        return self.secret.values(fresh=reread)
 
     def _obtain(self) -> None:
         raise NotImplementedError
@@ -77,11 +124,11 @@ class OpenIdConnectTokens(CachedToken):
         timeout: float = 20.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        super().__init__(clock)
-        self.secret = secret
+        super().__init__(secret, clock)
         self.http = http
         self.timeout = timeout
         self._api_key: str | None = None
+        self._shared = SharedRefresh(secret, self._redeem, clock=clock)
 
     def _headers(self, token: str) -> dict[str, str]:
         headers = {"Authorization": f"Bearer {token}"}
@@ -90,34 +137,40 @@ class OpenIdConnectTokens(CachedToken):
         return headers
 
     def _obtain(self) -> None:
-        config = self.secret.values()
-        missing = [name for name in ("token_url", "client_id") if not config.get(name)]
-        if missing:
-            raise ConfigurationError(f"the credentials secret lacks {', '.join(missing)}")
+        config = self._config()
+        check(config)
         self._api_key = config.get("api_key")
         grant = config.get("grant_type") or ("refresh_token" if config.get("refresh_token") else "password")
         if grant == "refresh_token" and config.get("refresh_token"):
-            answer = self._request(config, {"grant_type": "refresh_token", "refresh_token": config["refresh_token"]})
-            if answer is None and config.get("username") and config.get("password"):
-                logger.warning("The refresh token was refused; falling back to the password grant")
-                answer = self._password_grant(config)
-        elif grant == "password":
-            answer = self._password_grant(config)
-        else:
+            shared = self._shared.token(self._rejected)
+            if shared is not None:
+                self._token, self._renew_at, self._rejected = shared.value, shared.renew_at, None
+                return
+            if not (config.get("username") and config.get("password")):
+                why = "the identity provider refused the refresh_token grant"
+                if self._shared.interrupted:
+                    why = (
+                        "the refresh token was refused after an interrupted renewal (its successor was never "
+                        "written back): put a fresh refresh_token into the credentials secret"
+                    )
+                raise FeedAuthError(why, status=400)
+            logger.warning("The refresh token was refused; falling back to the password grant")
+        elif grant != "password":
             raise ConfigurationError(f"grant_type {grant!r} needs fields the credentials secret does not have")
+        answer = self._password_grant(config)
         if answer is None:
-            raise FeedAuthError(f"the identity provider refused the {grant} grant", status=400)
-
+            raise FeedAuthError("the identity provider refused the password grant", status=400)
         token = answer.get("access_token")
         if not isinstance(token, str) or not token:
             raise FeedAuthError("the identity provider's answer has no access_token")
-        self._token = token
         lifetime = float(answer.get("expires_in") or 3600)
+        self._token, self._rejected = token, None
         self._renew_at = self.clock() + lifetime - min(RENEW_AHEAD_SECONDS, lifetime / 2)
-        rotated = answer.get("refresh_token")
-        if isinstance(rotated, str) and rotated and rotated != config.get("refresh_token"):
-            # Refresh tokens may be single-use: the newest must survive this container.
-            self.secret.update({"refresh_token": rotated})
+
+    def _redeem(self, config: Mapping[str, Any]) -> dict[str, Any] | None:
+        """One presentation of the (claimed) refresh token; its successor is the caller's to save."""
+        check(config)
+        return self._request(config, {"grant_type": "refresh_token", "refresh_token": config["refresh_token"]})
 
     def _password_grant(self, config: Mapping[str, Any]) -> dict[str, Any] | None:
         if not (config.get("username") and config.get("password")):
@@ -134,8 +187,9 @@ class OpenIdConnectTokens(CachedToken):
         if config.get("scope"):
             form["scope"] = config["scope"]
         try:
-            response = self.http.post(config["token_url"], data=form, timeout=self.timeout)
-        except (requests.ConnectionError, requests.Timeout, requests.exceptions.RetryError) as error:
+            # No redirects: a 307 would resend the client secret and the grant to wherever it points.
+            response = self.http.post(config["token_url"], data=form, timeout=self.timeout, allow_redirects=False)
+        except TRANSIENT as error:
             raise FeedUnavailable(f"the token endpoint did not answer: {type(error).__name__}") from error
         if response.status_code in (400, 401):
             body = _json_or_empty(response)
@@ -155,6 +209,14 @@ class OpenIdConnectTokens(CachedToken):
         if not body:
             raise FeedAuthError("the token endpoint answered 200 without a JSON object")
         return body
+
+
+def check(config: Mapping[str, Any]) -> None:
+    """The OpenID Connect fields every grant needs, and a token_url credentials may go to."""
+    missing = [name for name in ("token_url", "client_id") if not config.get(name)]
+    if missing:
+        raise ConfigurationError(f"the credentials secret lacks {', '.join(missing)}")
+    secure_url(str(config["token_url"]), "token_url in the credentials secret")
 
 
 def _json_or_empty(response: requests.Response) -> dict[str, Any]:

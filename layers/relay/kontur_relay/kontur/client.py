@@ -8,6 +8,7 @@ credential and one more try. Any other 4xx is the caller's problem and fails lou
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -23,6 +24,23 @@ from kontur_relay.observability import logger
 
 USER_AGENT = "kontur-feed-relay/0.1 (+https://github.com/kontur-feed-relay)"
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+#: The connection broke while the body was read (a reset, a truncated or undecodable transfer).
+#: urllib3 retries only until the headers arrive; requests reads the body after that, so these reach
+#: the caller unretried unless it retries them itself.
+BROKEN_BODY: tuple[type[Exception], ...] = (
+    requests.exceptions.ChunkedEncodingError,
+    requests.exceptions.ContentDecodingError,
+    urllib3.exceptions.ProtocolError,
+)
+#: Everything that means "the other side did not answer properly": retried, then FeedUnavailable.
+TRANSIENT: tuple[type[Exception], ...] = (
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.exceptions.RetryError,
+    *BROKEN_BODY,
+)
+#: Tries more after a body broke off, with a short randomised pause before each.
+BODY_RETRIES = 2
 
 
 class Authenticator(Protocol):
@@ -183,6 +201,8 @@ class KonturApi:
         **kwargs: Any,
     ) -> requests.Response:
         """Send, renewing the credential once on a 401; return a response whose status is in ``ok``."""
+        # Kontur's APIs answer in place; a redirect followed would carry the credential elsewhere.
+        kwargs.setdefault("allow_redirects", False)
         response = self._send(method, path, params, headers, **kwargs)
         if response.status_code == 401 and self.auth.renew():
             logger.info("%s answered 401; retrying once with a fresh credential", self.name)
@@ -213,20 +233,30 @@ class KonturApi:
         **kwargs: Any,
     ) -> requests.Response:
         url = f"{self.base_url}{path}"
-        try:
-            return self.http.request(
-                method,
-                url,
-                params=params,
-                headers={**self.auth.headers(), **(headers or {})},
-                timeout=self.timeout,
-                **kwargs,
-            )
-        except (requests.ConnectionError, requests.Timeout, requests.exceptions.RetryError) as error:
-            cls = FeedTimeout if _timed_out(error) else FeedUnavailable
-            raise cls(
-                f"{self.name} did not answer {method} {path} after every retry: {type(error).__name__}"
-            ) from error
+        attempt = 0
+        while True:
+            try:
+                return self.http.request(
+                    method,
+                    url,
+                    params=params,
+                    headers={**self.auth.headers(), **(headers or {})},
+                    timeout=self.timeout,
+                    **kwargs,
+                )
+            except BROKEN_BODY as error:
+                if attempt == BODY_RETRIES:
+                    raise FeedUnavailable(
+                        f"{self.name} broke off its answer to {method} {path} on every try: {type(error).__name__}"
+                    ) from error
+                attempt += 1
+                logger.info("%s broke off the answer to %s %s; trying again", self.name, method, path)
+                time.sleep(random.uniform(0, 0.2 * 2**attempt))
+            except (requests.ConnectionError, requests.Timeout, requests.exceptions.RetryError) as error:
+                cls = FeedTimeout if _timed_out(error) else FeedUnavailable
+                raise cls(
+                    f"{self.name} did not answer {method} {path} after every retry: {type(error).__name__}"
+                ) from error
 
 
 def _timed_out(error: Exception) -> bool:

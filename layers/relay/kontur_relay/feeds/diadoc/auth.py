@@ -10,15 +10,15 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import requests
 
 from kontur_relay.aws.secrets import CredentialsSecret
 from kontur_relay.domain.errors import ConfigurationError, FeedAuthError, FeedUnavailable
-from kontur_relay.kontur.auth import CachedToken, OpenIdConnectTokens, StaticCredential
-from kontur_relay.kontur.client import Authenticator
+from kontur_relay.kontur.auth import CachedToken, OpenIdConnectTokens, SecretCredential, secure_url
+from kontur_relay.kontur.client import TRANSIENT, Authenticator
 from kontur_relay.observability import logger
 
 #: A DiadocAuth token lives 24 hours; it is replaced an hour early, so that none lapses mid-run
@@ -40,8 +40,7 @@ class DiadocAuthTokens(CachedToken):
         timeout: float = 20.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        super().__init__(clock)
-        self.secret = secret
+        super().__init__(secret, clock)
         self.http = http
         self.url = f"{api_url.rstrip('/')}/V3/Authenticate"
         self.timeout = timeout
@@ -53,7 +52,7 @@ class DiadocAuthTokens(CachedToken):
         return {"Authorization": f"DiadocAuth ddauth_api_client_id={self._client_id},ddauth_token={token}"}
 
     def _obtain(self) -> None:
-        config = self.secret.values()
+        config = self._config()
         missing = [name for name in ("api_client_id", "login", "password") if not config.get(name)]
         if missing:
             raise ConfigurationError(f"the Diadoc credentials secret lacks {', '.join(missing)}")
@@ -65,8 +64,9 @@ class DiadocAuthTokens(CachedToken):
                 json={"login": config["login"], "password": config["password"]},
                 headers={"Authorization": f"DiadocAuth ddauth_api_client_id={client_id}"},
                 timeout=self.timeout,
+                allow_redirects=False,  # the password must not follow a redirect anywhere
             )
-        except (requests.ConnectionError, requests.Timeout, requests.exceptions.RetryError) as error:
+        except TRANSIENT as error:
             raise FeedUnavailable(f"Diadoc's Authenticate did not answer: {type(error).__name__}") from error
         code = response.headers.get("X-Diadoc-ErrorCode")
         if response.status_code in (400, 401, 403):
@@ -86,15 +86,22 @@ class DiadocAuthTokens(CachedToken):
 def diadoc_authenticator(
     secret: CredentialsSecret, http: requests.Session, api_url: str, *, timeout: float = 20.0
 ) -> Authenticator:
-    """The authenticator the secret describes."""
+    """The authenticator the secret describes; ``api_url`` is DIADOC_API_URL, where credentials go."""
+    secure_url(api_url, "DIADOC_API_URL")
     config: dict[str, Any] = secret.values()
     if config.get("token_url"):
         return OpenIdConnectTokens(secret, http, timeout=timeout)
     if config.get("access_token"):
-        return StaticCredential({"Authorization": f"Bearer {config['access_token']}"})
+        return SecretCredential(secret, _bearer)
     if config.get("login") or config.get("api_client_id"):
         return DiadocAuthTokens(secret, http, api_url, timeout=timeout)
     raise ConfigurationError(
         "the Diadoc credentials secret holds none of: token_url (+ client_id, ...) for OpenID Connect, "
         "access_token, or api_client_id + login + password"
     )
+
+
+def _bearer(config: Mapping[str, Any]) -> dict[str, str]:
+    if not config.get("access_token"):
+        raise ConfigurationError("the Diadoc credentials secret no longer holds access_token")
+    return {"Authorization": f"Bearer {config['access_token']}"}

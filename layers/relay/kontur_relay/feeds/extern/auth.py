@@ -8,17 +8,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import requests
 
 from kontur_relay.aws.secrets import CredentialsSecret
 from kontur_relay.domain.errors import ConfigurationError
-from kontur_relay.kontur.auth import OpenIdConnectTokens, StaticCredential
+from kontur_relay.kontur.auth import OpenIdConnectTokens, SecretCredential
 from kontur_relay.kontur.client import Authenticator
 
 
 def extern_authenticator(secret: CredentialsSecret, http: requests.Session, *, timeout: float = 20.0) -> Authenticator:
     """The authenticator the secret describes."""
     config = secret.values()
+    if config.get("access_token") or config.get("sid"):
+        return SecretCredential(secret, _fixed_headers)
+    return OpenIdConnectTokens(secret, http, timeout=timeout)
+
+
+def _fixed_headers(config: Mapping[str, Any]) -> dict[str, str]:
     api_key = config.get("api_key")
     if config.get("access_token"):
         headers = {"Authorization": f"Bearer {config['access_token']}"}
@@ -27,7 +36,7 @@ def extern_authenticator(secret: CredentialsSecret, http: requests.Session, *, t
             raise ConfigurationError("the legacy auth.sid scheme needs api_key in the credentials secret")
         headers = {"Authorization": f"auth.sid {config['sid']}"}
     else:
-        return OpenIdConnectTokens(secret, http, timeout=timeout)
+        raise ConfigurationError("the credentials secret no longer holds access_token or sid")
     if api_key:
         headers["X-Kontur-Apikey"] = api_key
-    return StaticCredential(headers)
+    return headers

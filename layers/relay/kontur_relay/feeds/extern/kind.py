@@ -16,12 +16,14 @@ from kontur_relay.feeds import PositionRefused
 from kontur_relay.feeds.extern.auth import extern_authenticator
 from kontur_relay.feeds.extern.source import ExternSource, read_extern_error
 from kontur_relay.kontur import client
+from kontur_relay.kontur.auth import secure_url
 from kontur_relay.kontur.budget import Budget
 from kontur_relay.observability import MetricUnit, metrics
 from kontur_relay.settings import Env, RelaySettings
 
 #: An Extern cursor is an event id (``4ca_137``), or one kept after an old server's
 #: ``last-event-id`` (``after:4ca_137``); anything else the feed would refuse on the next run.
+DEFAULT_API_URL = "https://extern-api.kontur.ru"
 CURSOR = re.compile(r"^(after:)?[0-9a-fA-F]+_[0-9a-fA-F]+$")
 
 
@@ -39,7 +41,9 @@ class ExternSettings:
     @classmethod
     def from_env(cls, env: Env) -> ExternSettings:
         return cls(
-            api_url=env.text("EXTERN_API_URL", "https://extern-api.kontur.ru").rstrip("/"),
+            api_url=secure_url(env.text("EXTERN_API_URL", "https://extern-api.kontur.ru"), "EXTERN_API_URL").rstrip(
+                "/"
+            ),
             credentials_secret=env.text("EXTERN_CREDENTIALS_SECRET"),
             page_size=env.whole("EXTERN_PAGE_SIZE", 100),
             feed_id=env.text("EXTERN_FEED_ID", "extern"),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import urllib.parse
 from dataclasses import dataclass
+from http.cookiejar import DefaultCookiePolicy
 from typing import Any
 
 import requests
@@ -102,6 +103,9 @@ class ExternPublishers:
         self.secret = secret
         self.timeout = timeout
         self.http = http.session(retries=RETRIES, backoff=0.2, max_retry_after=MAX_RETRY_AFTER)
+        # One pool serves the integrator and every administrator: a cookie Kontur set for one caller
+        # would ride along on the next caller's requests, so none is ever kept.
+        self.http.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
         self._integrator: KonturApi | None = None
 
     def client_id(self) -> str | None:
@@ -155,7 +159,8 @@ class ExternPublishers:
         self, api: KonturApi, method: str, path: str, *, administrator: bool = False, **kwargs: Any
     ) -> requests.Response:
         try:
-            response = api.request(method, path, ok=ANY_STATUS, **kwargs)
+            # A redirect is not followed: it would carry the caller's credential to wherever it points.
+            response = api.request(method, path, ok=ANY_STATUS, allow_redirects=False, **kwargs)
         except FeedTimeout as error:
             raise KonturSilent(
                 f"Kontur did not answer {method} {path} within {self.timeout:g} s, {RETRIES + 1} tries"

@@ -62,10 +62,7 @@ class ExternSource:
             raise MalformedPage("Extern answered 200 with a body that is not JSON", trace_id=trace_id) from error
         if not isinstance(body, dict):
             raise MalformedPage("Extern answered 200 with JSON that is not an object", trace_id=trace_id)
-        raw = body.get("api-events") or []
-        if not isinstance(raw, list):
-            raise MalformedPage("Extern's api-events is not an array", trace_id=trace_id)
-
+        raw = _events_of(body, trace_id)
         events = [self._event(item, trace_id) for item in raw]
         if repeated and events and events[0].id == repeated:
             events = events[1:]
@@ -74,6 +71,12 @@ class ExternSource:
         if not next_cursor:
             last = _text(body.get("last-event-id"))
             next_cursor = AFTER + last if last else None
+        if raw and next_cursor is None:
+            # Events without a position to read on from: publishing them and keeping the cursor would
+            # republish this page on every tick, and guessing a position from the ids could skip events.
+            raise MalformedPage(
+                f"Extern answered {len(raw)} events without next-event-id (or last-event-id)", trace_id=trace_id
+            )
         # Only an empty page says the feed is drained: a server may cap `take` below what was asked
         # (its maximum is undocumented), and a short page must not leave the backlog for the next tick.
         return Page(events=events, next_cursor=next_cursor, more=bool(raw))
@@ -91,6 +94,20 @@ class ExternSource:
             attributes={name: _text(item.get(key)) for name, key in _ATTRIBUTES.items()},
             ordering_key=_text(item.get("docflow-id")),
         )
+
+
+def _events_of(body: dict[str, Any], trace_id: str | None) -> list[Any]:
+    """The page's ``api-events``. Only an empty array is an empty page: a missing or null key is a
+    body the relay does not understand (a proxy's or a changed API's), and taking it for "nothing
+    new" would hide an outage behind runs that succeed."""
+    if "api-events" not in body:
+        raise MalformedPage("Extern answered 200 without api-events", trace_id=trace_id)
+    raw = body["api-events"]
+    if raw is None:
+        raise MalformedPage("Extern answered 200 with api-events null", trace_id=trace_id)
+    if not isinstance(raw, list):
+        raise MalformedPage(f"Extern's api-events is not an array but {type(raw).__name__}", trace_id=trace_id)
+    return raw
 
 
 def _text(value: object) -> str | None:
