@@ -219,7 +219,7 @@ def test_a_page_the_relay_cannot_read_fails_the_run_and_loses_nothing(stack, kon
     expected = kontur.visible()
     queue = subscribe(aws, stack.physical["EventsTopic"])
     handler = poller(stack, kontur, aws, monkeypatch).handler
-    first = handler({"feed": "extern"}, LocalContext(FUNCTION, seconds_left=[300, 10]))
+    first = handler({"feed": "extern"}, LocalContext(FUNCTION, seconds_left=[10]))
     assert first["events"] == PAGE_SIZE
     before = cursors(stack).load("extern")
 
