@@ -23,6 +23,8 @@ METRICS = {
     "Errors": "Count",
     # A tick of a kind whose credentials secret is still empty (not a failure).
     "NotConfigured": "Count",
+    # Entries of a PublishBatch SNS failed and the publisher sent again.
+    "PublishRetries": "Count",
     # Events over SNS's size limit stored in the payload bucket and published as pointers.
     "PayloadsOffloaded": "Count",
 }
