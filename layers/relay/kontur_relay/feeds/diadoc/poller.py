@@ -163,23 +163,13 @@ class BoxPoller:
         if not progress.caught_up:
             # More waits: the box stays due (a crash or the end of the run leaves it first in line
             # next time), and goes back in line behind the boxes already due in this run.
-            now = self.clock()
-            interval = box.interval or self.polling.min_interval
-            self.registry.polled(
-                box,
-                next_poll_at=now,
-                interval=interval,
-                had_events=progress.events > 0,
-                backlog=progress.backlog,
-                backlog_capped=progress.backlog_capped,
-            )
-            again = replace(box, next_poll_at=now, interval=interval)
-            return Turn(box.feed, progress.events, again=again, backlog=progress.backlog)
-        interval = self.polling.next_interval(box.interval, progress.events > 0)
-        # Counted from the run's start, not from this poll's end: a box polled late in a run is due
-        # again at the tick an interval later, not one tick after that. A little jitter (early,
-        # never late) keeps boxes registered together from staying in lockstep for ever.
-        next_poll_at = self._started + interval * random.uniform(0.9, 1.0)
+            next_poll_at, interval = self.clock(), box.interval or self.polling.min_interval
+        else:
+            interval = self.polling.next_interval(box.interval, progress.events > 0)
+            # Counted from the run's start, not from this poll's end: a box polled late in a run is
+            # due again at the tick an interval later, not one tick after that. A little jitter
+            # (early, never late) keeps boxes registered together from staying in lockstep for ever.
+            next_poll_at = self._started + interval * random.uniform(0.9, 1.0)
         self.registry.polled(
             box,
             next_poll_at=next_poll_at,
