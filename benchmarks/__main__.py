@@ -1,0 +1,308 @@
+"""``python -m benchmarks``: the relay against the limit, in one run (``make bench``).
+
+Rounds are interleaved (every setup once a round, each round starting elsewhere) so that a busy
+spell of a shared machine lands on all of them; figures are min/median/max over the rounds, and
+ratios are taken within a round before their median.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+from benchmarks import rig
+from benchmarks.cpu import UNLIMITED, Limit, Throttle, one_core
+from benchmarks.imports import ImportTimes, measure_imports, packed_build
+from benchmarks.latency import Latency
+from benchmarks.worker import Sample, Setup, serve
+from local_stack.services import aws_environment, dynamodb_local
+from local_stack.template import Stack, provision
+
+#: Lambda on arm64, per GB-second (us-east-1, first tier) and per million requests.
+ARM64_GB_SECOND = 0.0000133334
+KINDS = ("relay", "read", "naive")
+MEMORY_SIZES = (256, 512, 1024, 1769)
+
+
+class WorkerProcess:
+    """A measured process under one CPU limit, answering commands."""
+
+    def __init__(self, setup: Setup) -> None:
+        self.limit = setup.limit
+        self.connection, child = rig._SPAWN.Pipe()
+        self.process = rig._SPAWN.Process(target=serve, args=(child, setup), daemon=True, name=setup.limit.name)
+        self.process.start()
+        pid = self.process.pid
+        assert pid is not None
+        # Moved into its limit before it builds anything: every thread it makes inherits it.
+        self.throttle = Throttle(pid, setup.limit.share) if setup.limit.share is not None else None
+        if not self.connection.poll(120) or self.connection.recv() != "ready":
+            raise RuntimeError(f"the worker at {setup.limit.name} did not start")
+
+    def ask(self, command: str, *args: Any) -> Any:
+        self.connection.send((command, args))
+        status, value = self.connection.recv()
+        if status != "ok":
+            raise RuntimeError(f"{self.limit.name}: {value}")
+        return value
+
+    def close(self) -> None:
+        self.connection.send(("stop", ()))
+        self.process.join(timeout=30)
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join()
+        if self.throttle is not None:
+            self.throttle.close()
+
+
+@contextmanager
+def workers(setups: Sequence[Setup]) -> Iterator[list[WorkerProcess]]:
+    started: list[WorkerProcess] = []
+    try:
+        for setup in setups:
+            started.append(WorkerProcess(setup))
+        yield started
+    finally:
+        for worker in started:
+            worker.close()
+
+
+@dataclass
+class Results:
+    #: (limit name, kind, page) -> one sample a round.
+    samples: dict[tuple[str, str, int], list[Sample]] = field(default_factory=dict)
+    throttle: str = "none"
+    idle: dict[str, float] = field(default_factory=dict)
+    latency: dict[float, Latency] = field(default_factory=dict)
+    imports: ImportTimes | None = None
+    imports_note: str = ""
+
+    def rates(self, limit: str, kind: str, page: int) -> list[float]:
+        return [s.events_per_second for s in self.samples.get((limit, kind, page), [])]
+
+    def ratio(self, limit: str, kind: str, other: str, page: int) -> list[float]:
+        pairs = zip(self.rates(limit, kind, page), self.rates(limit, other, page), strict=False)
+        return [mine / theirs for mine, theirs in pairs]
+
+    def cpu_ms(self, limit: str, page: int) -> list[float]:
+        return [s.cpu_ms_per_event for s in self.samples.get((limit, "relay", page), [])]
+
+
+def spread(values: Sequence[float], digits: int = 0, suffix: str = "") -> str:
+    if not values:
+        return "-"
+    low, mid, high = min(values), statistics.median(values), max(values)
+    return f"{low:,.{digits}f}/{mid:,.{digits}f}/{high:,.{digits}f}{suffix}"
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def subscribed_queue(topic_arn: str) -> str:
+    """A queue subscribed to the topic with raw delivery, as a consumer would have it."""
+    sqs, sns = boto3.client("sqs"), boto3.client("sns")
+    url = sqs.create_queue(QueueName=f"bench-latency-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=arn, Attributes={"RawMessageDelivery": "true"})
+    return str(url)
+
+
+def measure(args: argparse.Namespace) -> Results:
+    results = Results()
+    limits = [UNLIMITED, one_core(), Limit.memory(512)]
+    table_limits = [Limit.memory(mb) for mb in MEMORY_SIZES if mb != 512] if args.memory_table else []
+    started = time.perf_counter()
+    print(f"Starting DynamoDB Local, moto's server and the Kontur simulators ({args.events:,} events) ...", flush=True)
+    with ExitStack() as stack:
+        dynamodb = stack.enter_context(dynamodb_local())
+        moto = stack.enter_context(rig.moto())
+        kontur = stack.enter_context(rig.kontur(args.events, args.event_bytes))
+        os.environ.update(aws_environment(moto, dynamodb))
+        clients = {name: boto3.client(name) for name in ("dynamodb", "sns", "sqs", "secretsmanager")}
+        provisioned = provision(Stack(name=f"bench{uuid.uuid4().hex[:6]}"), clients)
+        table = provisioned.physical["CursorsTable"]
+        every = [Setup(kontur, table, limit, args.publisher_threads) for limit in limits + table_limits]
+        running = stack.enter_context(workers(every))
+        results.throttle = next((w.throttle.method for w in running if w.throttle is not None), "none")
+        print(f"  services up in {time.perf_counter() - started:.0f} s; CPU share by {results.throttle}", flush=True)
+        running[0].ask("relay", max(args.pages), args.events)  # warm up: pools, the JVM's JIT, moto
+        for worker in running:
+            worker.ask("naive", min(args.pages), 5)
+
+        plan = [(worker, kind, page) for worker in running[: len(limits)] for kind in KINDS for page in args.pages]
+        plan += [(worker, "relay", 100) for worker in running[len(limits) :]]
+        for round_ in range(args.rounds):
+            shift = round_ * 7 % len(plan)
+            began = time.perf_counter()
+            for worker, kind, page in plan[shift:] + plan[:shift]:
+                events = args.naive_events if kind == "naive" else args.events
+                sample = worker.ask(kind, page, events)
+                results.samples.setdefault((worker.limit.name, kind, page), []).append(sample)
+            print(f"  round {round_ + 1} of {args.rounds}: {time.perf_counter() - began:.0f} s", flush=True)
+
+        results.idle = running[0].ask("idle", args.idle_ticks)
+        topic = boto3.client("sns").create_topic(Name=f"bench-latency-{uuid.uuid4().hex[:8]}")["TopicArn"]
+        queue = (topic, subscribed_queue(topic))
+        for interval in (5.0, 60.0):
+            results.latency[interval] = running[0].ask(
+                "latency", interval, args.latency_minutes, args.latency_rate, 7, queue
+            )
+        print(f"  idle ticks and latency measured; {time.perf_counter() - started:.0f} s so far", flush=True)
+
+    if args.import_trials:
+        try:
+            build, how = packed_build()
+            results.imports = measure_imports(build, how, args.import_trials)
+        except (RuntimeError, OSError) as error:
+            results.imports_note = f"skipped: {error}"
+    else:
+        results.imports_note = "skipped (--import-trials 0)"
+    return results
+
+
+def report(args: argparse.Namespace, results: Results) -> list[bool]:
+    limits = [UNLIMITED.name, one_core().name, Limit.memory(512).name]
+    print()
+    print(
+        f"Throughput: {args.events:,} events of ~{args.event_bytes:,} B a run (naive: {args.naive_events}), "
+        f"{args.rounds} rounds, min/median/max; round trips Kontur {rig.KONTUR_PAGE_SECONDS * 1000:.0f} ms a page, "
+        f"SNS {rig.SNS_CALL_SECONDS * 1000:.0f} ms, DynamoDB {rig.DYNAMODB_CALL_SECONDS * 1000:.0f} ms a call"
+    )
+    header = (
+        f"{'CPU':<22} {'page':>4}  {'relay events/s':>20} {'reading alone':>20} {'naive':>14} "
+        f"{'relay/reading':>13} {'relay/naive':>11} {'relay CPU ms/event':>20}"
+    )
+    print(header)
+    print("-" * len(header))
+    for limit in limits:
+        for page in args.pages:
+            print(
+                f"{limit:<22} {page:>4}  {spread(results.rates(limit, 'relay', page)):>20} "
+                f"{spread(results.rates(limit, 'read', page)):>20} "
+                f"{spread(results.rates(limit, 'naive', page), 1):>14} "
+                f"{median(results.ratio(limit, 'relay', 'read', page)):>12.2f}x "
+                f"{median(results.ratio(limit, 'relay', 'naive', page)):>10.1f}x "
+                f"{spread(results.cpu_ms(limit, page), 2):>20}"
+            )
+    print(f"CPU share emulated by {results.throttle} (one vCPU = {1769} MB, as Lambda allots it).")
+
+    if args.memory_table:
+        print()
+        print("Memory size (arm64), relay at page 100: events/s, CPU ms/event, Lambda duration $ per million events")
+        print(f"{'memory':>7} {'vCPU':>5} {'events/s':>18} {'CPU ms/event':>14} {'$ / M events':>13}")
+        for mb in MEMORY_SIZES:
+            name = Limit.memory(mb).name
+            rate = median(results.rates(name, "relay", 100))
+            dollars = 1e6 / rate * mb / 1024 * ARM64_GB_SECOND
+            print(
+                f"{mb:>5} MB {mb / 1769:>5.2f} {spread(results.rates(name, 'relay', 100)):>18} "
+                f"{median(results.cpu_ms(name, 100)):>14.2f} {dollars:>13.4f}"
+            )
+
+    print()
+    idle = results.idle
+    print(
+        f"Idle tick ({args.idle_ticks} ticks of a caught-up feed): {idle['writes']:g} DynamoDB writes, "
+        f"{idle['reads']:g} DynamoDB reads, {idle['requests']:g} Kontur requests a tick"
+    )
+    for interval, latency in results.latency.items():
+        print(
+            f"Latency, appearance -> SQS, POLL_INTERVAL_SECONDS={interval:g}: mean {latency.mean:.2f} s, "
+            f"median {latency.median:.2f} s, worst {latency.worst:.2f} s ({latency.events} events over "
+            f"{args.latency_minutes:g} simulated minutes)"
+        )
+    imports = results.imports
+    if imports is not None:
+        print(
+            f"Cold imports ({len(imports.handler)} fresh interpreters each; {imports.build}): handler "
+            f"{spread(imports.handler, 2, ' s')}, boto3 + one client {spread(imports.floor, 2, ' s')}, "
+            f"ratio {imports.ratio:.2f}x"
+        )
+        if imports.modules_in_layer:
+            print(f"  the layer packs its own {', '.join(imports.modules_in_layer)} (shadowing the runtime's)")
+    else:
+        print(f"Cold imports: {results.imports_note}")
+
+    one, share = one_core().name, Limit.memory(512).name
+    relay_read = median(results.ratio(one, "relay", "read", 100))
+    relay_naive = median(results.ratio(one, "relay", "naive", 100))
+    fast = results.latency.get(5.0)
+    targets = [
+        ("relay at page 100 >= 0.8x reading alone, one core", relay_read >= 0.8, f"{relay_read:.2f}x"),
+        ("relay >= 20x the naive poller, one core, page 100", relay_naive >= 20, f"{relay_naive:.1f}x"),
+        ("0 DynamoDB writes per idle tick", idle["writes"] == 0, f"{idle['writes']:g} writes"),
+        (
+            "handler import <= 1.3x the boto3 floor, as packed",
+            imports is not None and imports.ratio <= 1.3,
+            f"{imports.ratio:.2f}x" if imports is not None else results.imports_note,
+        ),
+        (
+            "PollIntervalSeconds=5: mean latency <= 4 s, worst <= 7 s",
+            fast is not None and fast.mean <= 4 and fast.worst <= 7,
+            f"mean {fast.mean:.2f} s, worst {fast.worst:.2f} s" if fast else "-",
+        ),
+    ]
+    print()
+    print("Targets (issue 11):")
+    for what, passed, figure in targets:
+        print(f"  {'PASS' if passed else 'FAIL'}  {what}: {figure}")
+    print(
+        f"  (for reference: relay/reading at {share}, page 100: "
+        f"{median(results.ratio(share, 'relay', 'read', 100)):.2f}x)"
+    )
+    load = ", ".join(f"{figure:.1f}" for figure in os.getloadavg())
+    print(
+        f"\nMachine: {platform.machine()}, {os.cpu_count()} CPUs ({_cpu_model()}), Python {platform.python_version()}; "
+        f"load average {load}."
+    )
+    return [passed for _, passed, _ in targets]
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=sys.modules[__name__].__doc__)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of every setup (default 3)")
+    parser.add_argument("--events", type=int, default=2000, help="events a relay or reading run (default 2000)")
+    parser.add_argument("--naive-events", type=int, default=60, help="events a naive run (default 60)")
+    parser.add_argument("--event-bytes", type=int, default=rig.EVENT_BYTES, help="bytes of an event as JSON")
+    parser.add_argument("--pages", type=int, nargs="+", default=[100, 500], help="page sizes (default 100 500)")
+    parser.add_argument("--idle-ticks", type=int, default=5, help="ticks of a caught-up feed counted (default 5)")
+    parser.add_argument("--latency-minutes", type=float, default=10, help="simulated minutes a latency run")
+    parser.add_argument("--latency-rate", type=float, default=6, help="events appearing a minute, on average")
+    parser.add_argument("--import-trials", type=int, default=5, help="fresh interpreters each; 0 skips")
+    parser.add_argument("--memory-table", action="store_true", help="also the relay at 256, 1024 and 1769 MB")
+    parser.add_argument("--publisher-threads", type=int, default=None, help="override SnsPublisher's 10")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a target fails")
+    args = parser.parse_args(argv)
+    if 100 not in args.pages:
+        parser.error("--pages must include 100: the targets are at page 100")
+    results = measure(args)
+    passed = report(args, results)
+    return 1 if args.strict and not all(passed) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,225 @@
+"""The measured process: the real relay, reading alone and a naive poller, one command at a time.
+
+It runs apart from the services and from the process that orchestrates, so that its CPU time is its
+own and a CPU limit applies to it alone. Clients and adapters are built once, as a warm Lambda
+container keeps them; each measurement relays a feed of its own from the start of the log.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+# The layer is /opt/python in Lambda; here it is imported from the repository, as pytest does.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "layers" / "relay"))
+# Before Powertools builds its singletons: no X-Ray daemon here, and a run's info lines are noise.
+os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "1")
+os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "KonturFeedRelayBench")
+os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "kontur-feed-relay-bench")
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+
+import boto3
+
+from benchmarks.cpu import Limit
+from benchmarks.latency import Latency, measure_latency
+from benchmarks.rig import DYNAMODB_CALL_SECONDS, SNS_CALL_SECONDS, Kontur, RoundTrips
+from kontur_relay import wiring
+from kontur_relay.aws.cursors import DynamoCursorStore
+from kontur_relay.aws.sns import SnsPublisher
+from kontur_relay.aws.sns_message import sns_message
+from kontur_relay.domain.engine import Cadence, Outcome, Relay
+from kontur_relay.domain.model import Feed
+from kontur_relay.feeds.extern.source import ExternSource, read_extern_error
+from kontur_relay.kontur import client
+from kontur_relay.kontur.auth import StaticCredential
+from kontur_relay.observability import metrics
+
+#: What a DynamoDB call that writes is called: an idle tick must make none of them.
+WRITES = frozenset({"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"})
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What the worker is given: where everything is, and its CPU limit."""
+
+    kontur: Kontur
+    table: str
+    limit: Limit
+    publisher_threads: int | None = None
+
+
+@dataclass(frozen=True)
+class Sample:
+    events: int
+    seconds: float
+    cpu_seconds: float
+
+    @property
+    def events_per_second(self) -> float:
+        return self.events / self.seconds
+
+    @property
+    def cpu_ms_per_event(self) -> float:
+        return self.cpu_seconds * 1000 / self.events
+
+
+class Worker:
+    def __init__(self, setup: Setup) -> None:
+        self.setup = setup
+        self.kontur = setup.kontur
+        self.sns_trips = RoundTrips(SNS_CALL_SECONDS)
+        self.dynamodb_trips = RoundTrips(DYNAMODB_CALL_SECONDS)
+        # The deployed clients (wiring's configuration), with the round trips on top.
+        self.publisher = wiring.publisher("arn:aws:sns:us-east-1:123456789012:none")
+        if setup.publisher_threads is not None:
+            self.publisher = SnsPublisher(
+                self.publisher.client, self.publisher.topic_arn, parallel_batches=setup.publisher_threads
+            )
+        self.store = wiring.cursor_store(setup.table)
+        self.sns_trips.attach(self.publisher.client)
+        self.dynamodb_trips.attach(self.store.table.meta.client)
+        session = client.session()
+        self.api = client.KonturApi(
+            self.kontur.extern_url,
+            session,
+            StaticCredential({"Authorization": f"Bearer {self.kontur.token}"}),
+            read_extern_error,
+            name="Extern",
+        )
+        self.setup_sns = boto3.client("sns")  # topics are made without the round trips
+        self.feed_uri = f"{self.kontur.extern_url}/v1/events"
+
+    def _feed(self) -> Feed:
+        return Feed(id=f"bench-{uuid.uuid4().hex[:10]}", kind="extern", source_uri=self.feed_uri)
+
+    def _topic(self) -> str:
+        # A topic of its own: moto keeps what a topic was sent, and no measurement should pay for another's.
+        return str(self.setup_sns.create_topic(Name=f"bench-{uuid.uuid4().hex[:12]}")["TopicArn"])
+
+    @staticmethod
+    def _timed(work: Callable[[], int]) -> Sample:
+        started, cpu_started = time.perf_counter(), time.process_time()
+        events = work()
+        return Sample(events, time.perf_counter() - started, time.process_time() - cpu_started)
+
+    def relay(self, page: int, events: int) -> Sample:
+        self.publisher.topic_arn = self._topic()
+        relay = Relay(self._feed(), ExternSource(self.api, take=page), self.publisher, self.store, safety_margin=0)
+
+        def run() -> int:
+            report = relay.run(time_left=lambda: 3600.0)
+            if report.outcome is not Outcome.CAUGHT_UP or report.events != events:
+                raise RuntimeError(f"the relay ended {report.outcome} after {report.events} of {events} events")
+            return report.events
+
+        sample = self._timed(run)
+        metrics.clear_metrics()  # a handler would have flushed them; here they only grow
+        return sample
+
+    def read(self, page: int, events: int) -> Sample:
+        """The practical limit: the feed's pages read back to back, nothing else."""
+        source = ExternSource(self.api, take=page)
+
+        def run() -> int:
+            cursor, read = None, 0
+            while True:
+                found = source.read_page(cursor)
+                if not found.events:
+                    break
+                read += len(found.events)
+                cursor = found.next_cursor
+            if read != events:
+                raise RuntimeError(f"read {read} of {events} events")
+            return read
+
+        return self._timed(run)
+
+    def naive(self, page: int, events: int) -> Sample:
+        """What a first attempt does: every event published alone, the cursor written after each."""
+        source = ExternSource(self.api, take=page)
+        feed, topic, table = self._feed(), self._topic(), self.store.table
+        sns = self.publisher.client
+
+        def run() -> int:
+            cursor, done = None, 0
+            while done < events:
+                found = source.read_page(cursor)
+                if not found.events:
+                    break
+                for event in found.events[: events - done]:
+                    message = sns_message(feed, event)
+                    sns.publish(TopicArn=topic, Message=message.body, MessageAttributes=message.sns_attributes)
+                    table.update_item(
+                        Key={"feed": feed.id},
+                        UpdateExpression="SET #position = :position",
+                        ExpressionAttributeNames={"#position": "position"},
+                        ExpressionAttributeValues={":position": event.id},
+                    )
+                    done += 1
+                cursor = found.next_cursor
+            return done
+
+        return self._timed(run)
+
+    def idle(self, ticks: int) -> dict[str, float]:
+        """Scheduled ticks of a feed that has caught up: DynamoDB writes and reads, Kontur requests."""
+        self.publisher.topic_arn = self._topic()
+        relay = Relay(self._feed(), ExternSource(self.api, take=500), self.publisher, self.store, safety_margin=0)
+        relay.run(time_left=lambda: 300.0)  # catches up, and records the feed as checked
+        calls, requests = dict(self.dynamodb_trips.calls), self.kontur.feed_requests()
+        for _ in range(ticks):
+            relay.run(time_left=lambda: 300.0)
+        metrics.clear_metrics()
+        after = self.dynamodb_trips.calls
+        made = {name: after[name] - calls.get(name, 0) for name in after}
+        return {
+            "writes": sum(n for name, n in made.items() if name in WRITES) / ticks,
+            "reads": sum(n for name, n in made.items() if name not in WRITES) / ticks,
+            "requests": (self.kontur.feed_requests() - requests) / ticks,
+        }
+
+    def latency(self, interval: float, minutes: float, per_minute: float, seed: int, queue: tuple[str, str]) -> Latency:
+        topic, queue_url = queue
+        store = DynamoCursorStore(self.store.table)
+        publisher = SnsPublisher(self.publisher.client, topic)
+        cadence = Cadence(every=interval) if interval < 60 else None
+        return measure_latency(
+            self.kontur,
+            lambda clock, sleep: Relay(
+                self._feed(),
+                ExternSource(self.api, take=100),
+                publisher,
+                DynamoCursorStore(store.table, clock=clock),
+                cadence=cadence,
+                clock=clock,
+                sleep=sleep,
+            ),
+            boto3.client("sqs"),
+            queue_url,
+            minutes=minutes,
+            per_minute=per_minute,
+            seed=seed,
+        )
+
+
+def serve(connection: Connection, setup: Setup) -> None:
+    """The worker process: apply the CPU limit, build once, then answer commands until told to stop."""
+    if setup.limit.cpus is not None:
+        os.sched_setaffinity(0, setup.limit.cpus)
+    worker = Worker(setup)
+    connection.send("ready")
+    while True:
+        command, args = connection.recv()
+        if command == "stop":
+            return
+        try:
+            connection.send(("ok", getattr(worker, command)(*args)))
+        except Exception as error:  # noqa: BLE001 - the orchestrator reports it and stops
+            connection.send(("error", f"{command}{args}: {type(error).__name__}: {error}"))
