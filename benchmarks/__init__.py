@@ -8,3 +8,17 @@ at the CPU share of a Lambda memory size. ``python -m benchmarks --help`` lists 
 
 Not collected by pytest (``tests/`` is its ``testpaths``); ``tests/test_bench_smoke.py`` runs it tiny.
 """
+
+import os
+import sys
+from pathlib import Path
+
+# The layer is /opt/python in Lambda; here it is imported from the repository, as pytest does.
+_LAYER = str(Path(__file__).resolve().parent.parent / "layers" / "relay")
+if _LAYER not in sys.path:
+    sys.path.insert(0, _LAYER)
+# Before Powertools builds its singletons: no X-Ray daemon here, and a run's info lines are noise.
+os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "1")
+os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "KonturFeedRelayBench")
+os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "kontur-feed-relay-bench")

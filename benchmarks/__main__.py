@@ -143,6 +143,8 @@ def measure(args: argparse.Namespace) -> Results:
         for worker in running:
             worker.ask("naive", min(args.pages), 5)
 
+        if args.profile:
+            print(running[0].ask("profile", 100, args.events, args.profile), flush=True)
         plan = [(worker, kind, page) for worker in running[: len(limits)] for kind in KINDS for page in args.pages]
         plan += [(worker, "relay", 100) for worker in running[len(limits) :]]
         for round_ in range(args.rounds):
@@ -295,6 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--import-trials", type=int, default=5, help="fresh interpreters each; 0 skips")
     parser.add_argument("--memory-table", action="store_true", help="also the relay at 256, 1024 and 1769 MB")
     parser.add_argument("--publisher-threads", type=int, default=None, help="override SnsPublisher's 10")
+    parser.add_argument("--profile", type=int, default=0, help="print the relay's top N functions by CPU first")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target fails")
     args = parser.parse_args(argv)
     if 100 not in args.pages:

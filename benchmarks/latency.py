@@ -101,7 +101,7 @@ def measure_latency(
     relay.cursors.set_cursor(relay.feed.id, kontur.end(), expected_version=0, by="bench")  # type: ignore[attr-defined]
     tick = start
     # Every event that appeared is given the ticks it needs to arrive (a schedule period at most).
-    while tick < start + span or (len(arrived) < len(appeared) and tick < start + span + 2 * SCHEDULE_SECONDS):
+    while (due or len(arrived) < len(appeared)) and tick < start + span + 3 * SCHEDULE_SECONDS:
         sleep(max(tick - clock(), 0.0))
         relay.run(time_left=_time_left(clock))
         metrics.clear_metrics()

@@ -7,18 +7,10 @@ container keeps them; each measurement relays a feed of its own from the start o
 
 from __future__ import annotations
 
+import cProfile
+import io
 import os
-import sys
-from pathlib import Path
-
-# The layer is /opt/python in Lambda; here it is imported from the repository, as pytest does.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "layers" / "relay"))
-# Before Powertools builds its singletons: no X-Ray daemon here, and a run's info lines are noise.
-os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "1")
-os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
-os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "KonturFeedRelayBench")
-os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "kontur-feed-relay-bench")
-
+import pstats
 import time
 import uuid
 from collections.abc import Callable
@@ -122,6 +114,21 @@ class Worker:
         sample = self._timed(run)
         metrics.clear_metrics()  # a handler would have flushed them; here they only grow
         return sample
+
+    def profile(self, page: int, events: int, top: int) -> str:
+        """Where the relay's CPU goes: one run in this thread (no read-ahead, batches in sequence,
+        so that cProfile, which follows one thread, sees everything), by own time."""
+        publisher = SnsPublisher(self.publisher.client, self._topic(), parallel_batches=1)
+        source = ExternSource(self.api, take=page)
+        relay = Relay(self._feed(), source, publisher, self.store, safety_margin=0, read_ahead=False)
+        profiler = cProfile.Profile()
+        profiler.runcall(relay.run, time_left=lambda: 3600.0)
+        metrics.clear_metrics()
+        text = io.StringIO()
+        stats = pstats.Stats(profiler, stream=text)
+        stats.strip_dirs().sort_stats("tottime").print_stats(top)
+        stats.sort_stats("cumulative").print_stats(top)
+        return f"{events} events, page {page}\n" + text.getvalue()
 
     def read(self, page: int, events: int) -> Sample:
         """The practical limit: the feed's pages read back to back, nothing else."""

@@ -6,7 +6,8 @@ import random
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -23,6 +24,19 @@ if TYPE_CHECKING:
 #: SNS limits: entries per PublishBatch, and bytes of one message and of a whole batch.
 MAX_BATCH_ENTRIES = 10
 MAX_PAYLOAD_BYTES = 262_144
+
+
+_ENCODE_ONCE = "kontur-relay-encode-form-once"
+
+
+def encode_form_once(params: dict[str, Any], **_: Any) -> None:
+    """SNS speaks the query protocol: botocore keeps the request body as a dict of form fields and
+    url-encodes it again each time the body is read, and signing a request reads it four times. With
+    2 KB events that was about 40% of the relay's CPU per event. Encoded once here, to the same
+    bytes botocore would send; a retry by botocore reuses them."""
+    body = params.get("body")
+    if isinstance(body, dict):
+        params["body"] = urlencode(body, doseq=True).encode()
 
 
 def batches(messages: Sequence[SnsMessage]) -> Iterator[list[SnsMessage]]:
@@ -69,6 +83,9 @@ class SnsPublisher:
         self.parallel_batches = 1 if self.fifo else parallel_batches
         self.sleep = sleep
         self._pool = ThreadPoolExecutor(max_workers=self.parallel_batches) if self.parallel_batches > 1 else None
+        events = getattr(getattr(client, "meta", None), "events", None)
+        if events is not None:  # a stand-in without botocore's events (a test's) is called as it is
+            events.register("before-call.sns.PublishBatch", encode_form_once, unique_id=_ENCODE_ONCE)
 
     def publish(self, feed: Feed, events: Sequence[FeedEvent]) -> None:
         messages = sns_messages(feed, events)
@@ -91,9 +108,9 @@ class SnsPublisher:
             if error is not None:
                 raise error
 
-    def _entry(self, index: int, message: SnsMessage) -> PublishBatchRequestEntryTypeDef:
+    def _entry(self, key: str, message: SnsMessage) -> PublishBatchRequestEntryTypeDef:
         entry: PublishBatchRequestEntryTypeDef = {
-            "Id": str(index),
+            "Id": key,
             "Message": message.body,
             "MessageAttributes": message.sns_attributes,
         }
@@ -104,11 +121,12 @@ class SnsPublisher:
 
     def _publish_batch(self, batch: list[SnsMessage]) -> None:
         pending = {str(index): message for index, message in enumerate(batch)}
+        # Made once: a retry sends the entries still pending as they were.
+        entries = {key: self._entry(key, message) for key, message in pending.items()}
         for attempt in range(1, self.attempts + 1):
             try:
                 response = self.client.publish_batch(
-                    TopicArn=self.topic_arn,
-                    PublishBatchRequestEntries=[self._entry(int(key), message) for key, message in pending.items()],
+                    TopicArn=self.topic_arn, PublishBatchRequestEntries=[entries[key] for key in pending]
                 )
             except (BotoCoreError, ClientError) as error:
                 # boto3 has already retried throttling and transient errors; the port promises a PublishError.

@@ -51,24 +51,32 @@ class SnsMessage:
     event_id: str
     body: str
     attributes: Mapping[str, AttributeValue]
-    #: FIFO topics only: the ordering group and the deduplication id.
+    #: FIFO topics only: the ordering group.
     group_id: str
-    deduplication_id: str
+    #: The feed, for the deduplication id.
+    feed_id: str
     #: Set on a pointer to an offloaded body: that body's size in bytes (``ExtendedPayloadSize``).
     payload_size: int | None = None
+
+    @cached_property
+    def deduplication_id(self) -> str:
+        """FIFO topics (and offloaded payloads' keys) only: a hash, so made only when asked for."""
+        return deduplication_id(self.feed_id, self.event_id)
 
     @cached_property  # batching asks several times per message; the body is up to 256 KiB
     def size(self) -> int:
         """Bytes SNS counts against its 256 KiB limit: the body plus each attribute's name, data type
-        and value (SNS's MessageAttributeValue: "all parts ... are included in the size restriction")."""
-        return len(self.body.encode()) + sum(
-            len(name.encode()) + len(value["DataType"]) + len(value["StringValue"].encode())
-            for name, value in self.sns_attributes.items()
-        )
+        and value (SNS's MessageAttributeValue: "all parts ... are included in the size restriction"),
+        counted from the very attributes that are sent, so a batch is exactly as large as measured."""
+        total = len(self.body) if self.body.isascii() else len(self.body.encode())
+        for name, value in self.sns_attributes.items():
+            text = value["StringValue"]
+            total += len(name.encode()) + len(value["DataType"]) + (len(text) if text.isascii() else len(text.encode()))
+        return total
 
     @cached_property
     def sns_attributes(self) -> dict[str, MessageAttributeValueTypeDef]:
-        # The same type and text ``size`` counted, so a batch is exactly as large as measured.
+        # Made once per message: batching, every retry of a batch and ``size`` read the same dicts.
         attributes: dict[str, MessageAttributeValueTypeDef] = {
             name: {"DataType": attribute_data_type(value), "StringValue": attribute_text(value)}
             for name, value in self.attributes.items()
@@ -109,7 +117,7 @@ def sns_message(feed: Feed, event: FeedEvent) -> SnsMessage:
         body=body,
         attributes=attributes,
         group_id=event.ordering_key or feed.id,
-        deduplication_id=deduplication_id(feed.id, event.id),
+        feed_id=feed.id,
     )
 
 
