@@ -67,6 +67,7 @@ class Worker:
         self.setup = setup
         self.kontur = setup.kontur
         self.sns_trips = RoundTrips(SNS_CALL_SECONDS)
+        self.sns_answered = RoundTrips(SNS_CALL_SECONDS, answer_publish=True)
         self.dynamodb_trips = RoundTrips(DYNAMODB_CALL_SECONDS)
         # The deployed clients (wiring's configuration), with the round trips on top.
         self.publisher = wiring.publisher("arn:aws:sns:us-east-1:123456789012:none")
@@ -76,6 +77,13 @@ class Worker:
             )
         self.store = wiring.cursor_store(setup.table)
         self.sns_trips.attach(self.publisher.client)
+        # The same publisher on a client of its own whose PublishBatch calls never reach moto.
+        self.answered = SnsPublisher(
+            wiring.publisher("arn:aws:sns:us-east-1:123456789012:none").client,
+            "arn:aws:sns:us-east-1:123456789012:answered",
+            parallel_batches=self.publisher.parallel_batches,
+        )
+        self.sns_answered.attach(self.answered.client)
         self.dynamodb_trips.attach(self.store.table.meta.client)
         session = client.session()
         self.api = client.KonturApi(
@@ -101,9 +109,11 @@ class Worker:
         events = work()
         return Sample(events, time.perf_counter() - started, time.process_time() - cpu_started)
 
-    def relay(self, page: int, events: int) -> Sample:
-        self.publisher.topic_arn = self._topic()
-        relay = Relay(self._feed(), ExternSource(self.api, take=page), self.publisher, self.store, safety_margin=0)
+    def relay(self, page: int, events: int, *, answered: bool = False) -> Sample:
+        publisher = self.answered if answered else self.publisher
+        if not answered:
+            publisher.topic_arn = self._topic()
+        relay = Relay(self._feed(), ExternSource(self.api, take=page), publisher, self.store, safety_margin=0)
 
         def run() -> int:
             report = relay.run(time_left=lambda: 3600.0)
@@ -129,6 +139,10 @@ class Worker:
         stats.strip_dirs().sort_stats("tottime").print_stats(top)
         stats.sort_stats("cumulative").print_stats(top)
         return f"{events} events, page {page}\n" + text.getvalue()
+
+    def relay_answered(self, page: int, events: int) -> Sample:
+        """The relay with SNS answering at the client (``RoundTrips.answer_publish``): its own pace."""
+        return self.relay(page, events, answered=True)
 
     def read(self, page: int, events: int) -> Sample:
         """The practical limit: the feed's pages read back to back, nothing else."""
