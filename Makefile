@@ -12,6 +12,7 @@ export PATH := $(abspath $(BIN)):$(if $(PY313_BIN),$(PY313_BIN):)$(PATH)
 
 DURATION ?=
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 .PHONY: help deps check-java lock run test test-fast lint bench bench-scale openapi build deploy proto clean
 
@@ -20,7 +21,7 @@ help:
 	@echo "make test               every test, the linters and the template checks"
 	@echo "make test-fast          the unit tests, in seconds: the inner loop"
 	@echo "make lint               ruff and mypy"
-	@echo "make bench              throughput figures against a baseline measured in the same run"
+	@echo "make bench              the relay against reading alone, a naive poller and the targets [BENCH_ARGS=--help]"
 	@echo "make bench-scale [BENCH_ARGS=...]  the Diadoc poller at 10,000 boxes beside the per-box design (~6 min)"
 	@echo "make openapi            regenerate openapi.json, the admin API's description, from its handlers"
 	@echo "make build | deploy     sam build | sam deploy (--guided the first time)"
@@ -75,7 +76,7 @@ lint: deps
 	$(BIN)/mypy
 
 bench: deps
-	$(BIN)/python -m tests.bench
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 # Shorter: BENCH_ARGS="--boxes 2000 --minutes 5"; every flag: python -m tests.bench_scale --help.
 bench-scale: deps
