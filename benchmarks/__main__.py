@@ -132,7 +132,7 @@ def measure(args: argparse.Namespace) -> Results:
         moto = stack.enter_context(rig.moto())
         kontur = stack.enter_context(rig.kontur(args.events, args.event_bytes))
         os.environ.update(aws_environment(moto, dynamodb))
-        clients = {name: boto3.client(name) for name in ("dynamodb", "sns", "sqs", "secretsmanager")}
+        clients = {name: boto3.client(name) for name in ("dynamodb", "sns", "sqs", "s3", "secretsmanager")}
         provisioned = provision(Stack(name=f"bench{uuid.uuid4().hex[:6]}"), clients)
         table = provisioned.physical["CursorsTable"]
         every = [Setup(kontur, table, limit, args.publisher_threads) for limit in limits + table_limits]
