@@ -190,7 +190,7 @@ class Stack:
                     timeout=int(props.get("Timeout", globals_.get("Timeout", 3))),
                     environment={k: str(v) for k, v in self.resolve(environment).items()},
                     schedules=schedules,
-                    memory_size=int(props.get("MemorySize", globals_.get("MemorySize", 128))),
+                    memory_size=int(self.resolve(props.get("MemorySize", globals_.get("MemorySize", 128)))),
                 )
             )
         return result
