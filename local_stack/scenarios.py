@@ -10,9 +10,9 @@ from typing import Any, Protocol
 from urllib.parse import quote
 
 from local_stack.admin_client import AdminClient
-from local_stack.simulators.base import TRANSIENT_FAULTS, Fault
 from local_stack.simulators.diadoc import DiadocSimulator
 from local_stack.simulators.extern import ExternSimulator
+from local_stack.simulators.faults import TRANSIENT_FAULTS, Fault
 from local_stack.simulators.identity import IdentitySimulator
 
 

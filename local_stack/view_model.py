@@ -9,7 +9,8 @@ from typing import Any
 
 import boto3
 
-from kontur_relay.aws.cursors import DynamoCursorStore, FeedStatus
+from kontur_relay.aws.cursors import DynamoCursorStore
+from kontur_relay.aws.feed_status import FeedStatus
 from local_stack.runtime import LOG_DIR, Runtime
 from local_stack.scheduler import FunctionRunner
 from local_stack.template import ROOT

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from kontur_relay.aws.boxes import DynamoBoxRegistry, RegisteredBox
+from kontur_relay.aws.box_items import RegisteredBox
+from kontur_relay.aws.boxes import DynamoBoxRegistry
 from kontur_relay.domain.model import CursorState, Feed, FeedEvent
 from kontur_relay.feeds.diadoc.boxes import feed_id, filters_key
 from kontur_relay.feeds.diadoc.config import box_feed

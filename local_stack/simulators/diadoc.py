@@ -14,7 +14,7 @@
 - ``POST /V3/Authenticate?type=password``: ``DiadocAuth ddauth_api_client_id=`` with a JSON body of
   login and password answers a token (plain text) that lives ``token_lifetime`` seconds.
 
-Auth: ``Bearer`` tokens of the :class:`IdentitySimulator` (the user is the token's), or
+Auth (``diadoc_auth``): ``Bearer`` tokens of the :class:`IdentitySimulator` (the user is the token's), or
 ``DiadocAuth ddauth_api_client_id=<id>,ddauth_token=<token>``. A user sees a box whole or only some
 of its departments: such a user must name a department (``departmentId``) and gets 403 for one it
 cannot see; a box whose service is not paid answers 402. Errors are plain text with
@@ -27,18 +27,16 @@ when events had no department, onwards), then ``advance()`` ticks, by hand or fr
 
 from __future__ import annotations
 
-import base64
 import random
-import re
 import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from kontur_relay.feeds.diadoc import diadoc_events_pb2 as pb
-from local_stack.simulators.base import Request, Response, Simulator
+from local_stack.simulators.base import Request, Response
+from local_stack.simulators.diadoc_auth import DiadocAuthority, User
 from local_stack.simulators.diadoc_events import Box, DiadocEventGenerator
 from local_stack.simulators.diadoc_feed import BoxFeed, matcher
 from local_stack.simulators.diadoc_orgs import Organization, new_organization, organization_list
@@ -49,21 +47,12 @@ MAX_LIMIT = 500
 DEFAULT_LIMITS = {"V8": 500, "V7": 100}
 COUNT_CAP = 100_000
 TOKEN_LIFETIME = 24 * 3600
-_DIADOC_AUTH = re.compile(r"^DiadocAuth\s+(.*)$", re.IGNORECASE)
-
-
-@dataclass
-class User:
-    login: str
-    password: str
-    #: box id → None (the whole box) or the departments the user sees.
-    access: dict[str, frozenset[str] | None] = field(default_factory=dict)
 
 
 # -- the simulator ------------------------------------------------------------------------------------
 
 
-class DiadocSimulator(Simulator):
+class DiadocSimulator(DiadocAuthority):
     name = "diadoc"
 
     def __init__(
@@ -300,99 +289,6 @@ class DiadocSimulator(Simulator):
             body = organization_list(self.organizations.values(), caller.access, titles)
         return Response(200, body, {"Content-Type": "application/x-protobuf"})
 
-    def _authenticate_password(self, request: Request) -> Response:
-        if request.query.get("type") != "password":
-            return self.error_body(request, 400, "type must be password for this simulator")
-        client_id = _diadoc_auth(request.header("Authorization")).get("ddauth_api_client_id")
-        with self._lock:
-            known_client = client_id in self.api_clients
-        if not known_client:
-            return self._error(request, 401, "Authorization.ApiClientIdIsNotValid", "unknown ddauth_api_client_id")
-        try:
-            body = request.json()
-        except ValueError:
-            return self.error_body(request, 400, "the body is not JSON")
-        login = body.get("login") if isinstance(body, dict) else None
-        password = body.get("password") if isinstance(body, dict) else None
-        with self._lock:
-            user = self.users.get(login) if isinstance(login, str) else None
-            if user is None or not secrets.compare_digest(user.password.encode(), str(password or "").encode()):
-                return self._error(request, 401, "Authorization.InvalidCredentials", "invalid login or password")
-            token = base64.b64encode(secrets.token_bytes(48)).decode()
-            self._tokens[token] = (user.login, self.clock() + self.token_lifetime)
-            self.authentications += 1
-        return Response(200, token.encode(), {"Content-Type": "text/plain; charset=utf-8"})
-
-    def _caller(self, request: Request) -> User | Response:
-        header = request.header("Authorization") or ""
-        scheme, _, credential = header.partition(" ")
-        login: str | None = None
-        if scheme.lower() == "bearer" and credential.strip():
-            principal = self.identity.principal(credential.strip()) if self.identity is not None else None
-            if principal is None:
-                return self._error(
-                    request, 401, "Authorization.TokenIsNotValid", "the access token is invalid or expired"
-                )
-            login = principal[0]
-        elif _DIADOC_AUTH.match(header):
-            parts = _diadoc_auth(header)
-            with self._lock:
-                known_client = parts.get("ddauth_api_client_id") in self.api_clients
-                session = self._tokens.get(parts.get("ddauth_token", ""))
-            if not known_client:
-                return self._error(request, 401, "Authorization.ApiClientIdIsNotValid", "unknown ddauth_api_client_id")
-            if session is None or self.clock() >= session[1]:
-                return self._error(request, 401, "Authorization.TokenIsNotValid", "the token is invalid or expired")
-            login = session[0]
-        else:
-            return self._error(request, 401, "Authorization.Required", "no Bearer or DiadocAuth credentials")
-        with self._lock:
-            user = self.users.get(login)
-        if user is None:
-            return self._error(request, 403, "Authorization.UserHasNoBoxes", f"{login} has no Diadoc boxes")
-        return user
-
-    def _check_access(  # noqa: PLR0911 - one answer per rule
-        self, request: Request, user: User, box: Box, department: str | None, *, whole_box: bool = True
-    ) -> Response | None:
-        with self._lock:
-            if not box.paid:
-                return self._error(request, 402, "Billing.ServiceIsNotPaid", f"the service of box {box.id} is not paid")
-            if box.id not in user.access:
-                return self._error(request, 403, "Authorization.BoxAccessDenied", f"no access to box {box.id}")
-            visible = user.access[box.id]
-        if visible is None:
-            return None
-        if department is None:
-            if not whole_box:
-                return None
-            return self._error(
-                request,
-                403,
-                "Authorization.DepartmentRequired",
-                "the user does not see every document of the organisation: pass departmentId",
-            )
-        if department not in visible:
-            return self._error(request, 403, "Authorization.DepartmentAccessDenied", f"no access to {department}")
-        return None
-
-    def error_body(self, request: Request, status: int, message: str) -> Response:
-        code = {
-            400: "Http.BadRequest",
-            401: "Authorization.Required",
-            402: "Billing.ServiceIsNotPaid",
-            403: "Authorization.AccessDenied",
-            404: "Http.NotFound",
-            405: "Http.MethodNotAllowed",
-            409: "Http.Conflict",
-            429: "Http.TooManyRequests",
-        }.get(status, "Http.InternalServerError")
-        return self._error(request, status, code, message)
-
-    def _error(self, request: Request, status: int, code: str, message: str) -> Response:
-        headers = {"Content-Type": "text/plain; charset=utf-8", "X-Diadoc-ErrorCode": code}
-        return Response(status, message.encode(), headers)
-
     def _append(self, box_id: str, draft: tuple[bytes, str] | pb.BoxEvent) -> str:
         if isinstance(draft, pb.BoxEvent):
             raw, message_id = draft.SerializeToString(), (draft.Message.MessageId or draft.Patch.MessageId)
@@ -402,13 +298,4 @@ class DiadocSimulator(Simulator):
         return self._feeds[box_id].append(raw, key, message_id, self.events.message(box_id, message_id))
 
 
-def _diadoc_auth(header: str | None) -> dict[str, str]:
-    """The ``name=value`` pairs of a ``DiadocAuth`` header."""
-    match = _DIADOC_AUTH.match(header or "")
-    if match is None:
-        return {}
-    pairs = (part.strip().partition("=") for part in match.group(1).split(","))
-    return {name.strip(): value.strip() for name, _, value in pairs if name.strip()}
-
-
-__all__ = ["DiadocSimulator", "User"]
+__all__ = ["DiadocSimulator"]

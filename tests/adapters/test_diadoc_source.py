@@ -29,11 +29,11 @@ from kontur_relay.feeds.diadoc.source import (
     read_diadoc_error,
 )
 from kontur_relay.feeds.diadoc.ticks import from_rfc3339, to_rfc3339, to_ticks
-from kontur_relay.kontur import client as http
+from kontur_relay.kontur import session as http
 from kontur_relay.kontur.auth import OpenIdConnectTokens, SecretCredential
 from kontur_relay.observability import logger
-from local_stack.simulators.base import Fault
 from local_stack.simulators.diadoc import DiadocSimulator
+from local_stack.simulators.faults import Fault
 from local_stack.simulators.identity import IdentitySimulator
 
 EVENTS = "/V8/GetNewEvents"

@@ -29,11 +29,12 @@ from kontur_relay.domain.errors import (
 from kontur_relay.domain.model import Page
 from kontur_relay.feeds.extern.auth import extern_authenticator
 from kontur_relay.feeds.extern.source import AFTER, ExternSource, read_extern_error
-from kontur_relay.kontur import client as http
+from kontur_relay.kontur import session as http
 from kontur_relay.kontur.auth import OpenIdConnectTokens, StaticCredential
+from kontur_relay.kontur.client import KonturApi
 from kontur_relay.observability import logger
-from local_stack.simulators.base import Fault
 from local_stack.simulators.extern import ExternSimulator
+from local_stack.simulators.faults import Fault
 from local_stack.simulators.identity import IdentitySimulator
 
 EVENTS = "/v1/events"
@@ -76,7 +77,7 @@ def kontur() -> Iterator[Kontur]:
 def source(kontur: Kontur, auth: Any = None, *, take: int = 50, retries: int = 2, timeout: float = 5.0) -> ExternSource:
     session = http.session(retries=retries, backoff=0.01)
     auth = auth or StaticCredential({"Authorization": f"Bearer {kontur.token()}"})
-    api = http.KonturApi(kontur.extern.url, session, auth, read_extern_error, timeout=timeout, name="Extern")
+    api = KonturApi(kontur.extern.url, session, auth, read_extern_error, timeout=timeout, name="Extern")
     return ExternSource(api, take=take)
 
 

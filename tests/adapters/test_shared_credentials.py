@@ -15,11 +15,11 @@ from kontur_relay.domain.errors import ConfigurationError, FeedAuthError
 from kontur_relay.feeds.extern.auth import extern_authenticator
 from kontur_relay.feeds.extern.kind import ExternSettings
 from kontur_relay.feeds.extern.publishers import ExternPublishers
-from kontur_relay.kontur import client as http
+from kontur_relay.kontur import session as http
 from kontur_relay.kontur.auth import OpenIdConnectTokens
 from kontur_relay.kontur.refresh import LOCK, LOCK_SECONDS, SHARED_TOKEN
 from kontur_relay.settings import Env
-from local_stack.simulators.base import Fault
+from local_stack.simulators.faults import Fault
 from tests.adapters.test_extern_source import EVENTS, Kontur, _refresh_token, kontur, oidc, secret, source, stored
 
 __all__ = ["kontur"]  # the fixture

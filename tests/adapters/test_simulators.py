@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 import requests
 
-from local_stack.simulators.base import Fault, FaultPlan, Response, Simulator
+from local_stack.simulators.base import Response, Simulator
 from local_stack.simulators.extern import ExternSimulator
 from local_stack.simulators.extern_events import KINDS
+from local_stack.simulators.faults import Fault, FaultPlan
 from local_stack.simulators.identity import IdentitySimulator
 
 CLIENT, KEY, USER, PASSWORD = "relay", "relay-api-key", "svc@integrator.example", "svc-password"

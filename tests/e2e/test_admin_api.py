@@ -32,16 +32,17 @@ from kontur_relay.domain.errors import CursorConflict
 from kontur_relay.feeds.diadoc import source as diadoc_source
 from kontur_relay.feeds.extern.auth import extern_authenticator
 from kontur_relay.feeds.extern.source import ExternSource, read_extern_error
-from kontur_relay.kontur import client as http
+from kontur_relay.kontur import session as http
+from kontur_relay.kontur.client import KonturApi
 from kontur_relay.observability import logger as relay_logger
 from local_stack import api_gateway
 from local_stack.constants import ACCOUNT, REGION
 from local_stack.context import LocalContext
 from local_stack.services import LOCAL_CREDENTIALS
-from local_stack.simulators.base import Fault
 from local_stack.simulators.diadoc import DiadocSimulator
 from local_stack.simulators.extern import ExternSimulator
 from local_stack.simulators.extern_events import Account
+from local_stack.simulators.faults import Fault
 from local_stack.simulators.identity import IdentitySimulator
 from local_stack.template import ROOT, Stack
 
@@ -108,7 +109,7 @@ class AdminWorld:
         """The account of every event in the integrator's Extern feed, read with the real ExternSource."""
         secret = CredentialsSecret(self.secret_id, self.secretsmanager, max_age=0)
         session = http.session(retries=0)
-        api = http.KonturApi(
+        api = KonturApi(
             self.extern.url, session, extern_authenticator(secret, session), read_extern_error, name="Extern"
         )
         source = ExternSource(api, take=100)
@@ -266,7 +267,7 @@ def test_a_filter_shares_only_the_events_it_names(world):
     world.extern.generate(60)
     secret = CredentialsSecret(world.secret_id, world.secretsmanager, max_age=0)
     session = http.session(retries=0)
-    api = http.KonturApi(world.extern.url, session, extern_authenticator(secret, session), read_extern_error)
+    api = KonturApi(world.extern.url, session, extern_authenticator(secret, session), read_extern_error)
     page = ExternSource(api, take=100).read_page(None)
     assert page.events
     assert {event.data["docflow-type"] for event in page.events} == {wanted}

@@ -13,12 +13,14 @@ import boto3
 import pytest
 
 from kontur_relay.admin import box_registration as registration
-from kontur_relay.admin.api import ApiError, Caller
+from kontur_relay.admin.api import Caller
 from kontur_relay.admin.box_registration import BoxDefaults
 from kontur_relay.admin.boxes import BoxChange
-from kontur_relay.aws.boxes import DynamoBoxRegistry, RegisteredBox
+from kontur_relay.admin.problems import ApiError
+from kontur_relay.aws.box_items import RegisteredBox
+from kontur_relay.aws.boxes import DynamoBoxRegistry
 from kontur_relay.feeds.diadoc.config import box_feed
-from local_stack.simulators.base import Fault
+from local_stack.simulators.faults import Fault
 from local_stack.template import Stack
 from tests.e2e.test_admin_api import SIGNER_ARN, AdminWorld, admin_world, captured_logs, problem
 

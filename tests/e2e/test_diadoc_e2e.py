@@ -25,7 +25,8 @@ import pytest
 from google.protobuf import json_format
 from google.protobuf.unknown_fields import UnknownFieldSet
 
-from kontur_relay.aws.boxes import DynamoBoxRegistry, RegisteredBox
+from kontur_relay.aws.box_items import RegisteredBox
+from kontur_relay.aws.boxes import DynamoBoxRegistry
 from kontur_relay.domain.errors import ConfigurationError, PublishError
 from kontur_relay.feeds.diadoc import diadoc_events_pb2 as pb
 from kontur_relay.feeds.diadoc.boxes import box_id as canonical_box_id
@@ -36,7 +37,6 @@ from kontur_relay.feeds.diadoc.source import FROM_OLDEST
 from kontur_relay.feeds.diadoc.ticks import to_rfc3339
 from local_stack.context import LocalContext
 from local_stack.scenarios import SimulatedDiadoc, SimulationOptions
-from local_stack.simulators.base import Fault
 from local_stack.simulators.diadoc import DiadocSimulator
 from local_stack.simulators.diadoc_events import (
     FUTURE_ATTACHMENT_TYPE,
@@ -45,6 +45,7 @@ from local_stack.simulators.diadoc_events import (
     HEAD_DEPARTMENT,
     ticks,
 )
+from local_stack.simulators.faults import Fault
 from local_stack.simulators.identity import IdentitySimulator
 from local_stack.template import ROOT, Stack, provision
 from tests.conftest import load_handler

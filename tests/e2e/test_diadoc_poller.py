@@ -25,8 +25,8 @@ from kontur_relay.feeds.diadoc.config import box_feed
 from kontur_relay.feeds.diadoc.kind import KIND
 from kontur_relay.feeds.diadoc.poller import BoxPoller
 from kontur_relay.settings import Env
-from local_stack.simulators.base import Fault
 from local_stack.simulators.diadoc import DiadocSimulator
+from local_stack.simulators.faults import Fault
 from local_stack.simulators.identity import IdentitySimulator
 from local_stack.template import Stack
 from tests.fakes import Crash, FakeClock, FakePublisher

@@ -18,8 +18,8 @@ import requests
 from kontur_relay.domain.errors import FeedRejected, FeedUnavailable, MalformedPage
 from kontur_relay.feeds.extern.source import EXTERN_EVENT_TYPE
 from local_stack.context import LocalContext
-from local_stack.simulators.base import Fault
 from local_stack.simulators.extern import ExternSimulator
+from local_stack.simulators.faults import Fault
 from local_stack.simulators.identity import IdentitySimulator
 from local_stack.template import ROOT, Stack, provision
 from tests.conftest import load_handler

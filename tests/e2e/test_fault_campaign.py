@@ -35,9 +35,10 @@ from kontur_relay.domain.errors import PublishError
 from kontur_relay.domain.model import CursorState, Feed, FeedEvent
 from kontur_relay.feeds.extern.auth import extern_authenticator
 from kontur_relay.feeds.extern.source import ExternSource, read_extern_error
-from kontur_relay.kontur import client
-from local_stack.simulators.base import Fault
+from kontur_relay.kontur import session as http
+from kontur_relay.kontur.client import KonturApi
 from local_stack.simulators.extern import ExternSimulator
+from local_stack.simulators.faults import Fault
 from local_stack.simulators.identity import IdentitySimulator
 from tests.fakes import Crash
 from tests.queues import bodies, receive, subscribe
@@ -131,8 +132,8 @@ def test_a_fault_campaign_loses_nothing_and_never_moves_a_cursor_back(stack, aws
     queue = subscribe(aws, stack.physical["EventsTopic"])
     table = boto3.resource("dynamodb").Table(stack.physical["CursorsTable"])
     feed = Feed(id="extern", kind="extern", source_uri=f"{extern.url}/v1/events")
-    session = client.session(retries=3, backoff=0.01)
-    api = client.KonturApi(
+    session = http.session(retries=3, backoff=0.01)
+    api = KonturApi(
         extern.url,
         session,
         extern_authenticator(CredentialsSecret(name, aws["secretsmanager"]), session),

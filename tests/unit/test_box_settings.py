@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from kontur_relay.admin.api import ApiError
 from kontur_relay.admin.box_registration import BoxDefaults, effective
 from kontur_relay.admin.boxes import BoxChange
+from kontur_relay.admin.problems import ApiError
 from kontur_relay.feeds.diadoc.boxes import filters_key
 from kontur_relay.feeds.diadoc.config import Start, box_feed
 from kontur_relay.settings import Env

@@ -13,11 +13,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from kontur_relay.admin.api import ApiError, Caller
+from kontur_relay.admin.api import Caller
 from kontur_relay.admin.boxes import BoxChange, BoxList, BoxView, Discovered, Skipped, VisibleBox, settings_view
 from kontur_relay.admin.paging import start_key
-from kontur_relay.aws.boxes import DynamoBoxRegistry, RegisteredBox
-from kontur_relay.aws.cursors import iso
+from kontur_relay.admin.problems import ApiError
+from kontur_relay.aws.box_items import RegisteredBox
+from kontur_relay.aws.boxes import DynamoBoxRegistry
+from kontur_relay.aws.dynamo import iso
 from kontur_relay.domain.errors import ConfigurationError, CursorConflict, FeedAuthError, FeedError, FeedTimeout
 from kontur_relay.feeds.diadoc import boxes
 from kontur_relay.feeds.diadoc.config import BoxFeed, Start, api_version, box_feed

@@ -14,7 +14,7 @@ from aws_lambda_powertools.event_handler import content_types
 from aws_lambda_powertools.event_handler.openapi.params import Path
 from pydantic import ConfigDict, Field, field_validator
 
-from kontur_relay.admin.api import CamelModel, StrictInput, responses
+from kontur_relay.admin.problems import CamelModel, StrictInput, responses
 from kontur_relay.feeds.diadoc.boxes import box_id
 from kontur_relay.feeds.diadoc.config import LIST_FILTERS, MAX_LIMIT, TICKS_FILTERS
 from kontur_relay.feeds.diadoc.ticks import MAX_TICKS, from_rfc3339

@@ -9,9 +9,11 @@ from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from pydantic import AwareDatetime, ConfigDict, Field, field_validator, model_validator
 
 from kontur_relay.admin import paging
-from kontur_relay.admin.api import ApiError, Caller, CamelModel, StrictInput, responses
-from kontur_relay.aws.boxes import encode_token
-from kontur_relay.aws.cursors import DynamoCursorStore, FeedStatus
+from kontur_relay.admin.api import Caller
+from kontur_relay.admin.problems import ApiError, CamelModel, StrictInput, responses
+from kontur_relay.aws.box_items import encode_token
+from kontur_relay.aws.cursors import DynamoCursorStore
+from kontur_relay.aws.feed_status import FeedStatus
 from kontur_relay.domain.errors import CursorConflict
 from kontur_relay.feeds import KINDS, PositionRefused, kind_name, kind_named
 from kontur_relay.observability import logger, metrics

@@ -10,8 +10,8 @@ from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler.openapi.params import Query
 
-from kontur_relay.admin.api import ApiError
-from kontur_relay.aws.boxes import decode_token
+from kontur_relay.admin.problems import ApiError
+from kontur_relay.aws.box_items import decode_token
 
 Limit = Annotated[int, Query(ge=1, le=1000, description="Items per page (default 100)")]
 NextToken = Annotated[

@@ -13,7 +13,8 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.openapi.params import Header, Path
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from kontur_relay.admin.api import ApiError, CamelModel, answer, responses
+from kontur_relay.admin.api import answer
+from kontur_relay.admin.problems import ApiError, CamelModel, responses
 from kontur_relay.feeds.extern import publishers as extern
 
 #: Printable ASCII but space: tokens, client ids and URNs are. Not ``\S``, which Python and JSON

@@ -5,104 +5,25 @@ One item per box keeps a box's cursor, settings and schedule under one key, so a
 costs one write at most (its schedule) and the poller learns every box's state from one scan.
 Registration is ``box_settings``: removing it stops the polling and keeps the cursor, so a box
 registered again resumes where it stopped. ``filters_key`` outlives a removal, because a cursor is
-only valid under the filters it was read with.
+only valid under the filters it was read with. What an item reads as (``RegisteredBox``) and the
+page tokens are in ``aws.box_items``.
 """
 
 from __future__ import annotations
 
-import base64
-import json
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from kontur_relay.aws.cursors import conditional_failed, iso, text
+from kontur_relay.aws.box_items import PREFIX, RegisteredBox, _box, decode_token, encode_token
+from kontur_relay.aws.dynamo import conditional_failed, iso
 from kontur_relay.domain.errors import CursorConflict
-from kontur_relay.domain.model import CursorState
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.service_resource import Table
-
-PREFIX = "diadoc:"
-
-
-@dataclass(frozen=True)
-class RegisteredBox:
-    """A box's feed item: registration, cursor and schedule."""
-
-    feed: str
-    #: What PUT /diadoc/boxes/{boxId} stored: GetNewEvents' filters, ``start`` and ``limit``.
-    settings: Mapping[str, Any] | None
-    filters_key: str | None
-    cursor: CursorState
-    next_poll_at: float
-    interval: float
-    last_poll_at: str | None
-    last_events_at: str | None
-    last_error: str | None
-    registered_at: str | None
-    registered_by: str | None
-
-    @property
-    def box_id(self) -> str:
-        return self.feed.removeprefix(PREFIX)
-
-    @property
-    def registered(self) -> bool:
-        return self.settings is not None
-
-
-def _box(item: Mapping[str, Any]) -> RegisteredBox:
-    settings = item.get("box_settings")
-    feed = str(item["feed"])
-    return RegisteredBox(
-        feed=feed,
-        settings=_plain(settings) if settings is not None else None,
-        filters_key=text(item.get("filters_key")),
-        cursor=CursorState(
-            feed=feed,
-            position=text(item.get("position")),
-            version=int(item.get("version", 0)),
-            stopped_reason=text(item.get("stopped_reason")),
-        ),
-        next_poll_at=float(item.get("next_poll_at", 0)),
-        interval=float(item.get("poll_interval", 0)),
-        last_poll_at=text(item.get("last_poll_at")),
-        last_events_at=text(item.get("last_events_at")),
-        last_error=text(item.get("last_error")),
-        registered_at=text(item.get("registered_at")),
-        registered_by=text(item.get("registered_by")),
-    )
-
-
-def _plain(value: Any) -> Any:
-    """DynamoDB's Decimals back to ints, in a stored settings map."""
-    if isinstance(value, Decimal):
-        return int(value) if value == int(value) else float(value)
-    if isinstance(value, dict):
-        return {key: _plain(inner) for key, inner in value.items()}
-    if isinstance(value, list):
-        return [_plain(inner) for inner in value]
-    return value
-
-
-def encode_token(key: Mapping[str, Any]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(dict(key)).encode()).decode()
-
-
-def decode_token(token: str) -> dict[str, Any]:
-    """A ``nextToken`` back to DynamoDB's start key; ValueError when it is not one we gave."""
-    try:
-        key = json.loads(base64.urlsafe_b64decode(token.encode()))
-    except (ValueError, UnicodeDecodeError) as error:
-        raise ValueError("nextToken is not one this API gave") from error
-    if not isinstance(key, dict) or set(key) != {"feed"} or not isinstance(key["feed"], str):
-        raise ValueError("nextToken is not one this API gave")
-    return key
 
 
 class DynamoBoxRegistry:

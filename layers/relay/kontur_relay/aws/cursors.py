@@ -2,21 +2,21 @@
 
 One item keeps every change to a feed a single conditional write: the cursor moves only at the
 version the run read, the lease is taken only when free or expired, and an operator's change to
-the cursor is guarded by the same version.
+the cursor is guarded by the same version. What operators read of a feed is in ``aws.feed_status``.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Callable
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
+from kontur_relay.aws.dynamo import conditional_failed, iso, text
+from kontur_relay.aws.feed_status import FeedStatusReads
 from kontur_relay.domain.errors import CursorConflict
 from kontur_relay.domain.model import CursorState
 from kontur_relay.observability import logger
@@ -25,38 +25,7 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb.service_resource import Table
 
 
-def conditional_failed(error: ClientError) -> bool:
-    return error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
-
-
-def iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-@dataclass(frozen=True)
-class FeedStatus:
-    """What operators see of a feed (the admin API's ``GET /feeds``)."""
-
-    feed: str
-    cursor: str | None
-    version: int
-    events_relayed: int
-    last_success_at: str | None
-    last_error: str | None
-    last_error_at: str | None
-    backlog: int | None
-    backlog_capped: bool
-    stopped_reason: str | None
-    #: Why the feed's kind cannot run yet (its credentials secret is empty); None once it can.
-    not_configured: str | None
-    running: bool
-    updated_by: str | None
-
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
-class DynamoCursorStore:
+class DynamoCursorStore(FeedStatusReads):
     def __init__(self, table: Table, *, clock: Callable[[], float] = time.time) -> None:
         self.table = table
         self.clock = clock
@@ -163,57 +132,6 @@ class DynamoCursorStore:
         """Replay or skip: move the cursor anywhere, resume a stopped feed, and say who did it."""
         return self._write_cursor(feed, position, expected_version, relayed=0, by=by)
 
-    def status(self, feed: str) -> FeedStatus | None:
-        item = self.table.get_item(Key={"feed": feed}, ConsistentRead=True).get("Item")
-        return None if item is None else self._status(item)
-
-    def statuses(self) -> Iterator[FeedStatus]:
-        kwargs: dict[str, Any] = {}
-        while True:
-            response = self.table.scan(**kwargs)
-            for item in response.get("Items", []):
-                yield self._status(item)
-            if "LastEvaluatedKey" not in response:
-                return
-            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
-
-    def page(
-        self, limit: int, start: dict[str, Any] | None, *, keep: Callable[[str], bool]
-    ) -> tuple[list[FeedStatus], dict[str, Any] | None]:
-        """Up to ``limit`` feeds whose id ``keep`` accepts, after the key ``start``; and the key of
-        the last one, to go on from (None: nothing follows). The table also holds items that are no
-        feed (a poller's lease), which ``keep`` leaves out."""
-        found: list[FeedStatus] = []
-        kwargs: dict[str, Any] = {"ExclusiveStartKey": start} if start else {}
-        while True:
-            response = self.table.scan(**kwargs)
-            for item in response.get("Items", []):
-                if keep(str(item["feed"])):
-                    found.append(self._status(item))
-                    if len(found) == limit:
-                        return found, {"feed": str(item["feed"])}
-            if "LastEvaluatedKey" not in response:
-                return found, None
-            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
-
-    def _status(self, item: dict[str, Any]) -> FeedStatus:
-        lease_until = item.get("lease_until")
-        return FeedStatus(
-            feed=str(item["feed"]),
-            cursor=text(item.get("position")),
-            version=int(item.get("version", 0)),
-            events_relayed=int(item.get("events_relayed", 0)),
-            last_success_at=text(item.get("last_success_at")),
-            last_error=text(item.get("last_error")),
-            last_error_at=text(item.get("last_error_at")),
-            backlog=None if item.get("backlog") is None else int(item["backlog"]),
-            backlog_capped=bool(item.get("backlog_capped", False)),
-            stopped_reason=text(item.get("stopped_reason")),
-            not_configured=text(item.get("not_configured")),
-            running=lease_until is not None and float(lease_until) > self.clock(),
-            updated_by=text(item.get("updated_by")),
-        )
-
     # -- shared -----------------------------------------------------------------------------------
 
     def _write_cursor(
@@ -264,7 +182,3 @@ class DynamoCursorStore:
                 raise CursorConflict(f"the cursor of feed {feed} is no longer at version {expected_version}") from error
             logger.info("A cursor write's answer was lost, but the write had landed")
         return CursorState(feed=feed, position=position, version=expected_version + 1)
-
-
-def text(value: object) -> str | None:
-    return None if value is None else str(value)

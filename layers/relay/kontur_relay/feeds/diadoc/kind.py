@@ -17,7 +17,7 @@ from kontur_relay.feeds.diadoc.config import api_version
 from kontur_relay.feeds.diadoc.poller import BoxPoller
 from kontur_relay.feeds.diadoc.polling import Polling
 from kontur_relay.feeds.diadoc.source import DIADOC_RETRYABLE_STATUSES, DiadocApi, cursor_at, read_diadoc_error
-from kontur_relay.kontur import client
+from kontur_relay.kontur import session as http
 from kontur_relay.kontur.budget import Budget
 from kontur_relay.settings import Env, RelaySettings
 
@@ -52,7 +52,7 @@ class DiadocSettings:
 
     def api(self, budget: Budget | None = None, *, pool_size: int = 10, max_retry_after: float = 20.0) -> DiadocApi:
         """A Diadoc client whose every request, its token's included, goes through ``budget``."""
-        session = client.session(
+        session = http.session(
             retries=self.http_retries,
             backoff=self.http_backoff,
             statuses=DIADOC_RETRYABLE_STATUSES,

@@ -22,7 +22,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from kontur_relay.aws.boxes import DynamoBoxRegistry, RegisteredBox
+from kontur_relay.aws.box_items import RegisteredBox
+from kontur_relay.aws.boxes import DynamoBoxRegistry
 from kontur_relay.domain.errors import ConfigurationError, CursorConflict, FeedError, FeedStopped, RelayError
 from kontur_relay.domain.lease import LEASE_SECONDS, Lease, LeaseLost
 from kontur_relay.domain.model import Feed

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from kontur_relay.aws.boxes import RegisteredBox
+from kontur_relay.aws.box_items import RegisteredBox
 from kontur_relay.domain.errors import ConfigurationError
 from kontur_relay.observability import count_error
 from kontur_relay.settings import Env

@@ -15,7 +15,8 @@ from kontur_relay.feeds.diadoc import diadoc_events_pb2 as pb
 from kontur_relay.feeds.diadoc.config import BoxFeed, Start
 from kontur_relay.feeds.diadoc.events import ReadEvent, parse_event, parse_page, read_event
 from kontur_relay.feeds.diadoc.ticks import to_ticks
-from kontur_relay.kontur.client import RETRYABLE_STATUSES, ErrorDetails, KonturApi
+from kontur_relay.kontur.client import ErrorDetails, KonturApi
+from kontur_relay.kontur.session import RETRYABLE_STATUSES
 from kontur_relay.observability import logger
 
 PROTOBUF = "application/x-protobuf"

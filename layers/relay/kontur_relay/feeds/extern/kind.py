@@ -15,9 +15,10 @@ from kontur_relay.domain.model import Feed
 from kontur_relay.feeds import PositionRefused
 from kontur_relay.feeds.extern.auth import extern_authenticator
 from kontur_relay.feeds.extern.source import ExternSource, read_extern_error
-from kontur_relay.kontur import client
+from kontur_relay.kontur import session as http
 from kontur_relay.kontur.auth import secure_url
 from kontur_relay.kontur.budget import Budget
+from kontur_relay.kontur.client import KonturApi
 from kontur_relay.observability import MetricUnit, metrics
 from kontur_relay.settings import Env, RelaySettings
 
@@ -95,8 +96,8 @@ class ExternKind:
         settings = ExternSettings.from_env(env)
         relay_settings = RelaySettings.from_env(env)
         budget = Budget()
-        session = client.session(budget=budget)
-        api = client.KonturApi(
+        session = http.session(budget=budget)
+        api = KonturApi(
             settings.api_url,
             session,
             extern_authenticator(

@@ -21,7 +21,7 @@ from kontur_relay.aws.secrets import CredentialsSecret
 from kontur_relay.domain.errors import FeedAuthError, FeedTimeout, FeedUnavailable
 from kontur_relay.feeds.extern.auth import extern_authenticator
 from kontur_relay.feeds.extern.source import read_extern_error
-from kontur_relay.kontur import client as http
+from kontur_relay.kontur import session as http
 from kontur_relay.kontur.auth import StaticCredential
 from kontur_relay.kontur.client import Authenticator, KonturApi
 
