@@ -31,6 +31,7 @@ from kontur_relay.domain.model import Feed
 from kontur_relay.feeds.extern.source import ExternSource, read_extern_error
 from kontur_relay.kontur import client
 from kontur_relay.kontur.auth import StaticCredential
+from kontur_relay.kontur.session import session as http_session
 from kontur_relay.observability import metrics
 
 #: What a DynamoDB call that writes is called: an idle tick must make none of them.
@@ -85,7 +86,7 @@ class Worker:
         )
         self.sns_answered.attach(self.answered.client)
         self.dynamodb_trips.attach(self.store.table.meta.client)
-        session = client.session()
+        session = http_session()
         self.api = client.KonturApi(
             self.kontur.extern_url,
             session,
