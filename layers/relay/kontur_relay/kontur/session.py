@@ -44,6 +44,13 @@ class CappedRetry(Retry):
         if self.budget is not None:
             self.budget.send()
 
+    def is_retry(self, method: str, status_code: int, has_retry_after: bool = False) -> bool:
+        # A POST the server answered with 429 or 5xx was refused, so sending it again spends
+        # nothing. A POST whose answer was lost (a read error) is not retried: it may have redeemed
+        # a single-use refresh token, and a second try would spend the new one unseen.
+        retried_as = "GET" if method.upper() == "POST" else method
+        return bool(super().is_retry(retried_as, status_code, has_retry_after))
+
     def get_retry_after(self, response: Any) -> float | None:
         try:
             seconds = super().get_retry_after(response)
@@ -91,7 +98,8 @@ def session(
     retries: int = 4,
     backoff: float = 0.5,
     statuses: Collection[int] = RETRYABLE_STATUSES,
-    methods: Collection[str] = ("GET", "POST", "DELETE"),
+    # POST only on an answer (see CappedRetry.is_retry), never after a lost one.
+    methods: Collection[str] = ("GET", "DELETE"),
     pool_size: int = 10,
     max_retry_after: float = 20.0,
     budget: Budget | None = None,
