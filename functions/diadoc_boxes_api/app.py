@@ -1,6 +1,5 @@
 """Admin API, Diadoc boxes: which boxes the relay polls, with which settings, and how their polls go.
-The routes' contract is ``kontur_relay.admin.boxes``; what they do, ``kontur_relay.admin.box_registration``.
-"""
+The routes' contract is ``kontur_relay.admin.boxes``; what they do, ``kontur_relay.admin.box_registration``."""
 
 from __future__ import annotations
 
@@ -57,10 +56,10 @@ def get_box(boxId: BoxId) -> BoxView:
 
 @app.put("/diadoc/boxes/<boxId>", **contract.PUT_BOX)
 def put_box(boxId: BoxId, change: Annotated[BoxChange | None, Body()] = None) -> Response[BoxView]:
-    feed = registration.canonical(boxId)
-    box, created = registration.put(registry(), feed, change or BoxChange(), defaults(), admin_api.caller(app))
-    view = registration.view(box)
-    return Response(status_code=201 if created else 200, content_type=content_types.APPLICATION_JSON, body=view)
+    feed, who = registration.canonical(boxId), admin_api.caller(app)
+    box, created = registration.put(registry(), feed, change or BoxChange(), defaults(), who)
+    body = registration.view(box)
+    return Response(status_code=201 if created else 200, content_type=content_types.APPLICATION_JSON, body=body)
 
 
 @app.delete("/diadoc/boxes/<boxId>", **contract.DELETE_BOX)
@@ -75,7 +74,6 @@ def discover(body: Annotated[Discover | None, Body()] = None) -> Discovered:
     return registration.discover(organizations(), registry(), defaults(), who, register=register)
 
 
-# The event carries no credential here, but logging events stays off whatever the environment says.
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, log_event=False)
 @tracer.capture_lambda_handler(capture_response=False)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
