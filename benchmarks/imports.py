@@ -83,6 +83,8 @@ def measure_imports(build: Path, how: str, trials: int) -> ImportTimes:
         "AWS_REGION": "us-east-1",
         "POWERTOOLS_SERVICE_NAME": "kontur-feed-relay",
         "POWERTOOLS_METRICS_NAMESPACE": "KonturFeedRelay",
+        # As deployed: Tracing is off unless the Tracing parameter turns it on.
+        "POWERTOOLS_TRACE_DISABLED": "true",
     }
     handler_code = _TIMED.format(body=_HANDLER.format(paths=paths))
     floor_code = _TIMED.format(body=_FLOOR)

@@ -8,10 +8,11 @@ README's "Metrics" section lists them; the template's alarms and dashboard read 
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 if TYPE_CHECKING:
@@ -19,7 +20,25 @@ if TYPE_CHECKING:
 
 logger = Logger()
 metrics = Metrics()
-tracer = Tracer()
+
+
+class Untraced:
+    """The tracer while tracing is off (the template's default): the handlers' decorator passes them
+    through, and X-Ray's SDK, a seventh of a poller's cold start, is never imported."""
+
+    def capture_lambda_handler(self, handler: Any = None, **options: Any) -> Any:
+        return handler if handler is not None else (lambda decorated: decorated)
+
+
+def _tracer() -> Any:
+    if os.environ.get("POWERTOOLS_TRACE_DISABLED", "").lower() in ("1", "true"):
+        return Untraced()
+    from aws_lambda_powertools import Tracer  # noqa: PLC0415 - only when tracing is on
+
+    return Tracer()
+
+
+tracer = _tracer()
 
 
 def count_error(error: str, kind: str | None = None) -> None:
