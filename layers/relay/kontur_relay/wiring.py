@@ -39,7 +39,8 @@ def publisher(topic_arn: str, payload_bucket: str | None = None) -> SnsPublisher
     bucket = payload_bucket or Env().variables.get("PAYLOAD_BUCKET") or None
     offloader = PayloadOffloader(boto3.client("s3", config=AWS_CONFIG), bucket) if bucket else None
     # Every PublishBatch is built here from messages already checked against SNS's rules, and SNS
-    # checks them again: botocore's own validation is a sixth of the publish path's CPU for nothing.
+    # checks them again: botocore's own validation (about 15% of the publish path's CPU in a profile)
+    # would check them a third time.
     sns = boto3.client("sns", config=AWS_CONFIG.merge(Config(parameter_validation=False)))
     return SnsPublisher(sns, topic_arn, offloader=offloader)
 
