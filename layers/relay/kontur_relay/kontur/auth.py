@@ -128,7 +128,9 @@ class OpenIdConnectTokens(CachedToken):
         self.http = http
         self.timeout = timeout
         self._api_key: str | None = None
-        self._shared = SharedRefresh(secret, self._redeem, clock=clock)
+        # Waiting for another container's renewal: three of this client's request timeouts at most
+        # (15 s for the admin API's 5 s, inside API Gateway's 29 s), 30 s for a poller.
+        self._shared = SharedRefresh(secret, self._redeem, max_wait=min(30.0, 3 * timeout), clock=clock)
 
     def _headers(self, token: str) -> dict[str, str]:
         headers = {"Authorization": f"Bearer {token}"}
