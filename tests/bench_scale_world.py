@@ -250,7 +250,7 @@ class Population:
             if kind == IDLE and template is not None:
                 continue
             feed = box_feed({"boxId": box}, DEFAULTS)
-            stored = dict(feed.filters) | {"start": feed.start.value, "limit": feed.limit}
+            stored = feed.stored()
             key = filters_key(feed)
             registry.register(
                 feed_id(box), stored, key, by="bench", expected_version=0, restart=False, first_poll_at=self.start - 1

@@ -31,7 +31,7 @@ from kontur_relay.domain.errors import ConfigurationError, PublishError
 from kontur_relay.feeds.diadoc import diadoc_events_pb2 as pb
 from kontur_relay.feeds.diadoc.boxes import box_id as canonical_box_id
 from kontur_relay.feeds.diadoc.boxes import feed_id, filters_key
-from kontur_relay.feeds.diadoc.config import BoxFeed, Start, box_feed
+from kontur_relay.feeds.diadoc.config import box_feed
 from kontur_relay.feeds.diadoc.events import MESSAGE_EVENT_TYPE, PATCH_EVENT_TYPE
 from kontur_relay.feeds.diadoc.source import FROM_OLDEST
 from kontur_relay.feeds.diadoc.ticks import to_rfc3339
@@ -116,22 +116,13 @@ def registry(stack: Stack) -> DynamoBoxRegistry:
     return DynamoBoxRegistry(boto3.resource("dynamodb").Table(stack.physical["CursorsTable"]))
 
 
-def effective(feed: BoxFeed) -> dict[str, Any]:
-    """What is stored of a feed: its filters, its limit, and where it starts (a moment is its
-    timestampFromTicks filter)."""
-    settings: dict[str, Any] = {**dict(feed.filters), "limit": feed.limit}
-    if feed.start is not Start.TIME:
-        settings["start"] = feed.start.value
-    return settings
-
-
 def register(stack: Stack, box: str, **settings: Any) -> str:
     """Register a box (or change its settings) as PUT /diadoc/boxes/{boxId} will: the settings over
     the deployment's defaults, canonical; due at once. Raises ConfigurationError as the API refuses."""
     environment = stack.function(FUNCTION).environment
     defaults = {"start": environment["DIADOC_START"], "limit": environment["DIADOC_PAGE_SIZE"]}
     feed = box_feed({"boxId": canonical_box_id(box), **settings}, defaults)
-    _store(stack, feed.feed_id, effective(feed), filters_key(feed))
+    _store(stack, feed.feed_id, feed.stored(), filters_key(feed))
     return feed.feed_id
 
 

@@ -43,7 +43,7 @@ class World:
 
     def register(self, box: str, **settings: Any) -> None:
         feed = box_feed({"boxId": box, **settings}, {"start": "oldest", "limit": 500})
-        stored = dict(feed.filters) | {"start": feed.start.value, "limit": feed.limit}
+        stored = feed.stored()
         existing = self.registry.get(feed_id(box))
         self.registry.register(
             feed_id(box),

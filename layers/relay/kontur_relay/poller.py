@@ -24,14 +24,14 @@ def poller_handler(kind: str) -> Handler:
 
     @cache
     def poller() -> Poller:
-        built = feed_kind.poller(Env())
-        wiring.cursor_store().note_configuration(kind, None)
-        return built
+        # No write here: a cold start costs nothing extra. The kind's first successful run clears
+        # a "not configured" mark (the cursor store's record_success and release_lease do).
+        return feed_kind.poller(Env())
 
     @cache
     def not_configured(problem: str) -> None:
         # Once a container: operators see it on the kind's row of GET /feeds.
-        wiring.cursor_store().note_configuration(kind, problem)
+        wiring.cursor_store().mark_not_configured(kind, problem)
 
     @logger.inject_lambda_context
     @tracer.capture_lambda_handler

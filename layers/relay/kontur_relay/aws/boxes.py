@@ -115,12 +115,12 @@ class DynamoBoxRegistry:
             "filters_key = :key",
             "registered_by = :by",
             "registered_at = if_not_exists(registered_at, :now)",
-            "next_poll_at = if_not_exists(next_poll_at, :due)",
+            # A restarted box is due at once; a changed one keeps its schedule.
+            "next_poll_at = :due" if restart else "next_poll_at = if_not_exists(next_poll_at, :due)",
         ]
         removes: list[str] = []
         if restart:
-            sets += ["#version = :next", "updated_by = :by", "updated_at = :now", "next_poll_at = :due"]
-            sets.remove("next_poll_at = if_not_exists(next_poll_at, :due)")
+            sets += ["#version = :next", "updated_by = :by", "updated_at = :now"]
             values[":next"] = expected_version + 1
             removes += ["#position", "stopped_reason"]
         condition = (

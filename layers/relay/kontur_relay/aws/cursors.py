@@ -63,7 +63,8 @@ class DynamoCursorStore(FeedStatusReads):
         try:
             self.table.update_item(
                 Key={"feed": feed},
-                UpdateExpression="REMOVE lease_owner, lease_until",
+                # A run that held the lease ran: its kind is configured, whatever the row said.
+                UpdateExpression="REMOVE lease_owner, lease_until, not_configured",
                 ConditionExpression="lease_owner = :owner",
                 ExpressionAttributeValues={":owner": owner},
             )
@@ -91,9 +92,9 @@ class DynamoCursorStore(FeedStatusReads):
         values: dict[str, Any] = {":now": iso(self.clock())}
         expression = "SET last_success_at = :now"
         if backlog is None:
-            expression += " REMOVE backlog, backlog_capped"
+            expression += " REMOVE backlog, backlog_capped, not_configured"
         else:
-            expression += ", backlog = :backlog, backlog_capped = :capped"
+            expression += ", backlog = :backlog, backlog_capped = :capped REMOVE not_configured"
             values |= {":backlog": backlog, ":capped": backlog_capped}
         self.table.update_item(Key={"feed": feed}, UpdateExpression=expression, ExpressionAttributeValues=values)
 
@@ -107,24 +108,14 @@ class DynamoCursorStore(FeedStatusReads):
             ExpressionAttributeValues={":error": error[:2000], ":now": iso(self.clock())},
         )
 
-    def note_configuration(self, feed: str, problem: str | None) -> None:
-        """Say on the feed's row that its kind cannot run until someone configures it, or no longer."""
-        try:
-            if problem is not None:
-                self.table.update_item(
-                    Key={"feed": feed},
-                    UpdateExpression="SET not_configured = :problem",
-                    ExpressionAttributeValues={":problem": problem[:500]},
-                )
-            else:
-                self.table.update_item(
-                    Key={"feed": feed},
-                    UpdateExpression="REMOVE not_configured",
-                    ConditionExpression="attribute_exists(not_configured)",
-                )
-        except ClientError as error:
-            if not conditional_failed(error):
-                raise
+    def mark_not_configured(self, feed: str, problem: str) -> None:
+        """Say on the feed's row that its kind cannot run until someone configures it; its next
+        successful run (``record_success``, ``release_lease``) clears it."""
+        self.table.update_item(
+            Key={"feed": feed},
+            UpdateExpression="SET not_configured = :problem",
+            ExpressionAttributeValues={":problem": problem[:500]},
+        )
 
     # -- the operators' side ----------------------------------------------------------------------
 

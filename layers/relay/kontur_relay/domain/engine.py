@@ -179,9 +179,6 @@ class Relay:
         if report.events or progress.backlog is not None or self._due_check(state):
             self.cursors.record_success(self.feed.id, backlog=progress.backlog, backlog_capped=progress.backlog_capped)
 
-    def drain(self, state: CursorState, time_left: Callable[[], float], **options: object) -> Progress:
-        return self.pages.drain(state, time_left, **options)  # type: ignore[arg-type]
-
     def _lease(self) -> Lease:
         if self.cadence is None:
             return Lease(self.cursors, self.feed.id, seconds=self.lease_seconds, clock=self.clock, sleep=self.sleep)

@@ -61,6 +61,14 @@ class BoxFeed:
         """The cursor's key and the ``feed`` attribute."""
         return f"diadoc:{self.box_id}"
 
+    def stored(self) -> dict[str, Any]:
+        """Settings that ``box_feed`` reads back as this very feed: its filters, its limit, and where
+        it starts (a moment is its timestampFromTicks filter)."""
+        settings: dict[str, Any] = {**dict(self.filters), "limit": self.limit}
+        if self.start is not Start.TIME:
+            settings["start"] = self.start.value
+        return settings
+
     def query(self) -> dict[str, str]:
         return {"boxId": self.box_id, **dict(self.filters)}
 
