@@ -1,16 +1,15 @@
 """The services a benchmark measures against, each in a process of its own so that none of them
-spends the measured process's CPU: DynamoDB Local (Java), moto's server (SNS, SQS), and Kontur
-(the identity and Extern simulators over HTTP, plus a small control server to generate events)."""
+spends the measured process's CPU: DynamoDB Local (Java), moto's server (SNS, SQS), an SNS stand-in
+that costs only its round trip (``benchmarks.sns``), and Kontur (the identity and Extern simulators
+over HTTP, plus a small control server to generate events)."""
 
 from __future__ import annotations
 
 import json
 import logging
 import multiprocessing
-import re
 import secrets
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,9 +19,8 @@ from multiprocessing.synchronize import Event
 from typing import Any
 
 import requests
-from botocore.awsrequest import AWSResponse
-from botocore.compat import HTTPHeaders
 
+from benchmarks.sns import serve_sns
 from local_stack.services import moto_server
 from local_stack.simulators.base import Request, Response, Simulator
 from local_stack.simulators.extern import ExternSimulator
@@ -147,19 +145,18 @@ def moto() -> Any:
     return in_a_process(_serve_moto, what="moto server")
 
 
+def sns_stand_in() -> Any:
+    """SNS's round trip and nothing else, over HTTP in a process of its own (``benchmarks.sns``)."""
+    return in_a_process(serve_sns, SNS_CALL_SECONDS, what="SNS stand-in")
+
+
 class RoundTrips:
     """Holds every call of a botocore client back by a fixed round trip, and counts the calls by
     operation. The wait happens in ``before-send``, where the call would be on the wire: threads
-    publishing in parallel wait in parallel, as they would for AWS.
+    calling in parallel wait in parallel, as they would for AWS."""
 
-    ``answer_publish``: PublishBatch is answered here after the round trip, every entry accepted,
-    instead of by moto. moto's server takes ~2 ms of its one interpreter per message, which caps
-    a relay near 450 events/s on a 2-core machine; AWS does not. botocore still serializes, signs and
-    parses as it would: only the server's work is left out."""
-
-    def __init__(self, seconds: float, *, answer_publish: bool = False) -> None:
+    def __init__(self, seconds: float) -> None:
         self.seconds = seconds
-        self.answer_publish = answer_publish
         self.calls: Counter[str] = Counter()
 
     def attach(self, client: Any) -> None:
@@ -169,40 +166,5 @@ class RoundTrips:
     def _count(self, model: Any, **_: Any) -> None:
         self.calls[model.name] += 1
 
-    def _wait(self, request: Any, **_: Any) -> Any:
+    def _wait(self, **_: Any) -> None:
         time.sleep(self.seconds)
-        body = request.body.encode() if isinstance(request.body, str) else request.body
-        if self.answer_publish and isinstance(body, bytes) and body.startswith(b"Action=PublishBatch"):
-            return _accepted(body, request.url)
-        return None
-
-
-_ENTRY_ID = re.compile(rb"PublishBatchRequestEntries\.member\.\d+\.Id=([^&]*)")
-
-
-class _Body:
-    def __init__(self, content: bytes) -> None:
-        self.content = content
-
-    def stream(self, **_: Any) -> Iterator[bytes]:
-        yield self.content
-
-
-def _accepted(body: bytes, url: str) -> AWSResponse:
-    """What SNS answers when it takes every entry of a PublishBatch."""
-    members = "".join(
-        f"<member><Id>{entry.decode()}</Id><MessageId>{uuid.uuid4()}</MessageId></member>"
-        for entry in _ENTRY_ID.findall(body)
-    )
-    xml = (
-        '<PublishBatchResponse xmlns="http://sns.amazonaws.com/doc/2010-03-31/"><PublishBatchResult>'
-        f"<Successful>{members}</Successful><Failed/></PublishBatchResult>"
-        f"<ResponseMetadata><RequestId>{uuid.uuid4()}</RequestId></ResponseMetadata></PublishBatchResponse>"
-    ).encode()
-    return AWSResponse(url, 200, _headers(), _Body(xml))
-
-
-def _headers() -> HTTPHeaders:
-    headers = HTTPHeaders()
-    headers["Content-Type"] = "text/xml"
-    return headers

@@ -45,6 +45,8 @@ class Setup:
     kontur: Kontur
     table: str
     limit: Limit
+    #: The SNS stand-in's endpoint (``benchmarks.sns``): the relay's own pace, as against AWS.
+    sns_url: str
     publisher_threads: int | None = None
 
 
@@ -68,23 +70,15 @@ class Worker:
         self.setup = setup
         self.kontur = setup.kontur
         self.sns_trips = RoundTrips(SNS_CALL_SECONDS)
-        self.sns_answered = RoundTrips(SNS_CALL_SECONDS, answer_publish=True)
         self.dynamodb_trips = RoundTrips(DYNAMODB_CALL_SECONDS)
-        # The deployed clients (wiring's configuration), with the round trips on top.
-        self.publisher = wiring.publisher("arn:aws:sns:us-east-1:123456789012:none")
-        if setup.publisher_threads is not None:
-            self.publisher = SnsPublisher(
-                self.publisher.client, self.publisher.topic_arn, parallel_batches=setup.publisher_threads
-            )
+        # The deployed clients (wiring's configuration). SNS is the stand-in, whose server holds
+        # each call for its round trip; moto's, for comparison, with the round trip added here.
+        os.environ["AWS_ENDPOINT_URL_SNS"] = setup.sns_url
+        self.publisher = self._threads(wiring.publisher("arn:aws:sns:us-east-1:123456789012:stand-in"))
+        del os.environ["AWS_ENDPOINT_URL_SNS"]
+        self.to_moto = self._threads(wiring.publisher("arn:aws:sns:us-east-1:123456789012:none"))
+        self.sns_trips.attach(self.to_moto.client)
         self.store = wiring.cursor_store(setup.table)
-        self.sns_trips.attach(self.publisher.client)
-        # The same publisher on a client of its own whose PublishBatch calls never reach moto.
-        self.answered = SnsPublisher(
-            wiring.publisher("arn:aws:sns:us-east-1:123456789012:none").client,
-            "arn:aws:sns:us-east-1:123456789012:answered",
-            parallel_batches=self.publisher.parallel_batches,
-        )
-        self.sns_answered.attach(self.answered.client)
         self.dynamodb_trips.attach(self.store.table.meta.client)
         session = http_session()
         self.api = client.KonturApi(
@@ -96,6 +90,11 @@ class Worker:
         )
         self.setup_sns = boto3.client("sns")  # topics are made without the round trips
         self.feed_uri = f"{self.kontur.extern_url}/v1/events"
+
+    def _threads(self, publisher: SnsPublisher) -> SnsPublisher:
+        if self.setup.publisher_threads is None:
+            return publisher
+        return SnsPublisher(publisher.client, publisher.topic_arn, parallel_batches=self.setup.publisher_threads)
 
     def _feed(self) -> Feed:
         return Feed(id=f"bench-{uuid.uuid4().hex[:10]}", kind="extern", source_uri=self.feed_uri)
@@ -110,9 +109,10 @@ class Worker:
         events = work()
         return Sample(events, time.perf_counter() - started, time.process_time() - cpu_started)
 
-    def relay(self, page: int, events: int, *, answered: bool = False) -> Sample:
-        publisher = self.answered if answered else self.publisher
-        if not answered:
+    def relay(self, page: int, events: int, *, to_moto: bool = False) -> Sample:
+        publisher = self.publisher
+        if to_moto:
+            publisher = self.to_moto
             publisher.topic_arn = self._topic()
         relay = Relay(self._feed(), ExternSource(self.api, take=page), publisher, self.store, safety_margin=0)
 
@@ -129,9 +129,9 @@ class Worker:
     def profile(self, page: int, events: int, top: int) -> str:
         """Where the relay's CPU goes: one run in this thread (no read-ahead, batches in sequence,
         so that cProfile, which follows one thread, sees everything), by own time."""
-        publisher = SnsPublisher(self.publisher.client, self._topic(), parallel_batches=1)
+        publisher = SnsPublisher(self.publisher.client, self.publisher.topic_arn, parallel_batches=1)
         source = ExternSource(self.api, take=page)
-        relay = Relay(self._feed(), source, publisher, self.store, safety_margin=0, read_ahead=False)
+        relay = Relay(self._feed(), source, publisher, self.store, safety_margin=0, pipelined=False)
         profiler = cProfile.Profile()
         profiler.runcall(relay.run, time_left=lambda: 3600.0)
         metrics.clear_metrics()
@@ -141,9 +141,9 @@ class Worker:
         stats.sort_stats("cumulative").print_stats(top)
         return f"{events} events, page {page}\n" + text.getvalue()
 
-    def relay_answered(self, page: int, events: int) -> Sample:
-        """The relay with SNS answering at the client (``RoundTrips.answer_publish``): its own pace."""
-        return self.relay(page, events, answered=True)
+    def relay_moto(self, page: int, events: int) -> Sample:
+        """The relay publishing to moto's server, whose own CPU per message sets the pace here."""
+        return self.relay(page, events, to_moto=True)
 
     def read(self, page: int, events: int) -> Sample:
         """The practical limit: the feed's pages read back to back, nothing else."""
@@ -166,7 +166,7 @@ class Worker:
     def naive(self, page: int, events: int) -> Sample:
         """What a first attempt does: every event published alone, the cursor written after each."""
         source = ExternSource(self.api, take=page)
-        feed, topic, table = self._feed(), self._topic(), self.store.table
+        feed, topic, table = self._feed(), self.publisher.topic_arn, self.store.table
         sns = self.publisher.client
 
         def run() -> int:
@@ -192,7 +192,6 @@ class Worker:
 
     def idle(self, ticks: int) -> dict[str, float]:
         """Scheduled ticks of a feed that has caught up: DynamoDB writes and reads, Kontur requests."""
-        self.publisher.topic_arn = self._topic()
         relay = Relay(self._feed(), ExternSource(self.api, take=500), self.publisher, self.store, safety_margin=0)
         relay.run(time_left=lambda: 300.0)  # catches up, and records the feed as checked
         calls, requests = dict(self.dynamodb_trips.calls), self.kontur.feed_requests()
@@ -210,7 +209,7 @@ class Worker:
     def latency(self, interval: float, minutes: float, per_minute: float, seed: int, queue: tuple[str, str]) -> Latency:
         topic, queue_url = queue
         store = DynamoCursorStore(self.store.table)
-        publisher = SnsPublisher(self.publisher.client, topic)
+        publisher = SnsPublisher(self.to_moto.client, topic)  # moto delivers to the queue
         cadence = Cadence(every=interval) if interval < 60 else None
         return measure_latency(
             self.kontur,

@@ -181,6 +181,8 @@ class _StoreFault:
     error: BaseException
     #: True: the write lands, then the caller gets the error (the answer was lost).
     after_write: bool
+    #: Only the write that moves the cursor here (None: the next write, wherever it goes).
+    to: str | None = None
 
 
 @dataclass
@@ -188,7 +190,8 @@ class FakeCursorStore:
     """One record per feed, every change under one lock: the conditional writes of DynamoDB.
 
     ``bypass_lease`` grants every lease request, to force two runs of a feed into a race.
-    ``fail_advance(error, after_write=...)`` makes the next cursor write raise, before or after it lands.
+    ``fail_advance(error, after_write=..., to=...)`` makes the next cursor write (or the next one to
+    ``to``) raise, before or after it lands.
     ``witness`` sees every cursor write before it lands (tests assert their invariants there).
     """
 
@@ -208,8 +211,8 @@ class FakeCursorStore:
     def _item(self, feed: str) -> _Item:
         return self.items.setdefault(feed, _Item())
 
-    def fail_advance(self, error: BaseException, *, after_write: bool = False) -> None:
-        self._advance_faults.append(_StoreFault(error, after_write))
+    def fail_advance(self, error: BaseException, *, after_write: bool = False, to: str | None = None) -> None:
+        self._advance_faults.append(_StoreFault(error, after_write, to))
 
     # -- the CursorStore port ---------------------------------------------------------------------
 
@@ -244,7 +247,11 @@ class FakeCursorStore:
 
     def advance(self, state: CursorState, position: str | None, *, relayed: int) -> CursorState:
         with self._lock:
-            fault = self._advance_faults.popleft() if self._advance_faults else None
+            fault = self._advance_faults[0] if self._advance_faults else None
+            if fault is not None and fault.to not in (None, position):
+                fault = None
+            if fault is not None:
+                self._advance_faults.popleft()
             if fault is not None and not fault.after_write:
                 raise fault.error
             item = self._item(state.feed)

@@ -51,7 +51,7 @@ class Rig:
     publisher: FakePublisher
     store: FakeCursorStore
     clock: FakeClock
-    read_ahead: bool = True
+    pipelined: bool = True
     #: How far the witness has looked into publisher.published (it only ever grows).
     _seen: int = 0
     _published: set[str] = field(default_factory=set)
@@ -77,7 +77,7 @@ class Rig:
             self.publisher,
             self.store,
             safety_margin=margin,
-            read_ahead=self.read_ahead,
+            pipelined=self.pipelined,
             clock=self.clock,
         )
 
@@ -144,12 +144,20 @@ class CrashPlan:
 
 
 def arm(rig: Rig, plan: CrashPlan) -> list[str]:
-    """Make the run die as planned once it begins publishing page ``plan.page`` (read ahead or not);
-    return the ids the crash will duplicate: exactly what SNS accepted from the page whose cursor
-    write never landed."""
+    """Make the run die as planned on page ``plan.page``; return the ids the crash will duplicate:
+    what SNS accepted of the pages whose cursor write never landed. Pipelined, a failed cursor write
+    is seen once the next page is published too, so that page is among them."""
     page_size = rig.source.page_size
     batch = rig.publisher.batch_size
     page_ids = rig.source.ids[plan.page * page_size : (plan.page + 1) * page_size]
+    next_ids = rig.source.ids[(plan.page + 1) * page_size : (plan.page + 2) * page_size] if rig.pipelined else []
+    end = cursor_at(plan.page * page_size + len(page_ids))
+    if plan.step == "before_cursor_write":
+        rig.store.fail_advance(plan.error, to=end)
+        return page_ids + next_ids
+    if plan.step == "after_cursor_write":
+        rig.store.fail_advance(plan.error, after_write=True, to=end)
+        return next_ids
     armed = False
 
     def on_publish(events: Sequence[FeedEvent]) -> None:
@@ -157,21 +165,10 @@ def arm(rig: Rig, plan: CrashPlan) -> list[str]:
         if armed or not page_ids or events[0].id != page_ids[0]:
             return
         armed = True
-        if plan.step == "after_read":
-            rig.publisher.fail_after(0, plan.error)
-        elif plan.step == "after_batches":
-            rig.publisher.fail_after(plan.batches, plan.error)
-        elif plan.step == "before_cursor_write":
-            rig.store.fail_advance(plan.error)
-        else:
-            rig.store.fail_advance(plan.error, after_write=True)
+        rig.publisher.fail_after(0 if plan.step == "after_read" else plan.batches, plan.error)
 
     rig.publisher.before_publish = on_publish
-    if plan.step == "after_batches":
-        return page_ids[: plan.batches * batch]
-    if plan.step == "before_cursor_write":
-        return page_ids
-    return []
+    return page_ids[: plan.batches * batch] if plan.step == "after_batches" else []
 
 
 def crash_then_rerun(rig: Rig, plan: CrashPlan) -> list[str]:
@@ -207,6 +204,7 @@ def test_a_crash_at_any_step_then_a_rerun_publishes_everything_duplicating_only_
     page_size = data.draw(st.integers(1, 35), label="page size")
     batch = data.draw(st.integers(1, 10), label="publish batch")
     rig = make_rig(count, page_size=page_size, batch_size=batch)
+    rig.pipelined = data.draw(st.booleans(), label="pipelined")
     page = data.draw(st.integers(0, math.ceil(count / page_size) - 1), label="crash page")
     in_page = min(page_size, count - page * page_size)
     batches_in_page = math.ceil(in_page / batch)
@@ -231,20 +229,25 @@ def ids(start: int, stop: int) -> list[str]:
 
 
 # 70 events in pages of 25 and batches of 10: the second page is ev000025..ev000049, in three batches.
+# Pipelined, the second page's cursor write is on its way while the third page (to ev000069) is
+# published: a write that fails or dies is seen after that page, which is then published again too.
 @pytest.mark.parametrize(
-    ("step", "batches", "duplicated"),
+    ("step", "batches", "pipelined", "duplicated"),
     [
-        ("after_read", 0, []),
-        ("after_batches", 1, ids(25, 35)),
-        ("after_batches", 2, ids(25, 45)),
-        ("before_cursor_write", 0, ids(25, 50)),
-        ("after_cursor_write", 0, []),
+        ("after_read", 0, True, []),
+        ("after_batches", 1, True, ids(25, 35)),
+        ("after_batches", 2, True, ids(25, 45)),
+        ("before_cursor_write", 0, True, ids(25, 70)),
+        ("after_cursor_write", 0, True, ids(50, 70)),
+        ("before_cursor_write", 0, False, ids(25, 50)),
+        ("after_cursor_write", 0, False, []),
     ],
 )
 def test_a_crash_on_the_second_page_duplicates_exactly_what_sns_accepted_of_it(
-    step: str, batches: int, duplicated: list[str]
+    step: str, batches: int, pipelined: bool, duplicated: list[str]
 ) -> None:
     rig = make_rig(70, page_size=25, batch_size=10)
+    rig.pipelined = pipelined
 
     assert crash_then_rerun(rig, CrashPlan(page=1, step=step, batches=batches, error=Crash("killed"))) == duplicated
     assert_delivered(rig, duplicated)
@@ -264,9 +267,14 @@ def test_a_page_that_keeps_failing_is_republished_each_tick_and_the_cursor_waits
     assert [error for _, error, _ in rig.store.failures] == ["PublishError: SNS did not accept 10 of 10 messages"] * 3
 
 
-def test_a_cursor_write_that_landed_but_whose_answer_was_a_conflict_loses_and_duplicates_nothing() -> None:
+@pytest.mark.parametrize(("pipelined", "duplicated"), [(False, []), (True, ids(10, 20))])
+def test_a_cursor_write_that_landed_but_whose_answer_was_a_conflict_loses_and_loses_nothing(
+    pipelined: bool, duplicated: list[str]
+) -> None:
     # boto3 retries a write whose answer was lost; the retry then fails its own version check.
+    # Pipelined, the run learns it after publishing the next page, which the next run publishes again.
     rig = make_rig(25, page_size=10)
+    rig.pipelined = pipelined
     rig.store.fail_advance(CursorConflict("the cursor of feed extern is no longer at version 0"), after_write=True)
 
     first = rig.run()
@@ -274,7 +282,7 @@ def test_a_cursor_write_that_landed_but_whose_answer_was_a_conflict_loses_and_du
     assert first.outcome is Outcome.LOST_RACE
     assert rig.position == cursor_at(10)
     assert rig.run().outcome is Outcome.CAUGHT_UP
-    assert_delivered(rig, [])
+    assert_delivered(rig, duplicated)
 
 
 # -- two runs of one feed at once -----------------------------------------------------------------
@@ -302,8 +310,9 @@ def test_two_runs_that_read_the_same_page_one_wins_the_other_changes_nothing(log
     assert (loser.events, loser.cursor_before, loser.cursor_after) == (0, None, None)
     assert rig.store.failures == [], "losing a race is not a failure"
     assert "Another run or an operator moved on; this run changed nothing more and stops" in logs.messages()
-    # The loser's copy of the first page is the only duplicate.
-    assert_delivered(rig, rig.source.ids[:10])
+    # The loser's copies of the first page and of the second, published while its write was on its
+    # way, are the only duplicates.
+    assert_delivered(rig, rig.source.ids[:20])
     assert [offset_of(write.position) for write in rig.store.writes] == [10, 20, 30, 40, 45]
 
 
@@ -366,7 +375,7 @@ def test_runs_racing_without_a_lease_lose_nothing_and_never_move_the_cursor_back
 
 def test_a_run_while_another_holds_the_lease_looks_once_and_changes_nothing() -> None:
     rig = make_rig(20)
-    rig.read_ahead = False  # so that the reads counted are the second run's alone
+    rig.pipelined = False  # so that the reads counted are the second run's alone
     held = threading.Event()
     go_on = threading.Event()
 
@@ -395,20 +404,26 @@ def test_a_run_while_another_holds_the_lease_looks_once_and_changes_nothing() ->
 
 def test_the_lease_is_short_renewed_while_the_run_goes_on_and_released_at_the_end() -> None:
     rig = make_rig(100, page_size=10)
+    first_read: list[float | None] = []
     seen: list[tuple[float, float | None]] = []
 
-    def slow_read(cursor: str | None) -> None:
+    def slow_publish(events: Sequence[FeedEvent]) -> None:
         rig.clock.advance(20)  # each page takes 20 s: the run outlasts its first lease several times
         seen.append((rig.clock(), rig.store.items[FEED.id].lease_until))
 
-    rig.source.before_read = slow_read
+    def look(cursor: str | None) -> None:
+        item = rig.store.items.get(FEED.id)
+        first_read.append(item.lease_until if item is not None else None)
+
+    rig.source.before_read = look
+    rig.publisher.before_publish = slow_publish
     started = rig.clock()
 
     assert rig.run(seconds=900).outcome is Outcome.CAUGHT_UP
 
-    assert seen[0][1] is None, "the first look at the feed comes before the lease"
-    assert seen[1][1] == started + 20 + LEASE_SECONDS, "a lease of one schedule period, not the whole invocation"
-    assert all(until is not None and until > now for now, until in seen[1:]), "the lease lapsed mid-run"
+    assert first_read[0] is None, "the first look at the feed comes before the lease"
+    assert seen[0][1] == started + LEASE_SECONDS, "a lease of one schedule period, not the whole invocation"
+    assert all(until is not None and until > now for now, until in seen), "the lease lapsed mid-run"
     assert max(until for _, until in seen if until is not None) > started + 3 * LEASE_SECONDS
     assert rig.store.items[FEED.id].lease_owner is None
 
@@ -688,6 +703,32 @@ def test_the_next_page_is_read_while_the_current_one_is_published_and_the_cursor
     assert rig.run().events == 50
     for page in range(1, 5):
         assert order.index(f"read {page * 10}") < order.index(f"cursor {page * 10}"), order
+    assert_delivered(rig, [])
+
+
+def test_a_pages_cursor_write_lands_while_the_next_page_is_published_and_never_before_its_own() -> None:
+    rig = make_rig(50, page_size=10)
+    publishing = {offset: threading.Event() for offset in range(0, 50, 10)}
+    landed: list[int] = []
+    inner = rig.store.witness
+
+    def on_publish(events: Sequence[FeedEvent]) -> None:
+        publishing[int(events[0].id.removeprefix("ev"))].set()
+
+    def witness(feed: str, position: str | None) -> None:
+        if inner is not None:
+            inner(feed, position)  # never past an event SNS has not accepted, never back
+        end = offset_of(position)
+        if end < 50:
+            # The write holds until the next page's publishing has begun: proof that the two overlap.
+            assert publishing[end].wait(timeout=10), f"the write to {end} did not overlap the next page"
+        landed.append(end)
+
+    rig.publisher.before_publish = on_publish
+    rig.store.witness = witness
+
+    assert rig.run().events == 50
+    assert landed == [10, 20, 30, 40, 50], "one write a page, in order"
     assert_delivered(rig, [])
 
 

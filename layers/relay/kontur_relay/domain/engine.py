@@ -102,14 +102,14 @@ class Relay:
         safety_margin: float = 30.0,
         lease_seconds: float = LEASE_SECONDS,
         cadence: Cadence | None = None,
-        read_ahead: bool = True,
+        pipelined: bool = True,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.feed = feed
         self.source = source
         self.cursors = cursors
-        self.pages = Pages(feed, source, publisher, cursors, safety_margin=safety_margin, read_ahead=read_ahead)
+        self.pages = Pages(feed, source, publisher, cursors, safety_margin=safety_margin, pipelined=pipelined)
         self.safety_margin = safety_margin
         self.lease_seconds = lease_seconds
         self.cadence = cadence

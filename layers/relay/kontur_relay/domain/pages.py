@@ -1,14 +1,17 @@
 """The relay's inner loop and its guarantee: publish a page, and only then move the cursor.
 
-``Pages.drain`` is the one place a cursor moves. A cursor write happens only after the publisher
+``Pages.drain`` is the one place a cursor moves. A cursor write is made only after the publisher
 returned, and the publisher returns only when the sink accepted every event of the page. A crash
 anywhere before the write leaves the cursor where it was, so the page is read and published again
 (a duplicate, never a loss). The version check on the write keeps two runs of one feed from moving
 the cursor backwards.
 
-The next page is read while the current one is published (the source's round trip is the larger
-part of a page's time), from the cursor the current page leads to. Reading ahead moves nothing:
-the cursor still moves only once its page is fully published, page after page, in order.
+Pipelined, a page's three steps overlap its neighbours' (the round trips, not the CPU, are most of
+a page's time): while page N is published, page N+1 is read and page N-1's cursor is written.
+Neither moves the cursor early: page N's write is made only once page N is published and page N-1's
+write has landed, so the cursor still follows publishing page by page, in order. What changes is the
+crash window: a run that dies may leave two pages to publish again, the one whose cursor write was
+on its way and the one being published beside it.
 """
 
 from __future__ import annotations
@@ -38,6 +41,14 @@ class Progress:
     newest_event_time: str | None = None
 
 
+@dataclass
+class _Write:
+    """A published page's cursor write, on its way."""
+
+    page: Page
+    state: Future[CursorState]
+
+
 class Pages:
     """Relays a feed's pages from a cursor: the source, the publisher and the cursor store of one feed."""
 
@@ -49,15 +60,16 @@ class Pages:
         cursors: CursorStore,
         *,
         safety_margin: float,
-        read_ahead: bool = True,
+        pipelined: bool = True,
     ) -> None:
         self.feed = feed
         self.source = source
         self.publisher = publisher
         self.cursors = cursors
         self.safety_margin = safety_margin
-        # One thread, made on first use and kept: a feed reads at most one page ahead.
-        self._ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-ahead") if read_ahead else None
+        # A thread each, made on first use and kept: one page read ahead, one cursor write behind.
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix="read-ahead") if pipelined else None
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="cursor-write") if pipelined else None
 
     def drain(
         self,
@@ -72,53 +84,77 @@ class Pages:
         """Relay pages from ``state`` (``first``: the page already read there) until the feed has
         nothing more, ``max_pages`` were read, or time runs short. Holds no lease: the caller makes
         sure no other run relays this feed. Raises CursorConflict when another writer moved the
-        cursor; ``keep`` runs between pages (the caller's lease renewal, which may raise)."""
+        cursor; ``keep`` runs between pages (the caller's lease renewal, which may raise);
+        ``on_page`` once a page's cursor write has landed."""
         progress = Progress(state=state)
-        page = first if first is not None else self.source.read_page(state.position)
-        while True:
-            logger.append_keys(cursor=progress.state.position)
-            progress.pages += 1
-            last = not page.events or not page.more
-            out = (max_pages is not None and progress.pages >= max_pages) or time_left() < self.safety_margin
-            ahead = None if last or out else self._read_ahead(progress.state, page)
-            try:
-                progress.state = self._relay_page(progress.state, page)
-            except BaseException:
-                if ahead is not None:
-                    wait([ahead])  # no thread of this run outlives it; its page is read again next run
-                raise
-            progress.events += len(page.events)
-            progress.backlog, progress.backlog_capped = page.backlog, page.backlog_capped
-            if page.events:
-                progress.newest_event_time = page.events[-1].time
-            if on_page is not None:
-                on_page(progress, page)
-            if last:
-                progress.caught_up = True
-                return progress
-            if out:
-                return progress
-            if keep is not None:
-                keep()
-            page = ahead.result() if ahead is not None else self.source.read_page(progress.state.position)
+        position = state.position
+        page = first if first is not None else self.source.read_page(position)
+        ahead: Future[Page] | None = None
+        writing: _Write | None = None
 
-    def _read_ahead(self, state: CursorState, page: Page) -> Future[Page] | None:
-        if self._ahead is None or not self._moves(state, page):
-            return None
-        return self._ahead.submit(self.source.read_page, page.next_cursor)
+        def land() -> None:
+            nonlocal writing
+            if writing is not None:
+                landing, writing = writing, None
+                self._landed(progress, landing, on_page)
+
+        try:
+            while True:
+                logger.append_keys(cursor=position)
+                progress.pages += 1
+                moved = _moved(position, page)
+                last = not page.events or not page.more
+                out = (max_pages is not None and progress.pages >= max_pages) or time_left() < self.safety_margin
+                if moved and not (last or out) and self._reader is not None:
+                    ahead = self._reader.submit(self.source.read_page, page.next_cursor)
+                if page.events:
+                    self.publisher.publish(self.feed, page.events)
+                land()  # the page before this one first: the cursor moves page after page, in order
+                if keep is not None and not (last or out):
+                    keep()
+                writing = self._write(progress.state, page, moved)
+                position = page.next_cursor if moved else position
+                if last or out:
+                    land()
+                    progress.caught_up = last
+                    return progress
+                page = ahead.result() if ahead is not None else self.source.read_page(position)
+                ahead = None
+        except BaseException:
+            # No thread of this run outlives it: the page read ahead is read again by the next run,
+            # and the cursor write on its way lands (or its own error goes on, chained to this one).
+            if ahead is not None:
+                wait([ahead])
+            land()
+            raise
+
+    def _write(self, state: CursorState, page: Page, moved: bool) -> _Write:
+        """Page's cursor write: on the writer's thread when pipelined, else here and now."""
+        if moved and self._writer is not None:
+            return _Write(
+                page, self._writer.submit(self.cursors.advance, state, page.next_cursor, relayed=len(page.events))
+            )
+        written: Future[CursorState] = Future()
+        written.set_result(self.cursors.advance(state, page.next_cursor, relayed=len(page.events)) if moved else state)
+        return _Write(page, written)
 
     @staticmethod
-    def _moves(state: CursorState, page: Page) -> bool:
-        return page.next_cursor is not None and page.next_cursor != state.position
-
-    def _relay_page(self, state: CursorState, page: Page) -> CursorState:
-        """Publish the page, then move the cursor: the order that makes delivery at-least-once."""
-        moved = self._moves(state, page)
-        if page.events and not moved:
-            # Publishing would succeed and the next read would return the same page for ever.
-            raise MalformedPage(f"a page of {len(page.events)} events did not move the cursor")
+    def _landed(progress: Progress, write: _Write, on_page: Callable[[Progress, Page], None] | None) -> None:
+        """Wait for a page's cursor write, then count the page as relayed."""
+        progress.state = write.state.result()
+        page = write.page
+        progress.events += len(page.events)
+        progress.backlog, progress.backlog_capped = page.backlog, page.backlog_capped
         if page.events:
-            self.publisher.publish(self.feed, page.events)
-        if not moved:
-            return state
-        return self.cursors.advance(state, page.next_cursor, relayed=len(page.events))
+            progress.newest_event_time = page.events[-1].time
+        if on_page is not None:
+            on_page(progress, page)
+
+
+def _moved(position: str | None, page: Page) -> bool:
+    """Whether the page leads on from ``position``. A page of events that does not is malformed:
+    publishing it would succeed, and the next read would return the same page for ever."""
+    moved = page.next_cursor is not None and page.next_cursor != position
+    if page.events and not moved:
+        raise MalformedPage(f"a page of {len(page.events)} events did not move the cursor")
+    return moved

@@ -196,6 +196,6 @@ class BoxPoller:
                 self.publisher,
                 self.cursors,
                 safety_margin=self.safety_margin,
-                read_ahead=False,
+                pipelined=False,
             )
         return self._relays[key]
