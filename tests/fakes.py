@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kontur_relay.domain.errors import CursorConflict
-from kontur_relay.domain.model import CursorState, Feed, FeedEvent, Page
+from kontur_relay.domain.model import CursorState, Feed, FeedEvent, Page, Success
 from kontur_relay.feeds.extern.source import EXTERN_EVENT_TYPE
 
 
@@ -234,11 +234,13 @@ class FakeCursorStore:
             item.lease_until = until
             return True
 
-    def release_lease(self, feed: str, owner: str) -> None:
+    def release_lease(self, feed: str, owner: str, *, success: Success | None = None) -> None:
         with self._lock:
             item = self._item(feed)
             if item.lease_owner == owner:
                 item.lease_owner = item.lease_until = None
+            if success is not None:
+                self.record_success(feed, backlog=success.backlog, backlog_capped=success.backlog_capped)
 
     def load(self, feed: str) -> CursorState:
         with self._lock:

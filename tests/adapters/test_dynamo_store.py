@@ -15,7 +15,7 @@ import pytest
 
 from kontur_relay.aws.cursors import DynamoCursorStore
 from kontur_relay.domain.errors import CursorConflict
-from kontur_relay.domain.model import CursorState
+from kontur_relay.domain.model import CursorState, Success
 from tests.fakes import FakeClock, FakeCursorStore
 
 pytestmark = pytest.mark.slow
@@ -26,7 +26,7 @@ class Store(Protocol):
 
     def acquire_lease(self, feed: str, owner: str, until: float) -> bool: ...
     def renew_lease(self, feed: str, owner: str, until: float) -> bool: ...
-    def release_lease(self, feed: str, owner: str) -> None: ...
+    def release_lease(self, feed: str, owner: str, *, success: Success | None = None) -> None: ...
     def load(self, feed: str) -> CursorState: ...
     def advance(self, state: CursorState, position: str | None, *, relayed: int) -> CursorState: ...
     def record_success(self, feed: str, *, backlog: int | None, backlog_capped: bool) -> None: ...
@@ -53,6 +53,18 @@ def store(request: pytest.FixtureRequest, clock: FakeClock) -> Store:
     if request.param == "fake":
         return FakeCursorStore(clock=clock)
     return dynamo_store(request.getfixturevalue("stack"), clock)
+
+
+def count_writes(store: DynamoCursorStore) -> Callable[[], int]:
+    """How many item writes ``store`` sends DynamoDB from now on."""
+    writes: list[str] = []
+
+    def seen(model: Any, **_: Any) -> None:
+        if model.name in ("PutItem", "UpdateItem", "DeleteItem"):
+            writes.append(model.name)
+
+    store.table.meta.client.meta.events.register("before-call.dynamodb", seen)
+    return lambda: len(writes)
 
 
 # -- the contract both stores keep ----------------------------------------------------------------
@@ -151,6 +163,41 @@ def test_of_many_writers_at_one_version_exactly_one_moves_the_cursor(dynamo: Dyn
     assert sorted(results) == ["conflict"] * 7 + ["moved"]
     winner = f"{results.index('moved')}_x"
     assert dynamo.load("extern") == CursorState("extern", winner, 1)
+
+
+def test_a_run_gives_its_lease_up_and_records_its_success_in_one_write(
+    dynamo: DynamoCursorStore, clock: FakeClock
+) -> None:
+    assert dynamo.acquire_lease("extern", "run-a", clock() + 60)
+    dynamo.mark_not_configured("extern", "an earlier tick found no credentials")
+    writes = count_writes(dynamo)
+
+    dynamo.release_lease("extern", "run-a", success=Success(backlog=40, backlog_capped=False))
+
+    status = dynamo.status("extern")
+    assert status is not None
+    assert (status.running, status.backlog, status.last_success_at, status.not_configured) == (
+        False,
+        40,
+        "2027-01-15T08:00:00Z",
+        None,
+    )
+    assert writes() == 1
+
+
+def test_a_run_whose_lease_lapsed_still_records_its_success_and_leaves_the_new_owners_lease(
+    dynamo: DynamoCursorStore, clock: FakeClock
+) -> None:
+    assert dynamo.acquire_lease("extern", "run-a", clock() + 60)
+    clock.advance(61)
+    assert dynamo.acquire_lease("extern", "run-b", clock() + 60)
+
+    dynamo.release_lease("extern", "run-a", success=Success(backlog=None))
+
+    status = dynamo.status("extern")
+    assert status is not None
+    assert (status.running, status.last_success_at) == (True, "2027-01-15T08:01:01Z")
+    assert not dynamo.acquire_lease("extern", "run-c", clock() + 60), "run-b's lease stays"
 
 
 def test_status_shows_operators_what_the_relay_did(dynamo: DynamoCursorStore, clock: FakeClock) -> None:

@@ -32,7 +32,7 @@ from kontur_relay.aws.secrets import CredentialsSecret
 from kontur_relay.aws.sns import SnsPublisher
 from kontur_relay.domain.engine import Relay
 from kontur_relay.domain.errors import PublishError
-from kontur_relay.domain.model import CursorState, Feed, FeedEvent
+from kontur_relay.domain.model import CursorState, Feed, FeedEvent, Success
 from kontur_relay.feeds.extern.auth import extern_authenticator
 from kontur_relay.feeds.extern.source import ExternSource, read_extern_error
 from kontur_relay.kontur import session as http
@@ -102,9 +102,9 @@ class ChaosCursors:
             raise Crash("killed after the cursor write")
         return moved
 
-    def release_lease(self, feed: str, owner: str) -> None:
+    def release_lease(self, feed: str, owner: str, *, success: Success | None = None) -> None:
         if not self.chaos.killed:  # a killed process releases nothing: its lease must lapse
-            self.real.release_lease(feed, owner)
+            self.real.release_lease(feed, owner, success=success)
 
 
 @pytest.fixture

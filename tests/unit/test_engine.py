@@ -33,7 +33,7 @@ from kontur_relay.domain.errors import (
     RelayError,
 )
 from kontur_relay.domain.lease import LEASE_SECONDS
-from kontur_relay.domain.model import Feed, FeedEvent
+from kontur_relay.domain.model import Feed, FeedEvent, Success
 from kontur_relay.observability import logger, metrics
 from tests.conftest import Records
 from tests.fakes import Crash, FakeClock, FakeCursorStore, FakePublisher, FakeSource, cursor_at, offset_of
@@ -431,7 +431,11 @@ def test_the_lease_is_short_renewed_while_the_run_goes_on_and_released_at_the_en
 def test_a_run_killed_mid_run_blocks_its_feed_for_one_lease_at_most_whatever_its_timeout() -> None:
     rig = make_rig(30, page_size=10)
     rig.publisher.fail_after(0, Crash("killed"))
-    rig.store.release_lease = lambda feed, owner: None  # type: ignore[method-assign]  # a killed run releases nothing
+
+    def releases_nothing(feed: str, owner: str, *, success: Success | None = None) -> None:
+        """A killed run's last act is not to give its lease up."""
+
+    rig.store.release_lease = releases_nothing  # type: ignore[method-assign]
     with pytest.raises(Crash):
         rig.run(seconds=900)
     del rig.store.release_lease

@@ -18,7 +18,7 @@ from botocore.exceptions import ClientError
 from kontur_relay.aws.dynamo import conditional_failed, iso, text
 from kontur_relay.aws.feed_status import FeedStatusReads
 from kontur_relay.domain.errors import CursorConflict
-from kontur_relay.domain.model import CursorState
+from kontur_relay.domain.model import CursorState, Success
 from kontur_relay.observability import logger
 
 if TYPE_CHECKING:
@@ -59,21 +59,25 @@ class DynamoCursorStore(FeedStatusReads):
             raise
         return True
 
-    def release_lease(self, feed: str, owner: str) -> None:
+    def release_lease(self, feed: str, owner: str, *, success: Success | None = None) -> None:
+        # A run that held the lease ran: its kind is configured, whatever the row said.
+        sets, removes, values = _success_update(success, self.clock()) if success is not None else ([], [], {})
+        expression = _update(sets, ["lease_owner", "lease_until", "not_configured", *removes])
         try:
             self.table.update_item(
                 Key={"feed": feed},
-                # A run that held the lease ran: its kind is configured, whatever the row said.
-                UpdateExpression="REMOVE lease_owner, lease_until, not_configured",
+                UpdateExpression=expression,
                 ConditionExpression="lease_owner = :owner",
-                ExpressionAttributeValues={":owner": owner},
+                ExpressionAttributeValues={":owner": owner, **values},
             )
         except ClientError as error:
             if not conditional_failed(error):
                 raise
             # Released already (a retry after a lost answer), or it lapsed and another run holds it:
-            # either way it is not this run's to remove.
+            # either way it is not this run's to remove. The run's success is still its own.
             logger.info("The lease was no longer this run's to release")
+            if success is not None:
+                self.record_success(feed, backlog=success.backlog, backlog_capped=success.backlog_capped)
 
     def load(self, feed: str) -> CursorState:
         item = self.table.get_item(Key={"feed": feed}, ConsistentRead=True).get("Item") or {}
@@ -89,14 +93,12 @@ class DynamoCursorStore(FeedStatusReads):
         return self._write_cursor(state.feed, position, state.version, relayed=relayed)
 
     def record_success(self, feed: str, *, backlog: int | None, backlog_capped: bool) -> None:
-        values: dict[str, Any] = {":now": iso(self.clock())}
-        expression = "SET last_success_at = :now"
-        if backlog is None:
-            expression += " REMOVE backlog, backlog_capped, not_configured"
-        else:
-            expression += ", backlog = :backlog, backlog_capped = :capped REMOVE not_configured"
-            values |= {":backlog": backlog, ":capped": backlog_capped}
-        self.table.update_item(Key={"feed": feed}, UpdateExpression=expression, ExpressionAttributeValues=values)
+        sets, removes, values = _success_update(Success(backlog, backlog_capped), self.clock())
+        self.table.update_item(
+            Key={"feed": feed},
+            UpdateExpression=_update(sets, [*removes, "not_configured"]),
+            ExpressionAttributeValues=values,
+        )
 
     def record_failure(self, feed: str, error: str, *, stop: bool = False) -> None:
         expression = "SET last_error = :error, last_error_at = :now"
@@ -173,3 +175,16 @@ class DynamoCursorStore(FeedStatusReads):
                 raise CursorConflict(f"the cursor of feed {feed} is no longer at version {expected_version}") from error
             logger.info("A cursor write's answer was lost, but the write had landed")
         return CursorState(feed=feed, position=position, version=expected_version + 1)
+
+
+def _success_update(success: Success, now: float) -> tuple[list[str], list[str], dict[str, Any]]:
+    """A success's part of an update: what it sets, what it removes, and its values."""
+    values: dict[str, Any] = {":now": iso(now)}
+    if success.backlog is None:
+        return ["last_success_at = :now"], ["backlog", "backlog_capped"], values
+    values |= {":backlog": success.backlog, ":capped": success.backlog_capped}
+    return ["last_success_at = :now", "backlog = :backlog", "backlog_capped = :capped"], [], values
+
+
+def _update(sets: list[str], removes: list[str]) -> str:
+    return (f"SET {', '.join(sets)} " if sets else "") + "REMOVE " + ", ".join(removes)

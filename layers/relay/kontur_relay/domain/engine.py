@@ -22,7 +22,7 @@ from enum import StrEnum
 
 from kontur_relay.domain.errors import CursorConflict, FeedStopped, RelayError
 from kontur_relay.domain.lease import LEASE_SECONDS, Lease, LeaseLost
-from kontur_relay.domain.model import CursorState, Feed, Page
+from kontur_relay.domain.model import CursorState, Feed, Page, Success
 from kontur_relay.domain.pages import Pages, Progress
 from kontur_relay.domain.ports import CursorStore, Publisher, Source
 from kontur_relay.observability import count_error, logger, record_run
@@ -171,13 +171,15 @@ class Relay:
         except (CursorConflict, LeaseLost):
             logger.warning("Another run or an operator moved on; this run changed nothing more and stops")
             report.outcome = Outcome.LOST_RACE
+            _release(lease)
             return
-        finally:
-            with _logged("Could not release the feed's lease; it lapses on its own"):
-                lease.release()
+        except BaseException:
+            _release(lease)
+            raise
         report.outcome = Outcome.CAUGHT_UP if progress.caught_up else Outcome.OUT_OF_TIME
-        if report.events or progress.backlog is not None or self._due_check(state):
-            self.cursors.record_success(self.feed.id, backlog=progress.backlog, backlog_capped=progress.backlog_capped)
+        recorded = report.events or progress.backlog is not None or self._due_check(state)
+        # One write: the lease given up, and the success operators see when there is news to show.
+        lease.release(Success(progress.backlog, progress.backlog_capped) if recorded else None)
 
     def _lease(self) -> Lease:
         if self.cadence is None:
@@ -209,6 +211,12 @@ class Relay:
         """An idle tick: nothing to write, but operators' "last checked" every few minutes."""
         if self._due_check(state):
             self.cursors.record_success(self.feed.id, backlog=None, backlog_capped=False)
+
+
+def _release(lease: Lease) -> None:
+    """After a run that failed or lost: its lease lapses on its own if this write fails too."""
+    with _logged("Could not release the feed's lease; it lapses on its own"):
+        lease.release()
 
 
 @contextmanager

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable
 
 from kontur_relay.domain.errors import RelayError
+from kontur_relay.domain.model import Success
 from kontur_relay.domain.ports import CursorStore
 
 #: How long a lease lasts unless renewed. A dead run blocks its feed this long at most.
@@ -72,5 +73,5 @@ class Lease:
             raise LeaseLost(f"the lease on {self.feed} lapsed and another run took it")
         self.until = until
 
-    def release(self) -> None:
-        self.cursors.release_lease(self.feed, self.owner)
+    def release(self, success: Success | None = None) -> None:
+        self.cursors.release_lease(self.feed, self.owner, success=success)

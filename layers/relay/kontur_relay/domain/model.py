@@ -68,3 +68,11 @@ class CursorState:
     stopped_reason: str | None = None
     #: When a run last ended well (RFC 3339): idle ticks refresh it every few minutes only.
     last_success_at: str | None = None
+
+
+@dataclass(frozen=True)
+class Success:
+    """What a run that relayed records for operators: when, and the backlog its last page reported."""
+
+    backlog: int | None = None
+    backlog_capped: bool = False

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from kontur_relay.domain.model import CursorState, Feed, FeedEvent, Page
+from kontur_relay.domain.model import CursorState, Feed, FeedEvent, Page, Success
 
 
 class Source(Protocol):
@@ -36,7 +36,10 @@ class CursorStore(Protocol):
         """Extend ``owner``'s lease to ``until``; False when the lease is no longer ``owner``'s."""
         ...
 
-    def release_lease(self, feed: str, owner: str) -> None: ...
+    def release_lease(self, feed: str, owner: str, *, success: Success | None = None) -> None:
+        """Give up ``owner``'s lease (never another's); with ``success``, record it in the same
+        write, as ``record_success`` would (and still record it if the lease was no longer ``owner``'s)."""
+        ...
 
     def load(self, feed: str) -> CursorState: ...
 
