@@ -3,7 +3,7 @@
 Each scheduled run scans the box registry once, then polls the boxes that are due, most overdue
 first, a few at a time: never more requests in flight or per second than the budget allows (token
 requests and retries included, a 429 pausing them all). Every box keeps the engine's guarantee as
-it is (``Relay.drain``: publish, then move that box's cursor), so a crash anywhere loses nothing.
+it is (``Pages.drain``: publish, then move that box's cursor), so a crash anywhere loses nothing.
 A box with a backlog gets a few pages a turn and queues again, so one busy box never starves the
 others. A box whose poll found nothing waits twice as long as before, up to the maximum interval;
 a poll that finds events brings it back to the minimum.
@@ -189,7 +189,8 @@ class BoxPoller:
             if filters_key(feed) != (box.filters_key or ""):
                 # Settings written by hand, not by the admin API: their cursor may not match them.
                 logger.warning("A box's stored filters key does not match its settings", extra={"feed": box.feed})
-            # No reading ahead: the boxes' turns already overlap each other within the budget.
+            # Not pipelined: the boxes' turns already overlap each other within the budget, and a
+            # page read ahead would spend budget on a page the turn may end before.
             self._relays[key] = Pages(
                 Feed(id=box.feed, kind="diadoc", source_uri=self.source_uri(box.box_id)),
                 DiadocSource(self.api, feed, version=self.version),
