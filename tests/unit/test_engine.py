@@ -7,6 +7,7 @@ passes an event SNS has not accepted and never goes back; two runs of one feed n
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -736,8 +737,8 @@ def test_a_pages_cursor_write_lands_while_the_next_page_is_published_and_never_b
     assert_delivered(rig, [])
 
 
-def cadence_rig(count: int, every: float) -> tuple[Rig, Relay]:
-    rig = make_rig(count, page_size=10)
+def cadence_rig(count: int, every: float, *, pipelined: bool = True, bypass_lease: bool = False) -> tuple[Rig, Relay]:
+    rig = make_rig(count, page_size=10, bypass_lease=bypass_lease)
     relay = Relay(
         FEED,
         rig.source,
@@ -745,6 +746,7 @@ def cadence_rig(count: int, every: float) -> tuple[Rig, Relay]:
         rig.store,
         safety_margin=30,
         cadence=Cadence(every=every, period=60, handover=5),
+        pipelined=pipelined,
         clock=rig.clock,
         sleep=rig.clock.advance,
     )
@@ -785,3 +787,78 @@ def test_the_next_tick_waits_for_the_handover_and_never_overlaps() -> None:
     # One that would have to wait longer than the handover steps aside.
     rig.store.acquire_lease(FEED.id, "stuck-run", rig.clock() + 60)
     assert relay.run(lambda: 300.0).outcome is Outcome.LEASE_BUSY
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_a_crash_anywhere_in_the_sub_minute_loop_loses_nothing_and_duplicates_only_past_the_cursor_it_left(
+    data: st.DataObject,
+) -> None:
+    rig, relay = cadence_rig(
+        data.draw(st.integers(0, 25), label="backlog"), every=5, pipelined=data.draw(st.booleans(), label="pipelined")
+    )
+    # Events that appear while the run polls: (seconds into the run, how many).
+    arrivals = sorted(
+        data.draw(st.lists(st.tuples(st.integers(1, 58), st.integers(1, 25)), max_size=4), label="arrivals")
+    )
+    started = rig.clock()
+
+    def on_read(cursor: str | None) -> None:
+        while arrivals and rig.clock() - started >= arrivals[0][0]:
+            rig.source.append(arrivals.pop(0)[1])
+
+    step = data.draw(st.sampled_from(["mid_publish", "before_cursor_write", "after_cursor_write"]), label="step")
+    nth = data.draw(st.integers(0, 5), label="crash on publish call")
+    batches = data.draw(st.integers(0, 1), label="batches accepted")
+
+    def on_publish(events: Sequence[FeedEvent]) -> None:
+        if rig.publisher.calls != nth:
+            return
+        if step == "mid_publish":
+            rig.publisher.fail_after(batches, Crash("killed"))
+        else:
+            rig.store.fail_advance(Crash("killed"), after_write=step == "after_cursor_write")
+
+    rig.source.before_read = on_read
+    rig.publisher.before_publish = on_publish
+    with contextlib.suppress(Crash):  # the run may end before the planned crash
+        relay.run(lambda: 300.0)
+    rig.publisher.before_publish = None
+    left_at = offset_of(rig.position)
+    past_cursor = Counter(event.id for event in rig.publisher.published[:] if int(event.id[2:]) >= left_at)
+
+    # The next tick, once a dead run's lease has lapsed, with every event that was still to come.
+    rig.clock.advance(LEASE_SECONDS + 1)
+    for _, count in arrivals:
+        rig.source.append(count)
+    arrivals.clear()
+    assert relay.run(lambda: 300.0).outcome is Outcome.CAUGHT_UP
+
+    published = Counter(rig.publisher.ids)
+    assert set(published) == set(rig.source.ids), "an event of the feed was never published"
+    assert published - Counter(rig.source.ids) == past_cursor, "duplicates beyond what was published past the cursor"
+    assert sum(past_cursor.values()) <= 2 * rig.source.page_size, "a crash window of more than two pages"
+    assert offset_of(rig.position) == len(rig.source.events)
+
+
+@pytest.mark.parametrize("pipelined", [True, False])
+def test_sub_minute_runs_racing_without_a_lease_lose_nothing_and_never_move_the_cursor_back(pipelined: bool) -> None:
+    rig, relay = cadence_rig(40, every=5, pipelined=pipelined, bypass_lease=True)
+    rig.publisher.before_batch = lambda batch: time.sleep(0)  # the runs interleave between batches
+    grown = threading.Event()
+
+    def grow(cursor: str | None) -> None:
+        if not grown.is_set() and rig.clock() - started >= 20:
+            grown.set()
+            rig.source.append(33)
+
+    started = rig.clock()
+    rig.source.before_read = grow
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        reports = [future.result(timeout=60) for future in [pool.submit(relay.run, lambda: 300.0) for _ in range(3)]]
+
+    assert {report.outcome for report in reports} <= {Outcome.CAUGHT_UP, Outcome.LOST_RACE}
+    assert set(rig.publisher.ids) == set(rig.source.ids), "an event of the feed was never published"
+    positions = [offset_of(write.position) for write in rig.store.writes]
+    assert positions == sorted(positions), "the cursor went back"
+    assert offset_of(rig.position) == 73
