@@ -110,6 +110,8 @@ class Pages:
                 if page.events:
                     self.publisher.publish(self.feed, page.events)
                 land()  # the page before this one first: the cursor moves page after page, in order
+                # Nothing is on its way to the cursor store now: it is never called from two threads
+                # at once (a boto3 resource is not thread-safe).
                 if keep is not None and not (last or out):
                     keep()
                 writing = self._write(progress.state, page, moved)
