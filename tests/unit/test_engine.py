@@ -681,32 +681,30 @@ def test_an_idle_tick_reads_once_and_writes_nothing_but_a_last_checked_time_ever
 
 def test_the_next_page_is_read_while_the_current_one_is_published_and_the_cursor_still_follows_publishing() -> None:
     rig = make_rig(50, page_size=10)
+    read_begun = {offset: threading.Event() for offset in range(0, 60, 10)}
     order: list[str] = []
-    reading = threading.Event()
+    inner = rig.store.witness
 
     def on_read(cursor: str | None) -> None:
         order.append(f"read {offset_of(cursor)}")
-        reading.set()
+        read_begun[offset_of(cursor)].set()
 
-    def on_batch(batch: int) -> None:
-        # Publishing waits until the read-ahead has begun: proof that the two overlap.
-        if len(order) > 1:
-            assert reading.wait(timeout=10)
-
-    inner = rig.store.witness
+    def on_publish(events: Sequence[FeedEvent]) -> None:
+        # A page's publishing waits until the next page's read has begun: proof that the two overlap.
+        start = int(events[0].id.removeprefix("ev"))
+        assert read_begun[start + 10].wait(timeout=10), f"page {start} was published before the next was read"
 
     def witness(feed: str, position: str | None) -> None:
         if inner is not None:
-            inner(feed, position)
+            inner(feed, position)  # never past an event SNS has not accepted, never back
         order.append(f"cursor {offset_of(position)}")
-        reading.clear()
 
     rig.source.before_read = on_read
-    rig.publisher.before_batch = on_batch
+    rig.publisher.before_publish = on_publish
     rig.store.witness = witness
 
     assert rig.run().events == 50
-    for page in range(1, 5):
+    for page in range(1, 6):
         assert order.index(f"read {page * 10}") < order.index(f"cursor {page * 10}"), order
     assert_delivered(rig, [])
 
