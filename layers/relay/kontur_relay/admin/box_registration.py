@@ -15,7 +15,7 @@ from typing import Any
 
 from kontur_relay.admin.api import Caller
 from kontur_relay.admin.boxes import BoxChange, BoxList, BoxView, Discovered, Skipped, VisibleBox, settings_view
-from kontur_relay.admin.paging import start_key
+from kontur_relay.admin.paging import next_token, start_key
 from kontur_relay.admin.problems import ApiError
 from kontur_relay.aws.box_items import RegisteredBox
 from kontur_relay.aws.boxes import DynamoBoxRegistry
@@ -86,9 +86,8 @@ def registered(registry: DynamoBoxRegistry, feed: str) -> RegisteredBox:
 
 
 def page(registry: DynamoBoxRegistry, limit: int, token: str | None) -> BoxList:
-    start_key(token)  # 400 for a token this API did not give, before the registry reads it
-    found, next_token = registry.page(limit, token)
-    return BoxList(boxes=[view(box) for box in found], next_token=next_token)
+    found, last = registry.page(limit, start_key(token))
+    return BoxList(boxes=[view(box) for box in found], next_token=next_token(last))
 
 
 def effective(feed: str, change: BoxChange, defaults: BoxDefaults) -> tuple[dict[str, Any], BoxFeed]:

@@ -11,7 +11,6 @@ from pydantic import AwareDatetime, ConfigDict, Field, field_validator, model_va
 from kontur_relay.admin import paging
 from kontur_relay.admin.api import Caller
 from kontur_relay.admin.problems import ApiError, CamelModel, StrictInput, responses
-from kontur_relay.aws.box_items import encode_token
 from kontur_relay.aws.cursors import DynamoCursorStore
 from kontur_relay.aws.feed_status import FeedStatus
 from kontur_relay.domain.errors import CursorConflict
@@ -151,7 +150,7 @@ def page(cursors: DynamoCursorStore, limit: int, token: str | None) -> FeedList:
     """A page of feeds; the table's other items (a poller's lease) are none."""
     found, last = cursors.page(limit, paging.start_key(token), keep=lambda feed: kind_name(feed) in KINDS)
     views = sorted((feed_view(status) for status in found), key=lambda shown: shown.feed)
-    return FeedList(feeds=views, next_token=encode_token(last) if last else None)
+    return FeedList(feeds=views, next_token=paging.next_token(last))
 
 
 def status(cursors: DynamoCursorStore, feed: str) -> FeedStatus:

@@ -6,12 +6,14 @@ kept between requests, and a page reads only as far as it needs.
 
 from __future__ import annotations
 
+import base64
+import json
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler.openapi.params import Query
 
 from kontur_relay.admin.problems import ApiError
-from kontur_relay.aws.box_items import decode_token
 
 Limit = Annotated[int, Query(ge=1, le=1000, description="Items per page (default 100)")]
 NextToken = Annotated[
@@ -32,9 +34,14 @@ def start_key(token: str | None) -> dict[str, Any] | None:
     if token is None:
         return None
     try:
-        key = decode_token(token)
-    except ValueError:
+        key = json.loads(base64.urlsafe_b64decode(token.encode()))
+    except (ValueError, UnicodeDecodeError):
         raise ApiError(400, NOT_OURS) from None
-    if not key["feed"]:
+    if not isinstance(key, dict) or set(key) != {"feed"} or not isinstance(key["feed"], str) or not key["feed"]:
         raise ApiError(400, NOT_OURS)
     return key
+
+
+def next_token(last: Mapping[str, Any] | None) -> str | None:
+    """The token of the page after the one that ended at the key ``last`` (None: no page follows)."""
+    return None if last is None else base64.urlsafe_b64encode(json.dumps(dict(last)).encode()).decode()

@@ -1,16 +1,13 @@
-"""A box's feed item as the registry reads it (``RegisteredBox``), and the ``nextToken`` that pages
-through the boxes: a DynamoDB start key, base64-encoded."""
+"""A box's feed item as the registry reads it (``RegisteredBox``)."""
 
 from __future__ import annotations
 
-import base64
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from kontur_relay.aws.dynamo import text
+from kontur_relay.aws.dynamo import cursor_state, text
 from kontur_relay.domain.model import CursorState
 
 PREFIX = "diadoc:"
@@ -42,19 +39,13 @@ class RegisteredBox:
         return self.settings is not None
 
 
-def _box(item: Mapping[str, Any]) -> RegisteredBox:
+def registered_box(item: Mapping[str, Any]) -> RegisteredBox:
     settings = item.get("box_settings")
-    feed = str(item["feed"])
     return RegisteredBox(
-        feed=feed,
+        feed=str(item["feed"]),
         settings=_plain(settings) if settings is not None else None,
         filters_key=text(item.get("filters_key")),
-        cursor=CursorState(
-            feed=feed,
-            position=text(item.get("position")),
-            version=int(item.get("version", 0)),
-            stopped_reason=text(item.get("stopped_reason")),
-        ),
+        cursor=cursor_state(item),
         next_poll_at=float(item.get("next_poll_at", 0)),
         interval=float(item.get("poll_interval", 0)),
         last_poll_at=text(item.get("last_poll_at")),
@@ -74,18 +65,3 @@ def _plain(value: Any) -> Any:
     if isinstance(value, list):
         return [_plain(inner) for inner in value]
     return value
-
-
-def encode_token(key: Mapping[str, Any]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(dict(key)).encode()).decode()
-
-
-def decode_token(token: str) -> dict[str, Any]:
-    """A ``nextToken`` back to DynamoDB's start key; ValueError when it is not one we gave."""
-    try:
-        key = json.loads(base64.urlsafe_b64decode(token.encode()))
-    except (ValueError, UnicodeDecodeError) as error:
-        raise ValueError("nextToken is not one this API gave") from error
-    if not isinstance(key, dict) or set(key) != {"feed"} or not isinstance(key["feed"], str):
-        raise ValueError("nextToken is not one this API gave")
-    return key

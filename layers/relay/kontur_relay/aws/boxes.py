@@ -5,8 +5,8 @@ One item per box keeps a box's cursor, settings and schedule under one key, so a
 costs one write at most (its schedule) and the poller learns every box's state from one scan.
 Registration is ``box_settings``: removing it stops the polling and keeps the cursor, so a box
 registered again resumes where it stopped. ``filters_key`` outlives a removal, because a cursor is
-only valid under the filters it was read with. What an item reads as (``RegisteredBox``) and the
-page tokens are in ``aws.box_items``.
+only valid under the filters it was read with. What an item reads as (``RegisteredBox``) is in
+``aws.box_items``.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from kontur_relay.aws.box_items import PREFIX, RegisteredBox, _box, decode_token, encode_token
-from kontur_relay.aws.dynamo import conditional_failed, iso
+from kontur_relay.aws.box_items import PREFIX, RegisteredBox, registered_box
+from kontur_relay.aws.dynamo import conditional_failed, first, iso, scanned
 from kontur_relay.domain.errors import CursorConflict
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ class DynamoBoxRegistry:
     def registered(self) -> list[RegisteredBox]:
         """Every registered box with its state: one paginated scan (eventually consistent: a stale
         cursor version only makes that box's cursor write fail its condition, never lose events)."""
-        return list(self._scan(registered_only=True))
+        return list(self._registered())
 
     def polled(
         self,
@@ -86,7 +86,7 @@ class DynamoBoxRegistry:
 
     def get(self, feed: str) -> RegisteredBox | None:
         item = self.table.get_item(Key={"feed": feed}, ConsistentRead=True).get("Item")
-        return None if item is None else _box(item)
+        return None if item is None else registered_box(item)
 
     def register(
         self,
@@ -154,27 +154,16 @@ class DynamoBoxRegistry:
             raise
         return True
 
-    def page(self, limit: int, token: str | None) -> tuple[list[RegisteredBox], str | None]:
-        """Up to ``limit`` registered boxes after ``token``, and the token of the next page (None: the last)."""
-        found: list[RegisteredBox] = []
-        for box in self._scan(registered_only=True, start=decode_token(token) if token else None):
-            found.append(box)
-            if len(found) == limit:
-                return found, encode_token({"feed": box.feed})
-        return found, None
+    def page(self, limit: int, start: dict[str, Any] | None) -> tuple[list[RegisteredBox], dict[str, Any] | None]:
+        """Up to ``limit`` registered boxes after the key ``start``, and the key of the last one, to
+        go on from (None: nothing follows)."""
+        return first(self._registered(start), limit, lambda box: box.feed)
 
-    def _scan(self, *, registered_only: bool, start: dict[str, Any] | None = None) -> Iterator[RegisteredBox]:
-        kwargs: dict[str, Any] = {
-            "FilterExpression": "begins_with(feed, :prefix)"
-            + (" AND attribute_exists(box_settings)" if registered_only else ""),
-            "ExpressionAttributeValues": {":prefix": PREFIX},
-        }
-        if start:
-            kwargs["ExclusiveStartKey"] = start
-        while True:
-            response = self.table.scan(**kwargs)
-            for item in response.get("Items", []):
-                yield _box(item)
-            if "LastEvaluatedKey" not in response:
-                return
-            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+    def _registered(self, start: dict[str, Any] | None = None) -> Iterator[RegisteredBox]:
+        items = scanned(
+            self.table,
+            FilterExpression="begins_with(feed, :prefix) AND attribute_exists(box_settings)",
+            ExpressionAttributeValues={":prefix": PREFIX},
+            **({"ExclusiveStartKey": start} if start else {}),
+        )
+        return (registered_box(item) for item in items)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from kontur_relay.aws.dynamo import conditional_failed, iso, text
+from kontur_relay.aws.dynamo import conditional_failed, cursor_state, iso
 from kontur_relay.aws.feed_status import FeedStatusReads
 from kontur_relay.domain.errors import CursorConflict
 from kontur_relay.domain.model import CursorState, Success
@@ -80,14 +80,8 @@ class DynamoCursorStore(FeedStatusReads):
                 self.record_success(feed, backlog=success.backlog, backlog_capped=success.backlog_capped)
 
     def load(self, feed: str) -> CursorState:
-        item = self.table.get_item(Key={"feed": feed}, ConsistentRead=True).get("Item") or {}
-        return CursorState(
-            feed=feed,
-            position=text(item.get("position")),
-            version=int(item.get("version", 0)),  # type: ignore[arg-type]
-            stopped_reason=text(item.get("stopped_reason")),
-            last_success_at=text(item.get("last_success_at")),
-        )
+        item = self.table.get_item(Key={"feed": feed}, ConsistentRead=True).get("Item")
+        return cursor_state(item or {"feed": feed})
 
     def advance(self, state: CursorState, position: str | None, *, relayed: int) -> CursorState:
         return self._write_cursor(state.feed, position, state.version, relayed=relayed)

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from kontur_relay.aws.dynamo import text
+from kontur_relay.aws.dynamo import first, scanned, text
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.service_resource import Table
@@ -47,14 +47,7 @@ class FeedStatusReads:
         return None if item is None else self._status(item)
 
     def statuses(self) -> Iterator[FeedStatus]:
-        kwargs: dict[str, Any] = {}
-        while True:
-            response = self.table.scan(**kwargs)
-            for item in response.get("Items", []):
-                yield self._status(item)
-            if "LastEvaluatedKey" not in response:
-                return
-            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        return (self._status(item) for item in scanned(self.table))
 
     def page(
         self, limit: int, start: dict[str, Any] | None, *, keep: Callable[[str], bool]
@@ -62,18 +55,8 @@ class FeedStatusReads:
         """Up to ``limit`` feeds whose id ``keep`` accepts, after the key ``start``; and the key of
         the last one, to go on from (None: nothing follows). The table also holds items that are no
         feed (a poller's lease), which ``keep`` leaves out."""
-        found: list[FeedStatus] = []
-        kwargs: dict[str, Any] = {"ExclusiveStartKey": start} if start else {}
-        while True:
-            response = self.table.scan(**kwargs)
-            for item in response.get("Items", []):
-                if keep(str(item["feed"])):
-                    found.append(self._status(item))
-                    if len(found) == limit:
-                        return found, {"feed": str(item["feed"])}
-            if "LastEvaluatedKey" not in response:
-                return found, None
-            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        items = scanned(self.table, **({"ExclusiveStartKey": start} if start else {}))
+        return first((self._status(item) for item in items if keep(str(item["feed"]))), limit, lambda found: found.feed)
 
     def _status(self, item: dict[str, Any]) -> FeedStatus:
         lease_until = item.get("lease_until")
