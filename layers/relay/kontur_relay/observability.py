@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import os
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
-
-if TYPE_CHECKING:
-    from kontur_relay.domain.engine import RunReport
 
 logger = Logger()
 metrics = Metrics()
@@ -58,25 +55,6 @@ def _kind() -> str:
     return metrics.dimension_set.get("kind", "none")
 
 
-def record_run(kind: str, report: RunReport) -> None:
-    """The metrics of one feed's run (Extern's; a Diadoc poller run counts its boxes itself)."""
-    for_kind(kind)
-    failed = report.error is not None
-    if failed:
-        count_error(report.error or "unexpected", kind)
-    ok = not failed and report.outcome.value in ("caught_up", "out_of_time")
-    metrics.add_metric(name="RunSucceeded", unit=MetricUnit.Count, value=int(ok))
-    metrics.add_metric(name="RunFailed", unit=MetricUnit.Count, value=int(failed))
-    metrics.add_metric(name="StoppedFeeds", unit=MetricUnit.Count, value=int(report.outcome.value == "stopped"))
-    metrics.add_metric(name="EventsPublished", unit=MetricUnit.Count, value=report.events)
-    metrics.add_metric(name="RunDuration", unit=MetricUnit.Milliseconds, value=report.seconds * 1000)
-    if report.backlog is not None:
-        metrics.add_metric(name="Backlog", unit=MetricUnit.Count, value=report.backlog)
-    lag = lag_seconds(report.newest_event_time)
-    if lag is not None:
-        metrics.add_metric(name="LagSeconds", unit=MetricUnit.Seconds, value=lag)
-
-
 def lag_seconds(event_time: str | None) -> float | None:
     """Seconds from an event's own time (RFC 3339; Kontur sends seven fractional digits) to now."""
     if not event_time:
@@ -92,4 +70,4 @@ def lag_seconds(event_time: str | None) -> float | None:
     return max((datetime.now(UTC) - moment).total_seconds(), 0.0)
 
 
-__all__ = ["MetricUnit", "count_error", "for_kind", "logger", "metrics", "record_run", "tracer"]
+__all__ = ["MetricUnit", "count_error", "for_kind", "lag_seconds", "logger", "metrics", "tracer"]

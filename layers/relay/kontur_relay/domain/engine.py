@@ -25,7 +25,7 @@ from kontur_relay.domain.lease import LEASE_SECONDS, Lease, LeaseLost
 from kontur_relay.domain.model import CursorState, Feed, Page, Success
 from kontur_relay.domain.pages import Pages, Progress
 from kontur_relay.domain.ports import CursorStore, Publisher, Source
-from kontur_relay.observability import count_error, logger, record_run
+from kontur_relay.observability import MetricUnit, count_error, for_kind, lag_seconds, logger, metrics
 
 #: An idle tick refreshes the feed's "last checked" time once this many seconds have passed.
 REFRESH_SECONDS = 300.0
@@ -88,6 +88,28 @@ class RunReport:
             "error": self.error,
         }
 
+    def record(self, kind: str) -> None:
+        """The run's metrics (Extern's; a Diadoc poller run counts its boxes itself)."""
+        for_kind(kind)
+        failed = self.error is not None
+        if failed:
+            count_error(self.error or "unexpected", kind)
+        ok = not failed and self.outcome in (Outcome.CAUGHT_UP, Outcome.OUT_OF_TIME)
+        counts = {
+            "RunSucceeded": int(ok),
+            "RunFailed": int(failed),
+            "StoppedFeeds": int(self.outcome is Outcome.STOPPED),
+            "EventsPublished": self.events,
+        }
+        for name, value in counts.items():
+            metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+        metrics.add_metric(name="RunDuration", unit=MetricUnit.Milliseconds, value=self.seconds * 1000)
+        if self.backlog is not None:
+            metrics.add_metric(name="Backlog", unit=MetricUnit.Count, value=self.backlog)
+        lag = lag_seconds(self.newest_event_time)
+        if lag is not None:
+            metrics.add_metric(name="LagSeconds", unit=MetricUnit.Seconds, value=lag)
+
 
 class Relay:
     """Relays one feed. Build it once per feed and call ``run`` on each scheduled tick."""
@@ -140,7 +162,7 @@ class Relay:
             raise
         finally:
             report.seconds = self.clock() - started
-            record_run(self.feed.kind, report)
+            report.record(self.feed.kind)
             logger.info("Run ended", extra=report.as_dict())
         return report
 
