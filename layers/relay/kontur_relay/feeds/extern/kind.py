@@ -42,9 +42,7 @@ class ExternSettings:
     @classmethod
     def from_env(cls, env: Env) -> ExternSettings:
         return cls(
-            api_url=secure_url(env.text("EXTERN_API_URL", "https://extern-api.kontur.ru"), "EXTERN_API_URL").rstrip(
-                "/"
-            ),
+            api_url=secure_url(env.text("EXTERN_API_URL", DEFAULT_API_URL), "EXTERN_API_URL").rstrip("/"),
             credentials_secret=env.text("EXTERN_CREDENTIALS_SECRET"),
             page_size=env.whole("EXTERN_PAGE_SIZE", 100),
             feed_id=env.text("EXTERN_FEED_ID", "extern"),
