@@ -44,12 +44,15 @@ class CredentialsSecret:
         self.secret_id = secret_id
         self.client = client
         self.max_age = max_age
+        # Powertools' cache over this client: its module-level default would build a second
+        # Secrets Manager client per container, without the relay's retry configuration.
+        self._cached = parameters.SecretsProvider(boto3_client=client)
         self._force = False
 
     def values(self, *, fresh: bool = False) -> dict[str, Any]:
         """The secret's JSON, cached for ``max_age`` seconds; ``fresh`` reads the current version."""
         try:
-            value = parameters.get_secret(
+            value = self._cached.get(
                 self.secret_id,
                 transform="json",
                 max_age=self.max_age,
