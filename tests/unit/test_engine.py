@@ -62,9 +62,11 @@ class Rig:
 
     def _witness(self, feed: str, position: str | None) -> None:
         """Runs inside the store, just before a cursor write lands."""
-        published = self.publisher.published
-        self._published.update(event.id for event in published[self._seen :])
-        self._seen = len(published)
+        # Pipelined, this runs on the writer's thread while the next page is being published: what
+        # is counted as seen is exactly what was read here, not the list's length a moment later.
+        accepted = self.publisher.published[self._seen :]
+        self._published.update(event.id for event in accepted)
+        self._seen += len(accepted)
         passed = self.source.ids[: offset_of(position)]
         unpublished = [event_id for event_id in passed if event_id not in self._published]
         assert not unpublished, f"the cursor would move to {position} past unpublished {unpublished[:5]}"
