@@ -216,4 +216,5 @@ def test_a_crash_anywhere_in_a_run_loses_nothing_and_the_next_run_finishes(world
     for box in relayed:
         state = world.registry.get(feed_id(box))
         assert state is not None
-        assert state.cursor.position == world.sim.index_keys(box)[-1]
+        last = world.sim.event_ids(box)[-1]
+        assert state.cursor.position == f"{world.sim.index_keys(box)[-2]}~seen:{last}"

@@ -3,7 +3,7 @@ one budgeted poller that serves every box."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
 from urllib.parse import quote
@@ -14,9 +14,11 @@ from kontur_relay.aws.cursors import DynamoCursorStore
 from kontur_relay.feeds import PositionRefused
 from kontur_relay.feeds.diadoc.auth import diadoc_authenticator
 from kontur_relay.feeds.diadoc.config import api_version
+from kontur_relay.feeds.diadoc.cursor import Position
 from kontur_relay.feeds.diadoc.poller import BoxPoller
 from kontur_relay.feeds.diadoc.polling import Polling
 from kontur_relay.feeds.diadoc.source import DIADOC_RETRYABLE_STATUSES, DiadocApi, cursor_at, read_diadoc_error
+from kontur_relay.feeds.diadoc.ticks import to_ticks
 from kontur_relay.kontur import session as http
 from kontur_relay.kontur.budget import Budget
 from kontur_relay.settings import Env, RelaySettings
@@ -71,8 +73,16 @@ class DiadocKind:
     def position(self, feed_id: str, cursor: str | None, timestamp: datetime | None) -> str | None:
         if ":" not in feed_id:
             raise PositionRefused("cursor", f"{feed_id} is the poller of every box: set a box's cursor, diadoc:<boxId>")
-        # Any IndexKey Diadoc gave is a cursor; a moment becomes the cursor that reads on from it.
-        return cursor_at(timestamp.astimezone(UTC)) if timestamp is not None else cursor
+        if timestamp is not None:
+            return cursor_at(timestamp.astimezone(UTC))
+        try:
+            position = Position.parse(cursor)
+        except ValueError as error:
+            raise PositionRefused("cursor", str(error)) from None
+        if position.after is not None and not position.seen and position.floor is None:
+            # A key alone skips or replays to it: reconciliation must not publish again what it skips.
+            return replace(position, floor=to_ticks(datetime.now(UTC))).text()
+        return position.text()
 
     def poller(self, env: Env) -> BoxPoller:
         relay_settings = RelaySettings.from_env(env)
