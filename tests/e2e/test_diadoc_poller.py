@@ -22,7 +22,7 @@ import pytest
 from kontur_relay.aws.boxes import DynamoBoxRegistry
 from kontur_relay.feeds.diadoc.boxes import feed_id, filters_key
 from kontur_relay.feeds.diadoc.config import box_feed
-from kontur_relay.feeds.diadoc.kind import KIND
+from kontur_relay.feeds.diadoc.kind import box_poller
 from kontur_relay.feeds.diadoc.poller import BoxPoller
 from kontur_relay.settings import Env
 from local_stack.simulators.diadoc import DiadocSimulator
@@ -56,10 +56,8 @@ class World:
         )
 
     def poller(self, **environment: str) -> tuple[BoxPoller, FakePublisher, FakeClock]:
-        poller = KIND.poller(Env({**self.environment, **environment}))
         publisher, clock = FakePublisher(), FakeClock()
-        poller.publisher, poller.clock = publisher, clock
-        poller.registry.clock = poller.cursors.clock = clock  # type: ignore[attr-defined]
+        poller = box_poller(Env({**self.environment, **environment}), publisher=publisher, clock=clock)
         return poller, publisher, clock
 
     def box_requests(self) -> list[str]:
@@ -76,6 +74,7 @@ def world(stack: Stack, aws: dict[str, Any]) -> Iterator[World]:
         table = boto3.resource("dynamodb").Table(stack.physical["CursorsTable"])
         environment = {
             "CURSORS_TABLE": stack.physical["CursorsTable"],
+            "EVENT_MEMORY_TABLE": stack.physical["EventMemoryTable"],
             "EVENTS_TOPIC_ARN": stack.physical["EventsTopic"],
             "RELAY_SAFETY_MARGIN_SECONDS": "1",
             "DIADOC_API_URL": sim.url,

@@ -17,7 +17,7 @@ from kontur_relay.domain.model import Page
 from kontur_relay.feeds.diadoc import diadoc_events_pb2 as pb
 from kontur_relay.feeds.diadoc.config import MAX_LIMIT, BoxFeed, Start
 from kontur_relay.feeds.diadoc.cursor import FROM_OLDEST, Position, at_moment
-from kontur_relay.feeds.diadoc.events import parse_event, parse_page, read_event
+from kontur_relay.feeds.diadoc.events import ReadEvent, parse_event, parse_page, read_event
 from kontur_relay.feeds.diadoc.memory import BoxMemory
 from kontur_relay.feeds.diadoc.ticks import to_ticks
 from kontur_relay.kontur.client import ErrorDetails, KonturApi
@@ -98,30 +98,17 @@ class DiadocSource:
             raise FeedRejected(f"the box's cursor cannot be read: {error}") from None
         if position.base is None and self.feed.start is Start.NOW:
             position = self.now()
-        # Read again at the base, the seen events come first: a page one larger per seen event
-        # still brings something new, a page of 1 included.
-        limit = min(self.feed.limit + len(position.seen), self.max_limit)
-        params = {**self.feed.query(), "limit": str(limit)}
-        if position.since is not None:
-            params["timestampFromTicks"] = str(position.since)
-        if position.after is not None:
-            params["afterIndexKey"] = position.after  # requests percent-encodes it: keys hold + / =
-        response = self.api.request("GET", self.path, params=params, headers={"Accept": PROTOBUF})
-        self._note_deprecation(response)
-        _refuse_html(response)
-        frame = parse_page(response.content)
-        read = [read_event(raw, self.feed.box_id) for raw in frame.Events]
-        if any(not item.index_key for item in read):
-            raise MalformedPage(f"a page of {len(read)} events holds events without an IndexKey")
+        frame, limit = self.fetch(position)
+        read = self.events(frame)
         after, too_large = position.after_page([(item.event.id, item.index_key) for item in read])
         if too_large:
             logger.warning("More events share one IndexKey than a cursor remembers; reconciliation reads the rest")
+        if after.base is None and read:
+            after = Position(FROM_OLDEST, after.seen)  # from the first event: the group read there is seen
         seen = set(position.seen)
         fresh = [item for item in read if item.event.id not in seen]
         if self.memory is not None:
             fresh = self.memory.sort(fresh)
-        if after.base is None and read:
-            after = Position(FROM_OLDEST, after.seen)  # from the first event: the group read there is seen
         return Page(
             events=[item.event for item in fresh],
             next_cursor=after.text(),
@@ -131,6 +118,27 @@ class DiadocSource:
             backlog_capped=frame.TotalCountType == pb.GreaterThanOrEqual,
         )
 
+    def fetch(self, position: Position) -> tuple[pb.BoxEventListFrame, int]:
+        """The page at ``position``, its events still as bytes, and the limit it was asked with. Read
+        again at the base, the seen events come first: a page one larger per seen event still brings
+        something new, a page of 1 included."""
+        limit = min(self.feed.limit + len(position.seen), self.max_limit)
+        params = {**self.feed.query(), "limit": str(limit)}
+        if position.since is not None:
+            params["timestampFromTicks"] = str(position.since)
+        if position.after is not None:
+            params["afterIndexKey"] = position.after  # requests percent-encodes it: keys hold + / =
+        response = self.api.request("GET", self.path, params=params, headers={"Accept": PROTOBUF})
+        self._note_deprecation(response)
+        _refuse_html(response)
+        return parse_page(response.content), limit
+
+    def events(self, frame: pb.BoxEventListFrame) -> list[ReadEvent]:
+        read = [read_event(raw, self.feed.box_id) for raw in frame.Events]
+        if any(not item.index_key for item in read):
+            raise MalformedPage(f"a page of {len(read)} events holds events without an IndexKey")
+        return read
+
     def now(self) -> Position:
         """Where a feed that starts "now" begins: after the box's newest event, its floor just after
         that event's time (reconciliation never reaches back before the start); an empty box
@@ -138,7 +146,7 @@ class DiadocSource:
         last = self.last_event()
         if last is None:
             return Position(FROM_OLDEST)
-        return Position(last.IndexKey, floor=_ticks(last) + 1)
+        return Position(last.IndexKey, floor=ticks_of(last) + 1)
 
     def last_event(self) -> pb.BoxEvent | None:
         """The box's newest event (``GET /V2/GetLastEvent``); None when the box has none (204)."""
@@ -168,7 +176,7 @@ class DiadocSource:
             )
 
 
-def _ticks(event: pb.BoxEvent) -> int:
+def ticks_of(event: pb.BoxEvent) -> int:
     return event.Message.TimestampTicks if event.HasField("Message") else event.Patch.TimestampTicks
 
 
