@@ -50,6 +50,7 @@ class DynamoBoxRegistry:
         backlog_capped: bool = False,
         error: str | None = None,
         stop_at: int | None = None,
+        reconciled_since: float | None = None,
     ) -> None:
         """A box's poll, in one write: its next poll, and what operators see of the poll. Nothing is
         written for a box removed meanwhile: its schedule must not bring it back. ``stop_at``: stop
@@ -72,6 +73,9 @@ class DynamoBoxRegistry:
             values[":error"] = error[:2000]
         if had_events:
             sets.append("last_events_at = :now")
+        if reconciled_since is not None:
+            sets.append("reconciled_since = if_not_exists(reconciled_since, :since)")
+            values[":since"] = Decimal(str(round(reconciled_since, 3)))
         if stop_at is not None:
             stopped = {":version": stop_at, **values}
             unchanged = "#version = :version" if stop_at else "(attribute_not_exists(#version) OR #version = :version)"
@@ -94,14 +98,13 @@ class DynamoBoxRegistry:
         window: bool,
     ) -> None:
         """A box's reconciliation pass, in one write: what operators see of it and, for a pass over
-        its window (``window``), where the next one reads on from (``until``, epoch seconds; the
-        first also says since when the box is reconciled)."""
+        its window (``window``), where the next one reads on from (``until``, epoch seconds)."""
         last: dict[str, Any] = {"at": iso(self.clock()), "recovered": recovered, "duplicates": duplicates}
         last |= {name: iso(moment) for name, moment in (("since", since), ("until", until)) if moment is not None}
         sets = ["last_reconciliation = :last", "recovered_total = if_not_exists(recovered_total, :zero) + :found"]
         values: dict[str, Any] = {":last": last, ":zero": 0, ":found": recovered}
         if window and until is not None:
-            sets += ["reconciled_to = :until", "reconciled_since = if_not_exists(reconciled_since, :until)"]
+            sets.append("reconciled_to = :until")
             values[":until"] = Decimal(str(round(until, 3)))
         self._update(box.feed, sets, values)
 

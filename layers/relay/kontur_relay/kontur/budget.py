@@ -175,7 +175,8 @@ class Budget:
         one, and one is left free for the ordinary requests that come next."""
         while True:
             with self._lock:
-                spare = self.max_in_flight is None or self._in_flight < self.max_in_flight - 1
+                # With a single place in flight, background work takes it only when it is free.
+                spare = self.max_in_flight is None or self._in_flight < max(self.max_in_flight - 1, 1)
                 if spare and not self._queued:
                     return
             self.sleep(0.05)

@@ -7,8 +7,9 @@ of an event under the same IndexKey can come seconds after its twin (diadocsdk-c
 - **a pass**: after a turn that read a box to its end, a box that had events within the last window
   is read again over its trailing window, at most every ``reconcile_every``. The window runs from
   where the box's last pass ended, less ``window``, to a little before the turn began (what the turn
-  could not read then was late, not new), and never before the cursor's floor, the box's first
-  pass, or what the box's memory holds. Diadoc's TotalCount for the window is compared with the
+  could not read then was late, not new), and never before the cursor's floor or what the box's
+  memory holds (``reconciled_since``: a box that published before it had a memory is reconciled
+  from its first turn with one). Diadoc's TotalCount for the window is compared with the
   entries the memory holds there: when they agree the pass is that one request; else the window is
   read like a feed, page by page, and what the memory does not know is published.
 - **a check**: every ``check_every``, each box's newest event (``GET /V2/GetLastEvent``, 204 for an
@@ -73,12 +74,13 @@ class Reconciler:
         return recent and (previous is None or caught_up_at - SETTLE_SECONDS >= previous + self.polling.reconcile_every)
 
     def reconcile(self, box: RegisteredBox, memory: BoxMemory, caught_up_at: float) -> Found:
-        """A pass over the box's trailing window; the first pass of a box only marks where they begin."""
+        """A pass over the box's trailing window, up to a little before the turn it follows."""
         until = caught_up_at - SETTLE_SECONDS
-        if box.reconciled_to is None:
-            self.registry.reconciled(box, since=None, until=until, recovered=0, duplicates=0, window=True)
-            return Found(box.feed)
-        since = max(box.reconciled_to - self.polling.window, box.reconciled_since or 0.0, memory.reach())
+        previous = box.reconciled_to if box.reconciled_to is not None else until
+        # Never before what the memory holds: what the relay published before remembering (its
+        # first turn with a memory) would go out again.
+        complete = box.reconciled_since if box.reconciled_since is not None else until
+        since = max(previous - self.polling.window, complete, memory.reach())
         return self._read(box, memory, since, until, window=True)
 
     def moment(self, box: RegisteredBox, memory: BoxMemory, ticks: int) -> Found:

@@ -89,9 +89,13 @@ class BoxTurns:
         finally:
             # None hides the keys the engine sets on the shared logger, too.
             logger.thread_safe_append_keys(feed=None, cursor=None)
-        return self._schedule(replace(box, cursor=progress.state), progress, started, began)
+        return self._schedule(box, progress, started, began)
 
-    def _schedule(self, box: RegisteredBox, progress: Progress, started: float, began: float) -> Turn:
+    def _schedule(self, read: RegisteredBox, progress: Progress, started: float, began: float) -> Turn:
+        # The box's memory holds everything it published from its first turn with one on (from the
+        # start, if nothing was published before), once the item says so.
+        since = None if read.reconciled_since is not None else (0.0 if read.cursor.version == 0 else began)
+        box = replace(read, cursor=progress.state)
         if not progress.caught_up:
             # More waits: the box stays due (a crash or the end of the run leaves it first in line
             # next time), and goes back in line behind the boxes already due in this run.
@@ -109,8 +113,11 @@ class BoxTurns:
             had_events=progress.events > 0,
             backlog=progress.backlog,
             backlog_capped=progress.backlog_capped,
+            reconciled_since=since,
         )
         again = replace(box, next_poll_at=next_poll_at, interval=interval)
+        if since is not None:
+            again = replace(again, reconciled_since=since)
         return Turn(
             box.feed,
             progress.events,
