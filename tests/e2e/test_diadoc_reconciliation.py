@@ -333,7 +333,9 @@ def crash_scenario(world: World, steps: Steps) -> tuple[FakePublisher, set[str]]
     world.minutes(2)  # every late one is served now, and the box is due
 
     publisher.before_publish = lambda events: steps("publish")
-    tables = {name: SteppedTable(boto3.resource("dynamodb").Table(name), steps) for name in world.tables()}
+    tables: dict[str, Any] = {
+        name: SteppedTable(boto3.resource("dynamodb").Table(name), steps) for name in world.tables()
+    }
     crashing = box_poller(Env(world.environment), publisher=publisher, clock=world.clock, tables=tables.__getitem__)
     with suppress(Crash):
         world.run(crashing)
