@@ -15,7 +15,11 @@ test or a benchmark meets exactly the same feed again.
 from __future__ import annotations
 
 import random
+from collections.abc import Collection
 from dataclasses import dataclass, field
+
+#: The habits by name, as the local stack's ``--diadoc-habits`` names them.
+NAMES = ("shared_keys", "late_siblings", "reserved", "late")
 
 
 @dataclass
@@ -42,18 +46,30 @@ class Habits:
         self._rng = random.Random(self.seed)
 
     @classmethod
-    def every(cls, *, seed: int = 0, scale: float = 1.0) -> Habits:
-        """Every habit at a share a busy box shows in an hour or two; ``scale`` shortens the delays
-        (the local stack's accelerated clock)."""
+    def every(cls, *, seed: int = 0, scale: float = 1.0, only: Collection[str] = NAMES) -> Habits:
+        """Every habit (or those named in ``only``) at a share a busy box shows in an hour or two;
+        ``scale`` shortens the delays (the local stack's accelerated clock)."""
+        unknown = set(only) - set(NAMES)
+        if unknown:
+            raise ValueError(f"no Diadoc habit {', '.join(sorted(unknown))}; known: {', '.join(NAMES)}")
         return cls(
-            shared_keys=0.05,
-            late_siblings=0.2,
+            shared_keys=0.05 if {"shared_keys", "late_siblings"} & set(only) else 0.0,
+            late_siblings=0.2 if "late_siblings" in only else 0.0,
             sibling_delay=(2.0 * scale, 10.0 * scale),
-            reserved=0.005,
-            late=0.002,
+            reserved=0.005 if "reserved" in only else 0.0,
+            late=0.002 if "late" in only else 0.0,
             late_delay=(60.0 * scale, 600.0 * scale),
             seed=seed,
         )
+
+    def describe(self) -> str:
+        shares = (
+            ("siblings", self.shared_keys),
+            ("of them late", self.late_siblings if self.shared_keys else 0.0),
+            ("served again", self.reserved),
+            ("late", self.late),
+        )
+        return ", ".join(f"{share:.1%} {name}" for name, share in shares if share) or "none"
 
     @property
     def any(self) -> bool:
