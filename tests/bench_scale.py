@@ -64,6 +64,7 @@ from kontur_relay.observability import metrics
 from kontur_relay.settings import Env
 from local_stack.services import aws_environment, dynamodb_local, moto_server
 from local_stack.simulators.diadoc import DiadocSimulator
+from local_stack.simulators.diadoc_habits import Habits
 from local_stack.simulators.identity import IdentitySimulator
 from local_stack.template import Stack, provision_tables
 from tests.bench_scale_report import Figures, report
@@ -103,9 +104,11 @@ class World:
 class PollerDesign:
     def __init__(self, poller: BoxPoller) -> None:
         self.poller = poller
+        #: Each run's report, as its log line has it.
+        self.reports: list[dict[str, object]] = []
 
     def tick(self, time_left: Callable[[], float]) -> None:
-        self.poller.run({}, time_left)
+        self.reports.append(self.poller.run({}, time_left))
         metrics.clear_metrics()  # a handler would flush them; here they would only pile up
 
 
@@ -129,15 +132,18 @@ class ScheduleDesign:
         metrics.clear_metrics()
 
 
-def make_world(identity: IdentitySimulator, mix: Mix, minutes: float, latency: float, seed: int) -> World:
-    sim = DiadocSimulator(identity, seed=seed).start()
+def make_world(
+    identity: IdentitySimulator, mix: Mix, minutes: float, latency: float, seed: int, habits: Habits | None = None
+) -> World:
+    """The simulator (on the benchmark's clock, which dates its events), the tables, the population."""
+    clock = TickClock(START)
+    sim = DiadocSimulator(identity, seed=seed, clock=clock, realtime_dates=True, habits=habits).start()
     credentials = sim.setup(boxes=0, backlog=0)
     secret = f"diadoc-bench-{uuid.uuid4().hex[:8]}"
     boto3.client("secretsmanager").create_secret(Name=secret, SecretString=json.dumps(credentials))
     # The template's tables, as make run and the tests make them: its cursors and the boxes' memories.
     tables = provision_tables(Stack(name=f"bench-{uuid.uuid4().hex[:8]}"), boto3.client("dynamodb"))
     name = tables["CursorsTable"]
-    clock = TickClock(START)
     population = Population.build(sim, mix, START, minutes, seed)
     sim.load.latency = latency
     environment = {

@@ -230,6 +230,12 @@ class DiadocSimulator(DiadocAuthority):
             served = (event.event_id for event in self._feeds[box_id].visible(self.clock()) if matches(event))
             return list(dict.fromkeys(served))
 
+    def served_at(self, box_id: str, event_id: str) -> float:
+        """When (the simulator's clock) the event is first served; 0: from the start."""
+        with self._lock:
+            feed = self._feeds[box_id]
+            return feed.events[feed.by_event_id[event_id]].visible_at
+
     def entries(self, box_id: str) -> list[StoredEvent]:
         """Every entry of the box's feed, in feed order, served yet or not (siblings, entries served again)."""
         with self._lock:

@@ -123,9 +123,9 @@ def test_reconciliation_reaches_the_poller_from_its_parameters_and_reads_the_mem
     for parameter in RECONCILIATION:
         assert variables[_upper_snake(parameter)] == {"Ref": parameter}
     defaults = _evaluated({}).function(FUNCTION).environment
-    assert [defaults[_upper_snake(name)] for name in RECONCILIATION] == ["3600", "900", "21600", "10"]
+    assert [defaults[_upper_snake(name)] for name in RECONCILIATION] == ["3600", "300", "21600", "10"]
     assert defaults["EVENT_MEMORY_TABLE"] == "EventMemoryTable-physical"
-    assert Polling.from_env(Env(defaults)).memory_seconds == 2 * (3600 + 900)
+    assert Polling.from_env(Env(defaults)).memory_seconds == 2 * (3600 + 300)
 
     policies = Stack().doc["Resources"][FUNCTION]["Properties"]["Policies"]
     (memory,) = [

@@ -25,7 +25,7 @@ class Polling:
     #: How far back a box's reconciliation reads by time (DiadocReconcileWindowSeconds).
     window: float = 3600.0
     #: How often a box with events in the window is reconciled (DiadocReconcileEverySeconds).
-    reconcile_every: float = 900.0
+    reconcile_every: float = 300.0
     #: How often each box's newest event is checked (DiadocLastEventCheckSeconds).
     check_every: float = 21600.0
     #: The share of the per-second budget reconciliation may take (DiadocReconcileShare / 100).
@@ -41,7 +41,7 @@ class Polling:
             pages_per_turn=env.whole("DIADOC_PAGES_PER_TURN", 5),
             period=env.number("SCHEDULE_PERIOD_SECONDS", 60),
             window=env.number("DIADOC_RECONCILE_WINDOW_SECONDS", 3600),
-            reconcile_every=env.number("DIADOC_RECONCILE_EVERY_SECONDS", 900),
+            reconcile_every=env.number("DIADOC_RECONCILE_EVERY_SECONDS", 300),
             check_every=env.number("DIADOC_LAST_EVENT_CHECK_SECONDS", 21600),
             share=env.whole("DIADOC_RECONCILE_SHARE", 10, high=100) / 100,
         )
