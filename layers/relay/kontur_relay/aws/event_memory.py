@@ -11,15 +11,27 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from boto3.dynamodb.conditions import Key
-
-from kontur_relay.feeds.diadoc.memory import Chunk, chunk_key
-
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.service_resource import Table
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """What one write added to a box's memory: its records (``feeds.diadoc.memory.RECORD`` each).
+    ``key`` sorts by when it was written."""
+
+    key: str
+    written_at: float
+    records: bytes
+
+
+def chunk_key(moment: float) -> str:
+    """The lowest key of a chunk written at ``moment`` (keys are milliseconds, then a random tail)."""
+    return f"{int(moment * 1000):013d}"
 
 
 class DynamoEventMemory:
@@ -28,7 +40,13 @@ class DynamoEventMemory:
         self.clock = clock
 
     def chunks(self, feed: str, after: str) -> Iterator[Chunk]:
-        query: dict[str, Any] = {"KeyConditionExpression": Key("feed").eq(feed) & Key("chunk").gt(after)}
+        # A string, not boto3's condition objects: their expression builder is shared by the
+        # resource's threads, and two boxes' queries at once would mix their placeholders.
+        query: dict[str, Any] = {
+            "KeyConditionExpression": "#feed = :feed AND #chunk > :after",
+            "ExpressionAttributeNames": {"#feed": "feed", "#chunk": "chunk"},
+            "ExpressionAttributeValues": {":feed": feed, ":after": after},
+        }
         while True:
             response = self.table.query(**query)
             for item in response.get("Items", []):

@@ -25,9 +25,9 @@ import struct
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
+from kontur_relay.aws.event_memory import Chunk, chunk_key
 from kontur_relay.domain.model import Feed, FeedEvent
 from kontur_relay.domain.ports import Publisher
 from kontur_relay.feeds.diadoc.events import ReadEvent
@@ -35,15 +35,6 @@ from kontur_relay.observability import logger
 
 #: One remembered entry: the EventId's digest, the entry's digest, the event's ticks.
 RECORD = struct.Struct("<8s8sq")
-
-
-@dataclass(frozen=True)
-class Chunk:
-    """What one write added to a box's memory. ``key`` sorts by when it was written."""
-
-    key: str
-    written_at: float
-    records: bytes
 
 
 class MemoryStore(Protocol):
@@ -64,11 +55,6 @@ def digest(text: str) -> bytes:
 
 def record(item: ReadEvent) -> bytes:
     return RECORD.pack(digest(item.event.id), digest(f"{item.event.id}\n{item.index_key}"), item.ticks)
-
-
-def chunk_key(moment: float) -> str:
-    """The lowest key of a chunk written at ``moment`` (keys are milliseconds, then a random tail)."""
-    return f"{int(moment * 1000):013d}"
 
 
 class BoxMemory:
