@@ -91,6 +91,10 @@ class Reconciler:
     def check(self, box: RegisteredBox, memory: BoxMemory) -> Found:
         """Whether the box's newest event went out; ``unpublished`` its time if it never did."""
         try:
+            position = Position.parse(box.cursor.position)
+        except ValueError:
+            return Found(box.feed)  # the box's polls fail on its cursor and say so
+        try:
             with self.budget.background(self.polling.share):
                 event = self._source(box, None).last_event()
         except (FeedError, ConfigurationError) as error:
@@ -98,7 +102,6 @@ class Reconciler:
             return Found(box.feed, error=error.kind)
         if event is None:
             return Found(box.feed)
-        position = Position.parse(box.cursor.position)
         floor = position.reconciles_from
         ticks = ticks_of(event)
         if event.EventId in position.seen or (floor is not None and ticks < floor) or memory.knows(event.EventId):
