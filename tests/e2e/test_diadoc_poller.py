@@ -65,8 +65,9 @@ class World:
         return poller, publisher, clock
 
     def box_requests(self) -> list[str]:
-        """The box of each GetNewEvents request, in the order the simulator got them."""
-        return [call.query["boxId"] for call in self.sim.calls(EVENTS)]
+        """The box of each poll (GetNewEvents from a cursor, not reconciliation's reads by time), in
+        the order the simulator got them."""
+        return [call.query["boxId"] for call in self.sim.calls(EVENTS) if "timestampToTicks" not in call.query]
 
 
 @pytest.fixture

@@ -123,7 +123,7 @@ class BoxPoller:
         self.turns.stale()
         report.registered = len(boxes)
         report.stopped = sum(1 for box in boxes if box.cursor.stopped_reason)
-        polled = [box for box in boxes if not box.cursor.stopped_reason]
+        polled = [self._reconciling(box, now) for box in boxes if not box.cursor.stopped_reason]
         report.due = sum(1 for box in polled if box.next_poll_at <= now)
         # A box never polled yet is due from its registration, not from 1970.
         report.oldest_overdue = max(
@@ -140,6 +140,13 @@ class BoxPoller:
         )
         left = schedule.run(polled, self._due_checks(polled, now), time_left, lease)
         self._checks.update((feed, None) for feed in left)
+
+    def _reconciling(self, box: RegisteredBox, now: float) -> RegisteredBox:
+        """A box whose pass is due is polled now, its interval notwithstanding: a pass follows a turn
+        that read the box to its end, so what it finds is late, not merely new."""
+        if box.next_poll_at > now and self.reconciler.due(box, now, had_events=False):
+            return replace(box, next_poll_at=now)
+        return box
 
     def _due_checks(self, boxes: list[RegisteredBox], now: float) -> list[RegisteredBox]:
         """The boxes whose check fell due since the last run's (each at its own moment of the
