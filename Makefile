@@ -14,7 +14,7 @@ DURATION ?=
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: help deps check-java lock run test test-fast lint bench bench-scale openapi build deploy proto clean
+.PHONY: help deps check-java lock run test test-fast lint bench bench-scale bench-diadoc openapi build deploy proto clean
 
 help:
 	@echo "make run [DURATION=30]  the relay on an embedded local stack (no AWS, no Kontur account)"
@@ -23,6 +23,7 @@ help:
 	@echo "make lint               ruff and mypy"
 	@echo "make bench              the relay against reading alone, a naive poller and the targets [BENCH_ARGS=--help]"
 	@echo "make bench-scale [BENCH_ARGS=...]  the Diadoc poller at 10,000 boxes beside the per-box design (~6 min)"
+	@echo "make bench-diadoc [BENCH_ARGS=--full]  the Diadoc poller against every habit of Diadoc's feed (--full: 1,000 boxes, 1,000,000 events)"
 	@echo "make openapi            regenerate openapi.json, the admin API's description, from its handlers"
 	@echo "make build | deploy     sam build | sam deploy (--guided the first time)"
 	@echo "make lock               re-resolve the lock files from requirements*.in (after editing them)"
@@ -81,6 +82,10 @@ bench: deps
 # Shorter: BENCH_ARGS="--boxes 2000 --minutes 5"; every flag: python -m tests.bench_scale --help.
 bench-scale: deps
 	$(BIN)/python -m tests.bench_scale $(BENCH_ARGS)
+
+# Every habit of Diadoc's feed on: 200 boxes and 100,000 events; BENCH_ARGS=--full for the target's size.
+bench-diadoc: deps
+	$(BIN)/python -m tests.bench_diadoc_habits $(BENCH_ARGS)
 
 openapi: deps
 	$(BIN)/python -m local_stack.openapi

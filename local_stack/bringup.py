@@ -38,7 +38,13 @@ MARGIN_PARAMETER = "SafetyMarginSeconds"
 #: ... but never less than this: publishing one page to moto takes a second or two, not SNS's 100 ms.
 MARGIN_FLOOR_SECONDS = 3.0
 #: Durations the template gives in seconds of the deployed clock.
-SCALED_PARAMETERS = ("DiadocMinPollSeconds", "DiadocMaxPollSeconds")
+SCALED_PARAMETERS = (
+    "DiadocMinPollSeconds",
+    "DiadocMaxPollSeconds",
+    "DiadocReconcileWindowSeconds",
+    "DiadocReconcileEverySeconds",
+    "DiadocLastEventCheckSeconds",
+)
 
 log = logging.getLogger(__name__)
 

@@ -100,6 +100,13 @@ def summarise_feed(runtime: Runtime, run: FeedRun, rows: Sequence[FeedRow], line
             + (f", {stats.stopped} ended by the stop" if stats.stopped else "")
             + (f"; last failure {failure.error_type}: {failure.error}" if failure else "")
         )
+    found = [inv.result for inv in runtime.invocations if inv.function == kit.function and isinstance(inv.result, dict)]
+    if any("recovered" in result for result in found):
+        lines.append(
+            f"  {kit.feed} reconciliation: {sum(result.get('recovered', 0) for result in found)} events recovered, "
+            f"{sum(result.get('duplicates', 0) for result in found)} served again and dropped, "
+            f"{sum(result.get('reconciliation_requests', 0) for result in found)} requests"
+        )
     unfiltered = [q for q in runtime.consumer.queues if not q.filter_policy] if runtime.consumer else []
     delivered = True
     for queue in unfiltered:

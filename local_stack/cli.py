@@ -9,6 +9,7 @@ from pathlib import Path
 
 from local_stack import feeds
 from local_stack.scenarios import SimulationOptions
+from local_stack.simulators.diadoc_habits import NAMES
 
 
 @dataclass
@@ -52,6 +53,12 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     parser.add_argument("--traffic-interval", type=float, default=0.25, help="seconds between traffic ticks (sim)")
     parser.add_argument("--faults", type=float, default=0.0, help="share of API requests that fail (sim), e.g. 0.1")
     parser.add_argument("--seed", type=int, default=7, help="seed of the simulated traffic and faults")
+    parser.add_argument(
+        "--diadoc-habits",
+        default="all",
+        metavar="LIST",
+        help=f"Diadoc's habits in the simulated traffic: all (default), none, or some of {','.join(NAMES)}",
+    )
     parser.add_argument("--catch-up", type=float, default=60.0, help="seconds allowed to catch up after --duration")
     queues = parser.add_mutually_exclusive_group()
     queues.add_argument(
@@ -89,6 +96,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
             parser.error(f"--{name.replace('_', '-')} must be positive")
     if not 0 <= args.faults <= 1:
         parser.error("--faults is a share between 0 and 1")
+    habits = {"all": NAMES, "none": ()}.get(args.diadoc_habits) or tuple(args.diadoc_habits.split(","))
+    if set(habits) - set(NAMES):
+        parser.error(f"--diadoc-habits: all, none, or some of {','.join(NAMES)}")
     return Options(
         duration=args.duration,
         speed=args.speed,
@@ -100,7 +110,12 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         feeds=args.feed,
         parameters=parameters,
         simulation=SimulationOptions(
-            seed=args.seed, backlog=args.backlog, traffic_interval=args.traffic_interval, fault_rate=args.faults
+            seed=args.seed,
+            backlog=args.backlog,
+            traffic_interval=args.traffic_interval,
+            fault_rate=args.faults,
+            diadoc_habits=habits,
+            speed=args.speed,
         ),
         catch_up=args.catch_up,
         demo_queues=args.demo_queues,

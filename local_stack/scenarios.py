@@ -11,6 +11,7 @@ from urllib.parse import quote
 
 from local_stack.admin_client import AdminClient
 from local_stack.simulators.diadoc import DiadocSimulator
+from local_stack.simulators.diadoc_habits import NAMES, Habits
 from local_stack.simulators.extern import ExternSimulator
 from local_stack.simulators.faults import TRANSIENT_FAULTS, Fault
 from local_stack.simulators.identity import IdentitySimulator
@@ -27,6 +28,9 @@ class SimulationOptions:
     fault_rate: float = 0.0
     #: Lifetime of the identity simulator's access tokens: short, so that runs renew them.
     token_lifetime: int = 300
+    #: Diadoc's habits the simulator shows (``diadoc_habits.NAMES``), their delays at the clock's pace.
+    diadoc_habits: tuple[str, ...] = NAMES
+    speed: float = 30.0
 
 
 class SimulatedFeed(Protocol):
@@ -188,6 +192,8 @@ class SimulatedDiadoc:
             self.diadoc.add_future_event(box.id)
             self.diadoc.generate(box.id, max(options.backlog - options.backlog // 2 - 1, 0))
         self.diadoc.events.realtime_dates = True  # the trickle happens now; the backlog is history
+        # Diadoc's habits in the trickle only: a late event is late by the accelerated clock.
+        self.diadoc.habits = Habits.every(seed=options.seed, scale=1 / options.speed, only=options.diadoc_habits)
         if options.fault_rate:
             # One of each kind first, so that even a short run meets them all; then at random.
             for fault in (
@@ -258,6 +264,7 @@ class SimulatedDiadoc:
             f"  box {whole} whole, box {filtered} inbound letters only, one more box not relayed; "
             f"backlog {self.options.backlog} each, then traffic every {self.options.traffic_interval}s"
             + (f", faults on {self.options.fault_rate:.0%} of requests" if self.options.fault_rate else ""),
+            f"  Diadoc's habits in the traffic: {self.diadoc.habits.describe()}",
         ]
 
     def close(self) -> None:

@@ -250,20 +250,26 @@ def _target_function(arn: Any) -> str | None:
     return None
 
 
-def provision(stack: Stack, clients: Mapping[str, Any]) -> Stack:
-    """Create the template's tables, topics, queues, buckets and secrets through ``clients`` (by service
-    name: ``dynamodb``, ``sns``, ``sqs``, ``s3``, ``secretsmanager``) and record their names in ``stack``."""
+def provision_tables(stack: Stack, dynamodb: Any) -> dict[str, str]:
+    """Create the template's DynamoDB tables through ``dynamodb`` (a client); their names by logical id."""
     for logical_id, resource in stack.resources("AWS::DynamoDB::Table"):
         props = stack.resolve(resource["Properties"])
         name = props.get("TableName") or f"{stack.name}-{logical_id}"
-        clients["dynamodb"].create_table(
+        dynamodb.create_table(
             TableName=name,
             AttributeDefinitions=props["AttributeDefinitions"],
             KeySchema=props["KeySchema"],
             BillingMode=props.get("BillingMode", "PAY_PER_REQUEST"),
         )
-        clients["dynamodb"].get_waiter("table_exists").wait(TableName=name)
+        dynamodb.get_waiter("table_exists").wait(TableName=name)
         stack.physical[logical_id] = name
+    return {logical_id: stack.physical[logical_id] for logical_id, _ in stack.resources("AWS::DynamoDB::Table")}
+
+
+def provision(stack: Stack, clients: Mapping[str, Any]) -> Stack:
+    """Create the template's tables, topics, queues, buckets and secrets through ``clients`` (by service
+    name: ``dynamodb``, ``sns``, ``sqs``, ``s3``, ``secretsmanager``) and record their names in ``stack``."""
+    provision_tables(stack, clients["dynamodb"])
     for logical_id, resource in stack.resources("AWS::SQS::Queue"):
         props = stack.resolve(resource.get("Properties", {}))
         fifo = bool(props.get("FifoQueue"))

@@ -47,17 +47,16 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import redirect_stdout
 from dataclasses import dataclass
 from functools import partial
-from typing import Protocol
+from typing import Any, Protocol
 
 import boto3
 
-from kontur_relay.aws.boxes import DynamoBoxRegistry
 from kontur_relay.aws.cursors import DynamoCursorStore
 from kontur_relay.domain.engine import Relay
 from kontur_relay.domain.model import Feed
 from kontur_relay.feeds.diadoc.boxes import feed_id
 from kontur_relay.feeds.diadoc.config import box_feed
-from kontur_relay.feeds.diadoc.kind import KIND, DiadocSettings, source_uri
+from kontur_relay.feeds.diadoc.kind import DiadocSettings, box_poller, source_uri
 from kontur_relay.feeds.diadoc.poller import BoxPoller
 from kontur_relay.feeds.diadoc.source import DiadocSource
 from kontur_relay.kontur.budget import Budget
@@ -65,7 +64,9 @@ from kontur_relay.observability import metrics
 from kontur_relay.settings import Env
 from local_stack.services import aws_environment, dynamodb_local, moto_server
 from local_stack.simulators.diadoc import DiadocSimulator
+from local_stack.simulators.diadoc_habits import Habits
 from local_stack.simulators.identity import IdentitySimulator
+from local_stack.template import Stack, provision_tables
 from tests.bench_scale_report import Figures, report
 from tests.bench_scale_world import (
     ACTIVE,
@@ -103,9 +104,11 @@ class World:
 class PollerDesign:
     def __init__(self, poller: BoxPoller) -> None:
         self.poller = poller
+        #: Each run's report, as its log line has it.
+        self.reports: list[dict[str, object]] = []
 
     def tick(self, time_left: Callable[[], float]) -> None:
-        self.poller.run({}, time_left)
+        self.reports.append(self.poller.run({}, time_left))
         metrics.clear_metrics()  # a handler would flush them; here they would only pile up
 
 
@@ -129,26 +132,23 @@ class ScheduleDesign:
         metrics.clear_metrics()
 
 
-def make_world(identity: IdentitySimulator, mix: Mix, minutes: float, latency: float, seed: int) -> World:
-    sim = DiadocSimulator(identity, seed=seed).start()
+def make_world(
+    identity: IdentitySimulator, mix: Mix, minutes: float, latency: float, seed: int, habits: Habits | None = None
+) -> World:
+    """The simulator (on the benchmark's clock, which dates its events), the tables, the population."""
+    clock = TickClock(START)
+    sim = DiadocSimulator(identity, seed=seed, clock=clock, realtime_dates=True, habits=habits).start()
     credentials = sim.setup(boxes=0, backlog=0)
     secret = f"diadoc-bench-{uuid.uuid4().hex[:8]}"
     boto3.client("secretsmanager").create_secret(Name=secret, SecretString=json.dumps(credentials))
-    name = f"bench-cursors-{uuid.uuid4().hex[:8]}"
-    client = boto3.client("dynamodb")
-    # The template's CursorsTable: one string key, on demand.
-    client.create_table(
-        TableName=name,
-        AttributeDefinitions=[{"AttributeName": "feed", "AttributeType": "S"}],
-        KeySchema=[{"AttributeName": "feed", "KeyType": "HASH"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    client.get_waiter("table_exists").wait(TableName=name)
-    clock = TickClock(START)
+    # The template's tables, as make run and the tests make them: its cursors and the boxes' memories.
+    tables = provision_tables(Stack(name=f"bench-{uuid.uuid4().hex[:8]}"), boto3.client("dynamodb"))
+    name = tables["CursorsTable"]
     population = Population.build(sim, mix, START, minutes, seed)
     sim.load.latency = latency
     environment = {
         "CURSORS_TABLE": name,
+        "EVENT_MEMORY_TABLE": tables["EventMemoryTable"],
         "EVENTS_TOPIC_ARN": "arn:aws:sns:eu-central-1:000000000000:bench",  # the publisher is in memory
         "DIADOC_API_URL": sim.url,
         "DIADOC_CREDENTIALS_SECRET": secret,
@@ -158,13 +158,15 @@ def make_world(identity: IdentitySimulator, mix: Mix, minutes: float, latency: f
 
 
 def build_poller(world: World, settings: dict[str, str]) -> tuple[PollerDesign, BoxPoller]:
-    poller = KIND.poller(Env({**world.environment, **settings}))
-    registry = DynamoBoxRegistry(world.table, clock=world.clock)  # type: ignore[arg-type]
+    environment = Env({**world.environment, **settings})
+
+    def tables(name: str) -> Any:
+        return world.table if name == world.environment["CURSORS_TABLE"] else boto3.resource("dynamodb").Table(name)
+
+    poller = box_poller(environment, publisher=world.publisher, clock=world.clock, tables=tables)
     started = time.monotonic()
-    world.population.register(registry, poller.polling.min_interval, poller.polling.max_interval)
+    world.population.register(poller.registry, poller.polling.min_interval, poller.polling.max_interval)
     print(f"  registered {world.population.mix.boxes:,} boxes in {time.monotonic() - started:.0f} s", flush=True)
-    poller.publisher, poller.clock, poller.registry = world.publisher, world.clock, registry
-    poller.cursors = DynamoCursorStore(world.table, clock=world.clock)  # type: ignore[arg-type]
     world.table.take_writes()  # registration is not polling
     return PollerDesign(poller), poller
 

@@ -169,7 +169,7 @@ class Population:
     mix: Mix
     start: float
     classes: dict[str, str] = field(default_factory=dict)
-    #: EventId → (when it appeared in the simulator, its box's class).
+    #: EventId → (when the simulator began serving it, its box's class).
     appeared: dict[str, tuple[float, str]] = field(default_factory=dict)
     #: Events still to appear: (when, box), soonest first.
     _due: list[tuple[float, str]] = field(default_factory=list)
@@ -208,9 +208,11 @@ class Population:
         with self._lock:
             while self._due and self._due[0][0] <= now:
                 moment, box = heapq.heappop(self._due)
-                (event,) = self.sim.generate(box, 1)
-                self.appeared[event] = (moment, self.classes[box])
-                added += 1
+                # With Diadoc's habits an event may come with a sibling, or be served late: it is
+                # there for the relay from when it is served.
+                for event in self.sim.generate(box, 1):
+                    self.appeared[event] = (max(moment, self.sim.served_at(box, event)), self.classes[box])
+                    added += 1
         return added
 
     @contextmanager

@@ -34,6 +34,13 @@ DIADOC_METRICS = {
     "BoxesWithEvents": "Count",
     "BudgetUsed": "Percent",
     "OldestOverdueSeconds": "Seconds",
+    # Reconciliation: events it published that the box's feed had not served in order, events
+    # dropped because the box had published them (served again), passes, and its requests.
+    "EventsRecovered": "Count",
+    "DuplicatesSuppressed": "Count",
+    "BoxesReconciled": "Count",
+    "ReconciliationRequests": "Count",
+    "ReconciliationShare": "Percent",
 }
 #: Dimensions some metrics carry beside DIMENSIONS.
 EXTRA_DIMENSIONS = {"Errors": ("error",)}

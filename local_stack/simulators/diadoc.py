@@ -23,6 +23,9 @@ cannot see; a box whose service is not paid answers 402. Errors are plain text w
 The events come from ``diadoc_events``; each box also gets events from a newer schema than the
 relay's, by :meth:`DiadocSimulator.add_future_event`. Traffic is a backlog (from before 2017-03-15,
 when events had no department, onwards), then ``advance()`` ticks, by hand or from a background thread.
+``habits`` (``diadoc_habits``) turn on what Diadoc does beyond its documentation: siblings sharing an
+IndexKey, re-served EventIds, events served late; an entry is served from its ``visible_at`` on,
+by ``clock``.
 """
 
 from __future__ import annotations
@@ -38,7 +41,8 @@ from kontur_relay.feeds.diadoc import diadoc_events_pb2 as pb
 from local_stack.simulators.base import Request, Response
 from local_stack.simulators.diadoc_auth import DiadocAuthority, User
 from local_stack.simulators.diadoc_events import Box, DiadocEventGenerator
-from local_stack.simulators.diadoc_feed import BoxFeed, matcher
+from local_stack.simulators.diadoc_feed import BoxFeed, StoredEvent, matcher
+from local_stack.simulators.diadoc_habits import Habits
 from local_stack.simulators.diadoc_orgs import Organization, new_organization, organization_list
 from local_stack.simulators.identity import IdentitySimulator
 
@@ -64,6 +68,7 @@ class DiadocSimulator(DiadocAuthority):
         token_lifetime: int = TOKEN_LIFETIME,
         realtime_dates: bool = False,
         clock: Callable[[], float] = time.time,
+        habits: Habits | None = None,
     ) -> None:
         super().__init__()
         self.identity = identity
@@ -79,7 +84,8 @@ class DiadocSimulator(DiadocAuthority):
         #: The ``autoRegister`` each GetMyOrganizations call sent (None: not sent).
         self.organization_requests: list[str | None] = []
         self.organizations: dict[str, Organization] = {}
-        self.events = DiadocEventGenerator(self.rng, realtime_dates=realtime_dates)
+        self.habits = habits or Habits()
+        self.events = DiadocEventGenerator(self.rng, realtime_dates=realtime_dates, clock=clock)
         self._feeds: dict[str, BoxFeed] = {}
         self._tokens: dict[str, tuple[str, float]] = {}
         self._lock = threading.RLock()
@@ -159,9 +165,45 @@ class DiadocSimulator(DiadocAuthority):
     # -- traffic ----------------------------------------------------------------------------------
 
     def generate(self, box_id: str, count: int) -> list[str]:
-        """Append ``count`` events to the box's feed; their EventIds, in feed order."""
+        """Append ``count`` events to the box's feed, and the siblings ``habits`` give some of them;
+        the new EventIds, in feed order (an event served again is not new)."""
         with self._lock:
-            return [self._append(box_id, self.events.next_event(self.boxes[box_id])) for _ in range(count)]
+            return [event for _ in range(count) for event in self._next(box_id)]
+
+    def _next(self, box_id: str) -> list[str]:
+        """One new event with what the habits add to it: a sibling under its key, an earlier entry again."""
+        feed, now = self._feeds[box_id], self.clock()
+        lateness = self.habits.lateness()
+        visible_at = now + lateness if lateness else 0.0
+        added = [self._append(box_id, self.events.next_event(self.boxes[box_id]), visible_at=visible_at)]
+        delay = self.habits.sibling()
+        if delay is not None:
+            added.append(self._add_sibling(box_id, delay))
+        back = self.habits.serve_again(len(feed.events) - len(added))
+        if back is not None:
+            position = len(feed.events) - len(added) - back
+            if feed.events[position].visible_at <= now:
+                feed.serve_again(position, self.events.index_key())
+        return added
+
+    def add_sibling(self, box_id: str, *, delay: float = 0.0) -> str:
+        """A new event under the IndexKey and timestamp of the box's newest entry (a signed draft's
+        Patch and Message), served ``delay`` seconds after it; its EventId."""
+        with self._lock:
+            return self._add_sibling(box_id, delay)
+
+    def serve_again(self, box_id: str, event_id: str) -> None:
+        """The event's entry served once more, at the end of the feed under a new IndexKey."""
+        with self._lock:
+            feed = self._feeds[box_id]
+            feed.serve_again(feed.by_event_id[event_id], self.events.index_key())
+
+    def _add_sibling(self, box_id: str, delay: float) -> str:
+        twin = self._feeds[box_id].events[-1]
+        sibling = self.events.next_event(self.boxes[box_id])
+        (sibling.Message if sibling.HasField("Message") else sibling.Patch).TimestampTicks = twin.ticks
+        served = max(twin.visible_at, self.clock() + delay) if delay else twin.visible_at
+        return self._append(box_id, sibling, key=twin.index_key, visible_at=served)
 
     def advance(self) -> int:
         """One tick of steady traffic over every box: mostly nothing or a few events, now and then a burst."""
@@ -181,11 +223,23 @@ class DiadocSimulator(DiadocAuthority):
     # -- inspection -------------------------------------------------------------------------------
 
     def event_ids(self, box_id: str, **filters: str) -> list[str]:
-        """The EventIds of the box's feed, in feed order; with GetNewEvents' filters (as query
-        parameters), the ones a feed with those filters must publish."""
+        """The EventIds the box's feed serves now, each once, in feed order; with GetNewEvents' filters
+        (as query parameters), the ones a feed with those filters must publish."""
         with self._lock:
             matches = matcher(filters)
-            return [event.event_id for event in self._feeds[box_id].events if matches(event)]
+            served = (event.event_id for event in self._feeds[box_id].visible(self.clock()) if matches(event))
+            return list(dict.fromkeys(served))
+
+    def served_at(self, box_id: str, event_id: str) -> float:
+        """When (the simulator's clock) the event is first served; 0: from the start."""
+        with self._lock:
+            feed = self._feeds[box_id]
+            return feed.events[feed.by_event_id[event_id]].visible_at
+
+    def entries(self, box_id: str) -> list[StoredEvent]:
+        """Every entry of the box's feed, in feed order, served yet or not (siblings, entries served again)."""
+        with self._lock:
+            return list(self._feeds[box_id].events)
 
     def raw_event(self, box_id: str, event_id: str) -> bytes:
         """The exact bytes of a BoxEvent, as every page carries it."""
@@ -229,21 +283,19 @@ class DiadocSimulator(DiadocAuthority):
         descending = query.get("orderBy") == "Descending"
 
         with self._lock:
-            events = self._feeds[box.id].events
-            order = range(len(events) - 1, -1, -1) if descending else range(len(events))
-            after = query.get("afterIndexKey")
+            feed, now = self._feeds[box.id], self.clock()
+            events = feed.events
+            after, after_event = query.get("afterIndexKey"), query.get("afterEventId")
             start = 0
-            if after:
-                position = self._feeds[box.id].by_index_key.get(after)
-                if position is None:
-                    return self.error_body(request, 400, "cursor must have valid value")
-                start = order.index(position) + 1
-            elif query.get("afterEventId"):
-                position = self._feeds[box.id].by_event_id.get(query["afterEventId"])
-                if position is None:
-                    return self.error_body(request, 400, "afterEventId is not an event of this box")
-                start = order.index(position) + 1
-            matching = [events[i] for i in order[start:] if matches(events[i])]
+            if after or after_event:
+                # Both read strictly after the key: entries sharing it with the one named are skipped.
+                found = feed.start_after(index_key=after) if after else feed.start_after(event_id=after_event)
+                if found is None:
+                    refusal = "cursor must have valid value" if after else "afterEventId is not an event of this box"
+                    return self.error_body(request, 400, refusal)
+                start = found
+            order = _descending(events, start) if descending else range(start, len(events))
+            matching = [events[i] for i in order if events[i].visible_at <= now and matches(events[i])]
 
         page = pb.BoxEventListFrame(
             Events=[event.raw for event in matching[:limit]],
@@ -268,10 +320,10 @@ class DiadocSimulator(DiadocAuthority):
         if denied is not None:
             return denied
         with self._lock:
-            events = self._feeds[box.id].events
-            if not events:
+            served = self._feeds[box.id].visible(self.clock())
+            if not served:
                 return Response(204)
-            return Response(200, events[-1].raw, {"Content-Type": "application/x-protobuf"})
+            return Response(200, served[-1].raw, {"Content-Type": "application/x-protobuf"})
 
     def _get_my_organizations(self, request: Request) -> Response:
         caller = self._caller(request)
@@ -289,13 +341,30 @@ class DiadocSimulator(DiadocAuthority):
             body = organization_list(self.organizations.values(), caller.access, titles)
         return Response(200, body, {"Content-Type": "application/x-protobuf"})
 
-    def _append(self, box_id: str, draft: tuple[bytes, str] | pb.BoxEvent) -> str:
+    def _append(
+        self, box_id: str, draft: tuple[bytes, str] | pb.BoxEvent, *, key: str | None = None, visible_at: float = 0.0
+    ) -> str:
         if isinstance(draft, pb.BoxEvent):
             raw, message_id = draft.SerializeToString(), (draft.Message.MessageId or draft.Patch.MessageId)
         else:
             raw, message_id = draft
-        key = self.events.index_key()
-        return self._feeds[box_id].append(raw, key, message_id, self.events.message(box_id, message_id))
+        key = key or self.events.index_key()
+        message = self.events.message(box_id, message_id)
+        return self._feeds[box_id].append(raw, key, message_id, message, visible_at=visible_at)
+
+
+def _descending(events: list[StoredEvent], start: int) -> range:
+    """Newest first: every entry, or (after a key) the entries before the first that shares it."""
+    if not start:
+        return range(len(events) - 1, -1, -1)
+    first = start - 1
+    while first > 0 and events[first - 1].index_key == events[start - 1].index_key:
+        first -= 1
+    return range(first - 1, -1, -1)
+
+
+def _ticks_of(event: pb.BoxEvent) -> int:
+    return event.Message.TimestampTicks if event.HasField("Message") else event.Patch.TimestampTicks
 
 
 __all__ = ["DiadocSimulator"]

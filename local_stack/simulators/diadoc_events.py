@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import base64
 import random
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -82,10 +84,13 @@ class DiadocEventGenerator:
     """The next events of each box. It shares the simulator's RNG, so that one seed fixes both the
     boxes and their traffic; the simulator calls it under its lock."""
 
-    def __init__(self, rng: random.Random, *, realtime_dates: bool = False) -> None:
+    def __init__(
+        self, rng: random.Random, *, realtime_dates: bool = False, clock: Callable[[], float] = time.time
+    ) -> None:
         self.rng = rng
-        #: The trickle happens now; without this, events are dated from a moment that moves on.
+        #: The trickle happens now (by ``clock``); without this, events are dated from a moment that moves on.
         self.realtime_dates = realtime_dates
+        self.clock = clock
         self._messages: dict[str, dict[str, Message]] = {}
         #: Messages of each box that may still get patches.
         self._open: dict[str, list[Message]] = {}
@@ -140,9 +145,9 @@ class DiadocEventGenerator:
         return self._next_message_event(box, kind=kind)
 
     def _tick(self) -> datetime:
-        self._moment += timedelta(minutes=self.rng.uniform(20, 180))
-        if self.realtime_dates:
-            self._moment = max(self._moment, datetime.now(UTC))
+        step = timedelta(minutes=self.rng.uniform(20, 180))
+        # Dated by the clock, an event's time is when it happened: what Diadoc's timestampFromTicks reads.
+        self._moment = datetime.fromtimestamp(self.clock(), UTC) if self.realtime_dates else self._moment + step
         return self._moment
 
     def _next_message_event(self, box: Box, *, kind: pb.MessageType.ValueType) -> pb.BoxEvent:

@@ -1,11 +1,16 @@
-"""A Diadoc box's feed as the simulator stores it: its events in order, found by IndexKey or
-EventId, each with what GetNewEvents' filters look at; and those filters.
+"""A Diadoc box's feed as the simulator stores it: its entries in order, found by IndexKey or
+EventId, each with what GetNewEvents' filters look at and when it becomes visible; and those filters.
+
+An entry is one BoxEvent at one place in the feed. Diadoc's habits (``diadoc_habits``) make the
+feed less tidy than its documentation: two entries may share an IndexKey (a read after the key
+skips both), an EventId may come back as a later entry, and an entry may stay invisible for a while
+after newer ones are served.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from kontur_relay.feeds.diadoc import diadoc_events_pb2 as pb
 from local_stack.simulators.diadoc_events import Message
@@ -29,21 +34,31 @@ class StoredEvent:
     counteragents: frozenset[str]
     #: Empty for drafts and events from before 2017-03-15.
     departments: frozenset[str]
+    #: When (the simulator's clock) the entry starts being served; 0: at once.
+    visible_at: float = 0.0
+
+    @property
+    def body(self) -> bytes:
+        """The BoxEvent without its IndexKey, as it was built (to serve it again under another key)."""
+        return self.raw[: len(self.raw) - len(_key_field(self.index_key))]
 
 
 class BoxFeed:
-    """One box's events, append-only, as GetNewEvents pages through them."""
+    """One box's entries, append-only, as GetNewEvents pages through them."""
 
     def __init__(self) -> None:
         self.events: list[StoredEvent] = []
-        #: Positions in ``events``, by IndexKey and by EventId.
+        #: Positions in ``events``: by IndexKey the last entry with that key (a read after a key starts
+        #: after every entry that shares it), by EventId its latest entry.
         self.by_index_key: dict[str, int] = {}
         self.by_event_id: dict[str, int] = {}
 
-    def append(self, raw: bytes, index_key: str, message_id: str, message: Message | None) -> str:
+    def append(
+        self, raw: bytes, index_key: str, message_id: str, message: Message | None, *, visible_at: float = 0.0
+    ) -> str:
         """Store a BoxEvent's bytes under its IndexKey; its EventId."""
         event = pb.BoxEvent.FromString(raw)
-        raw = raw + pb.BoxEvent(IndexKey=index_key).SerializeToString()  # field 4 appended: the bytes stay as built
+        raw = raw + _key_field(index_key)  # field 4 appended: the bytes stay as built
         stored = StoredEvent(
             event_id=event.EventId,
             index_key=index_key,
@@ -55,11 +70,38 @@ class BoxFeed:
             directions=frozenset({pb.DocumentDirection.Name(message.direction)}) if message else frozenset(),
             counteragents=frozenset({message.counteragent}) if message else frozenset(),
             departments=frozenset({message.department}) if message and message.department else frozenset(),
+            visible_at=visible_at,
         )
         self.by_index_key[index_key] = len(self.events)
         self.by_event_id[stored.event_id] = len(self.events)
         self.events.append(stored)
         return stored.event_id
+
+    def serve_again(self, position: int, index_key: str) -> str:
+        """The entry at ``position`` served once more, later in the feed under a new IndexKey."""
+        earlier = self.events[position]
+        self.by_index_key[index_key] = self.by_event_id[earlier.event_id] = len(self.events)
+        again = replace(earlier, index_key=index_key, raw=earlier.body + _key_field(index_key), visible_at=0.0)
+        self.events.append(again)
+        return earlier.event_id
+
+    def start_after(self, index_key: str | None = None, event_id: str | None = None) -> int | None:
+        """Where a read after a key (or after an event, which Diadoc reads as after its key) starts;
+        None when the feed has no such key or event."""
+        if event_id is not None:
+            position = self.by_event_id.get(event_id)
+            if position is None:
+                return None
+            index_key = self.events[position].index_key
+        position = self.by_index_key.get(index_key or "")
+        return None if position is None else position + 1
+
+    def visible(self, now: float) -> list[StoredEvent]:
+        return [event for event in self.events if event.visible_at <= now]
+
+
+def _key_field(index_key: str) -> bytes:
+    return pb.BoxEvent(IndexKey=index_key).SerializeToString()
 
 
 def matcher(query: Mapping[str, str]) -> Callable[[StoredEvent], bool]:

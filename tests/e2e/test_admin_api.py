@@ -30,6 +30,8 @@ from kontur_relay.aws.cursors import DynamoCursorStore
 from kontur_relay.aws.secrets import CredentialsSecret
 from kontur_relay.domain.errors import CursorConflict
 from kontur_relay.feeds.diadoc import source as diadoc_source
+from kontur_relay.feeds.diadoc.cursor import Position
+from kontur_relay.feeds.diadoc.ticks import TICKS_PER_SECOND, to_ticks
 from kontur_relay.feeds.extern.auth import extern_authenticator
 from kontur_relay.feeds.extern.source import ExternSource, read_extern_error
 from kontur_relay.kontur import session as http
@@ -668,3 +670,30 @@ def test_a_diadoc_feed_moves_to_a_point_in_time_as_the_diadoc_source_keeps_it(wo
     # What the Diadoc source reads as "from this moment on": the UTC moment in .NET ticks.
     assert cursors.load(BOX).position == diadoc_source.cursor_at(datetime(2024, 5, 1, tzinfo=UTC))
     assert cursors.load(BOX).position == "~since:638501184000000000"
+
+
+def test_a_diadoc_cursor_the_box_could_not_read_is_refused_and_says_what_a_cursor_is(world):
+    cursors = seed(world)
+    for cursor in ("~since:abc", "~since:0", "~yesterday", "~seen:5944aa2f", "XKL/+Dd=~floor:soon", "a~seen:b~seen:c"):
+        answer = world.api.request("PUT", f"{BOX_PATH}/cursor", json_body={"cursor": cursor, "expectedVersion": 1})
+        found = problem(answer, 422)
+        assert found["detail"][0]["loc"] == ["body", "cursor"], cursor
+        assert "an IndexKey Diadoc gave" in found["message"]
+        assert "~since:<.NET ticks>" in found["message"]
+    assert cursors.load(BOX).version == 1, "nothing was written"
+
+
+def test_a_diadoc_cursor_as_get_feeds_shows_it_resumes_where_it_is_and_a_key_alone_skips(world):
+    cursors = seed(world)
+    shown = "XKL/+DdR9NPixD1Bxue2t44=~seen:5944aa2f-a029-4065-8c2b-30235e791c0a~floor:638324326627158244"
+    resumed = world.api.request("PUT", f"{BOX_PATH}/cursor", json_body={"cursor": shown, "expectedVersion": 1})
+    assert resumed.status_code == 200, resumed.text
+    assert cursors.load(BOX).position == shown
+
+    skipped = world.api.request("PUT", f"{BOX_PATH}/cursor", json_body={"cursor": "CNvIl9RK0Ik=", "expectedVersion": 2})
+    assert skipped.status_code == 200, skipped.text
+    # A key alone: read after it, and reconciliation never reaches back before this change.
+    position = Position.parse(cursors.load(BOX).position)
+    assert (position.after, position.seen) == ("CNvIl9RK0Ik=", ())
+    assert position.floor is not None
+    assert abs(position.floor - to_ticks(datetime.now(UTC))) < 60 * TICKS_PER_SECOND

@@ -298,3 +298,23 @@ def test_a_poll_between_reading_and_writing_a_registration_makes_it_decide_again
     # The write at the version first read failed, and the box was read again before deciding.
     assert racing.reads >= 2
     assert world.cursors().load(f"diadoc:{BOX}").position == "AAEC+/idx=="
+
+
+def test_a_box_shows_its_last_reconciliation_and_what_it_found(world):
+    assert put(world, BOX).status_code == 201
+    assert world.api.request("GET", path(BOX)).json()["reconciliation"] is None
+    boxes = registry(world)
+    box = boxes.get(f"diadoc:{BOX}")
+    assert box is not None
+
+    boxes.reconciled(box, since=1_800_000_000, until=1_800_003_600, recovered=2, duplicates=1, window=True)
+    boxes.reconciled(box, since=1_800_000_600, until=1_800_004_200, recovered=1, duplicates=0, window=True)
+
+    shown = world.api.request("GET", path(BOX)).json()["reconciliation"]
+    assert shown["since"] == "2027-01-15T08:10:00Z"
+    assert shown["until"] == "2027-01-15T09:10:00Z"
+    assert (shown["recovered"], shown["duplicatesSuppressed"], shown["recoveredTotal"]) == (1, 0, 3)
+    assert shown["at"].endswith("Z")
+    assert registry(world).get(f"diadoc:{BOX}").reconciled_to == 1_800_004_200  # type: ignore[union-attr]
+    listed = world.api.request("GET", "/diadoc/boxes").json()["boxes"]
+    assert [item["reconciliation"] for item in listed] == [shown]

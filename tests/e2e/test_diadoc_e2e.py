@@ -32,8 +32,8 @@ from kontur_relay.feeds.diadoc import diadoc_events_pb2 as pb
 from kontur_relay.feeds.diadoc.boxes import box_id as canonical_box_id
 from kontur_relay.feeds.diadoc.boxes import feed_id, filters_key
 from kontur_relay.feeds.diadoc.config import box_feed
+from kontur_relay.feeds.diadoc.cursor import FROM_OLDEST, Position
 from kontur_relay.feeds.diadoc.events import MESSAGE_EVENT_TYPE, PATCH_EVENT_TYPE
-from kontur_relay.feeds.diadoc.source import FROM_OLDEST
 from kontur_relay.feeds.diadoc.ticks import to_rfc3339
 from local_stack.context import LocalContext
 from local_stack.scenarios import SimulatedDiadoc, SimulationOptions
@@ -263,14 +263,15 @@ def test_every_event_of_the_box_reaches_the_queue_as_diadoc_sent_it(stack, diado
     assert [f.field_number for f in _unknown(unknown.Message)] == [FUTURE_MESSAGE_FIELD]
     assert [(f.field_number, f.data) for f in _unknown(unknown.Message.Entities[-1])] == [(5, FUTURE_ATTACHMENT_TYPE)]
 
-    # Pages of 100 (the default limit) after the last IndexKey of the page before, which holds
-    # + / = and arrived intact, so requests percent-encoded it.
-    keys = sim.index_keys(box)
-    assert queried(diadoc, "limit") == ["100", "100", "100"]
-    assert queried(diadoc, "afterIndexKey") == [None, keys[99], keys[199]]
-    assert all(c in keys[99] + keys[199] for c in "+/=")
+    # Pages of 100 (the default limit), each after the IndexKey before the last page's final event,
+    # which holds + / = and arrived intact, so requests percent-encoded it. That event comes again
+    # first, and is dropped: a page is one larger for it.
+    keys, events = sim.index_keys(box), sim.event_ids(box)
+    assert queried(diadoc, "limit") == ["100", "101", "101"]
+    assert queried(diadoc, "afterIndexKey") == [None, keys[98], keys[198]]
+    assert all(c in keys[98] + keys[198] for c in "+/=")
     state = cursors(stack).load(f"diadoc:{box}")
-    assert state.position == keys[-1]
+    assert state.position == f"{keys[-2]}~seen:{events[-1]}"
     status = cursors(stack).status(f"diadoc:{box}")
     assert status is not None
     assert (status.events_relayed, status.backlog, status.backlog_capped, status.last_error) == (250, 0, False, None)
@@ -290,7 +291,7 @@ def test_every_event_of_the_box_reaches_the_queue_as_diadoc_sent_it(stack, diado
     again = tick(handler)
     assert (again["outcome"], again["events"], again["polled"]) == ("caught_up", 7, 1)
     assert ids(receive(aws, queue)) == new
-    assert queried(diadoc, "afterIndexKey")[-1] == keys[-1]
+    assert queried(diadoc, "afterIndexKey")[-1] == keys[-2]
 
 
 def test_a_message_carries_its_documents_as_filterable_attributes(stack, diadoc, aws, monkeypatch):
@@ -355,11 +356,14 @@ def test_each_box_is_a_feed_of_its_own_with_its_registered_settings(stack, diado
     first_calls = [c for c in sim.calls(EVENTS) if c.query["boxId"] == first]
     assert {(c.query.get("messageType"), c.query["limit"]) for c in first_calls} == {(None, "500")}
     second_calls = [c for c in sim.calls(EVENTS) if c.query["boxId"] == second]
+    # Pages after the first are one larger: they start with the event the page before ended on.
     assert {(c.query["messageType"], c.query["documentDirection"], c.query["limit"]) for c in second_calls} == {
-        ("Letter", "Inbound,Outbound", "7")
+        ("Letter", "Inbound,Outbound", "7"),
+        ("Letter", "Inbound,Outbound", "8"),
     }
     assert len(second_calls) == len(wanted) // 7 + 1, "pages until one is shorter than the limit"
-    assert cursors(stack).load(f"diadoc:{first}").position == sim.index_keys(first)[-1]
+    last = sim.event_ids(first)[-1]
+    assert cursors(stack).load(f"diadoc:{first}").position == f"{sim.index_keys(first)[-2]}~seen:{last}"
     assert cursors(stack).load(f"diadoc:{second}").position is not None
     # The container keeps its relays and its token: a later tick of both boxes signs in no more.
     later(stack)
@@ -469,7 +473,9 @@ def test_now_starts_after_the_newest_event_and_the_cursor_then_stays_an_index_ke
     first = tick(handler)
 
     assert (first["outcome"], first["events"], first["polled"]) == ("caught_up", 0, 1)
-    assert cursors(stack).load(f"diadoc:{box}").position == sim.index_keys(box)[-1]
+    # After the newest event; reconciliation never reads back before it.
+    start = Position.parse(cursors(stack).load(f"diadoc:{box}").position)
+    assert (start.after, start.seen, start.floor) == (sim.index_keys(box)[-1], (), sim.entries(box)[-1].ticks + 1)
     new = sim.generate(box, 5)
     later(stack)
     assert tick(handler)["events"] == 5
@@ -493,7 +499,7 @@ def test_now_on_an_empty_box_settles_on_its_first_event(stack, diadoc, aws, monk
     assert tick(handler)["events"] == 9
     assert ids(receive(aws, queue)) == arrived
     assert len(sim.calls("/V2/GetLastEvent")) == 1
-    assert cursors(stack).load(f"diadoc:{box}").position == sim.index_keys(box)[-1]
+    assert cursors(stack).load(f"diadoc:{box}").position == f"{sim.index_keys(box)[-2]}~seen:{arrived[-1]}"
 
 
 def test_a_point_in_time_starts_at_the_first_event_from_then(stack, diadoc, aws, monkeypatch):
@@ -574,7 +580,8 @@ def test_a_run_out_of_time_keeps_what_it_relayed_and_the_next_run_goes_on(stack,
 
     assert (result["outcome"], result["events"], result["failed"]) == ("out_of_time", 60, 0)
     assert len(receive(aws, queue)) == 60
-    assert cursors(stack).load(feed_id(diadoc.box)).position == diadoc.sim.index_keys(diadoc.box)[59]
+    event = diadoc.sim.event_ids(diadoc.box)[59]
+    assert cursors(stack).load(feed_id(diadoc.box)).position == f"{diadoc.sim.index_keys(diadoc.box)[58]}~seen:{event}"
     rest = tick(handler)
     assert (rest["outcome"], rest["events"]) == ("caught_up", 60)
     assert sorted(ids(receive(aws, queue))) == sorted(diadoc.sim.event_ids(diadoc.box)[60:])
@@ -589,10 +596,11 @@ def test_a_capped_total_count_is_kept_as_a_lower_bound(stack, aws, monkeypatch, 
     result = tick(handler, seconds_left=OUT_OF_TIME_AFTER_THREE_PAGES)
 
     assert (result["outcome"], result["events"]) == ("out_of_time", 60)
-    assert any(metric(m, "Backlog") == 30 for m in metrics_printed(capsys.readouterr().out))
+    assert any(metric(m, "Backlog") == 29 for m in metrics_printed(capsys.readouterr().out))
     status = cursors(stack).status(f"diadoc:{diadoc.box}")
     assert status is not None
-    assert (status.backlog, status.backlog_capped) == (30, True)  # "at least 50" minus the page of 20
+    # "At least 50" minus the page of 21 (20 new, and the event the page before ended on, read again).
+    assert (status.backlog, status.backlog_capped) == (29, True)
 
 
 def test_a_box_polled_again_waits_longer_while_idle_and_comes_back_with_events(stack, aws, monkeypatch, diadoc):

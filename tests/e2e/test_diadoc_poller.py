@@ -20,15 +20,19 @@ import boto3
 import pytest
 
 from kontur_relay.aws.boxes import DynamoBoxRegistry
+from kontur_relay.aws.cursors import DynamoCursorStore
+from kontur_relay.domain.errors import PublishError
 from kontur_relay.feeds.diadoc.boxes import feed_id, filters_key
 from kontur_relay.feeds.diadoc.config import box_feed
-from kontur_relay.feeds.diadoc.kind import KIND
+from kontur_relay.feeds.diadoc.cursor import Position
+from kontur_relay.feeds.diadoc.kind import box_poller
 from kontur_relay.feeds.diadoc.poller import BoxPoller
 from kontur_relay.settings import Env
 from local_stack.simulators.diadoc import DiadocSimulator
 from local_stack.simulators.faults import Fault
 from local_stack.simulators.identity import IdentitySimulator
 from local_stack.template import Stack
+from tests.e2e.test_admin_api import captured_logs
 from tests.fakes import Crash, FakeClock, FakePublisher
 
 EVENTS = "/V8/GetNewEvents"
@@ -56,15 +60,14 @@ class World:
         )
 
     def poller(self, **environment: str) -> tuple[BoxPoller, FakePublisher, FakeClock]:
-        poller = KIND.poller(Env({**self.environment, **environment}))
         publisher, clock = FakePublisher(), FakeClock()
-        poller.publisher, poller.clock = publisher, clock
-        poller.registry.clock = poller.cursors.clock = clock  # type: ignore[attr-defined]
+        poller = box_poller(Env({**self.environment, **environment}), publisher=publisher, clock=clock)
         return poller, publisher, clock
 
     def box_requests(self) -> list[str]:
-        """The box of each GetNewEvents request, in the order the simulator got them."""
-        return [call.query["boxId"] for call in self.sim.calls(EVENTS)]
+        """The box of each poll (GetNewEvents from a cursor, not reconciliation's reads by time), in
+        the order the simulator got them."""
+        return [call.query["boxId"] for call in self.sim.calls(EVENTS) if "timestampToTicks" not in call.query]
 
 
 @pytest.fixture
@@ -76,6 +79,7 @@ def world(stack: Stack, aws: dict[str, Any]) -> Iterator[World]:
         table = boto3.resource("dynamodb").Table(stack.physical["CursorsTable"])
         environment = {
             "CURSORS_TABLE": stack.physical["CursorsTable"],
+            "EVENT_MEMORY_TABLE": stack.physical["EventMemoryTable"],
             "EVENTS_TOPIC_ARN": stack.physical["EventsTopic"],
             "RELAY_SAFETY_MARGIN_SECONDS": "1",
             "DIADOC_API_URL": sim.url,
@@ -216,4 +220,81 @@ def test_a_crash_anywhere_in_a_run_loses_nothing_and_the_next_run_finishes(world
     for box in relayed:
         state = world.registry.get(feed_id(box))
         assert state is not None
-        assert state.cursor.position == world.sim.index_keys(box)[-1]
+        last = world.sim.event_ids(box)[-1]
+        assert state.cursor.position == f"{world.sim.index_keys(box)[-2]}~seen:{last}"
+
+
+# -- a box's failure and log lines are that box's own ---------------------------------------------------
+
+
+class ResumedInBetween(DynamoBoxRegistry):
+    """An operator resumes the box while its turn is still on its way to recording the stop."""
+
+    def __init__(self, table: Any, clock: Any, cursors: DynamoCursorStore) -> None:
+        super().__init__(table, clock=clock)
+        self.cursors = cursors
+
+    def polled(self, box: Any, **kwargs: Any) -> None:
+        if kwargs.get("stop_at") is not None or kwargs.get("stop"):
+            now = self.cursors.load(box.feed)
+            self.cursors.set_cursor(box.feed, now.position, expected_version=now.version, by="operator")
+        super().polled(box, **kwargs)
+
+
+def test_a_stale_turn_does_not_stop_again_a_box_an_operator_just_resumed(world: World) -> None:
+    (box,) = boxes(world, 1, events=30)
+    world.register(box, limit=10)
+    poller, publisher, clock = world.poller()
+    poller.run({}, lambda: LONG)
+    world.sim.set_access("relay@example.ru", box, False)  # then Diadoc answers 403
+    cursors = DynamoCursorStore(world.registry.table, clock=clock)
+    poller.turns.registry = ResumedInBetween(world.registry.table, clock, cursors)
+    clock.advance(120)
+
+    report = poller.run({}, lambda: LONG)
+
+    assert report["failed"] == 1
+    state = world.registry.get(feed_id(box))
+    assert state is not None
+    assert state.cursor.stopped_reason is None, "the operator's resume stands"
+    assert state.last_error is not None
+    assert "403" in state.last_error, "the turn's error is still recorded"
+    assert len(publisher.published) == 30
+
+
+def test_every_line_of_a_box_carries_its_own_box_and_cursor(world: World) -> None:
+    relayed = boxes(world, 6, events=60)
+    for box in relayed:
+        world.register(box, limit=5)
+    world.sim.load.latency = 0.01  # turns overlap
+    world.sim.faults.randomly(0.15, seed=3, faults=(Fault.server_error(400),), prefix=EVENTS)
+    poller, _, clock = world.poller(DIADOC_MIN_POLL_SECONDS="0.001", DIADOC_MAX_POLL_SECONDS="0.002")
+
+    with captured_logs() as lines:
+        for _ in range(4):
+            poller.run({}, lambda: LONG)
+            clock.advance(1)
+
+    keys = {feed_id(box): set(world.sim.index_keys(box)) for box in relayed}
+    carried = [json.loads(line) for line in lines if line.startswith("{") and '"feed"' in line]
+    with_cursor = [line for line in carried if line.get("cursor") and line["feed"] in keys]
+    failures = [line for line in carried if line["message"] == "A box's poll failed"]
+    assert len(failures) >= 3, "a box's failure is logged with its box"
+    assert with_cursor
+    for line in with_cursor:
+        base = Position.parse(line["cursor"]).after
+        assert base is None or base in keys[line["feed"]], f"{line['message']}: another box's cursor"
+
+
+def test_every_turn_that_fails_the_run_is_logged_with_its_box(world: World) -> None:
+    relayed = boxes(world, 2, events=20)
+    poller, publisher, _ = world.poller()
+    for _ in relayed:
+        publisher.fail_after(0, PublishError("SNS refused the batch"))
+
+    with captured_logs() as lines, pytest.raises(PublishError):
+        poller.run({}, lambda: LONG)
+
+    failed = [json.loads(line) for line in lines if "A box's turn failed" in line]
+    assert {line["feed"] for line in failed} == {feed_id(box) for box in relayed}
+    assert all("SNS refused the batch" in line["exception"] for line in failed)

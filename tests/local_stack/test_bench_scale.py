@@ -45,3 +45,25 @@ def test_the_scale_benchmark_runs_and_the_poller_meets_its_targets() -> None:
     assert int(delay.group(2)) <= 3 * MIN_INTERVAL, output
     assert re.search(r"^Machine: \d+ CPUs, load average", output, re.MULTILINE), output
     assert re.search(r"^writes per idle poll\s+1\.00\s+\d", output, re.MULTILINE), output
+
+
+def test_the_habits_benchmark_runs_and_loses_nothing() -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tests.bench_diadoc_habits",
+            *("--boxes", "20", "--events", "3000", "--minutes", "3", "--drain-minutes", "20"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=280,
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    assert "Traceback" not in output, output
+    for target in ("lost: 0 of", "duplicates", "reconciliation", "in flight", "requests/s"):
+        assert re.search(rf"^PASS {target}", output, re.MULTILINE), output
+    assert re.search(r"^recovered by reconciliation: [1-9]", output, re.MULTILINE), "some were late: " + output
+    assert result.returncode == 0, output

@@ -14,6 +14,8 @@ from typing import Any
 
 from samtranslator.translator.transform import transform
 
+from kontur_relay.feeds.diadoc.polling import Polling
+from kontur_relay.settings import Env
 from local_stack.template import ROOT, TEMPLATE, Stack
 
 FUNCTION = "DiadocPollerFunction"
@@ -26,6 +28,7 @@ def _evaluated(parameters: dict[str, str]) -> Stack:
     stack = Stack(parameters=parameters)
     for logical_id in (
         "CursorsTable",
+        "EventMemoryTable",
         "EventsTopic",
         "ExternCredentials",
         "DiadocCredentials",
@@ -105,6 +108,37 @@ def test_the_budget_and_the_intervals_reach_the_poller_from_the_parameters_of_th
     }
     defaults = _evaluated({}).function(FUNCTION).environment
     assert [defaults[_upper_snake(name)] for name in BUDGET] == ["4", "20", "60", "3600"]
+
+
+RECONCILIATION = (
+    "DiadocReconcileWindowSeconds",
+    "DiadocReconcileEverySeconds",
+    "DiadocLastEventCheckSeconds",
+    "DiadocReconcileShare",
+)
+
+
+def test_reconciliation_reaches_the_poller_from_its_parameters_and_reads_the_memory_table_alone():
+    variables = Stack().doc["Resources"][FUNCTION]["Properties"]["Environment"]["Variables"]
+    for parameter in RECONCILIATION:
+        assert variables[_upper_snake(parameter)] == {"Ref": parameter}
+    defaults = _evaluated({}).function(FUNCTION).environment
+    assert [defaults[_upper_snake(name)] for name in RECONCILIATION] == ["3600", "300", "21600", "10"]
+    assert defaults["EVENT_MEMORY_TABLE"] == "EventMemoryTable-physical"
+    assert Polling.from_env(Env(defaults)).memory_seconds == 2 * (3600 + 300)
+
+    policies = Stack().doc["Resources"][FUNCTION]["Properties"]["Policies"]
+    (memory,) = [
+        statement
+        for policy in policies
+        for statement in policy.get("Statement", [])
+        if statement.get("Resource") == {"Fn::GetAtt": ["EventMemoryTable", "Arn"]}
+    ]
+    # Its chunks read and written, only under Diadoc feed ids; nothing else of the table.
+    assert sorted(memory["Action"]) == ["dynamodb:PutItem", "dynamodb:Query"]
+    assert memory["Condition"] == {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["diadoc:*"]}}
+    table = Stack().doc["Resources"]["EventMemoryTable"]["Properties"]
+    assert table["TimeToLiveSpecification"] == {"AttributeName": "expires", "Enabled": True}
 
 
 def test_the_poller_is_told_the_deployments_defaults_and_no_boxes():

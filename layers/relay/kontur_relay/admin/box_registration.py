@@ -14,7 +14,16 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from kontur_relay.admin.api import Caller
-from kontur_relay.admin.boxes import BoxChange, BoxList, BoxView, Discovered, Skipped, VisibleBox, settings_view
+from kontur_relay.admin.boxes import (
+    BoxChange,
+    BoxList,
+    BoxView,
+    Discovered,
+    Skipped,
+    VisibleBox,
+    reconciliation_view,
+    settings_view,
+)
 from kontur_relay.admin.paging import next_token, start_key
 from kontur_relay.admin.problems import ApiError
 from kontur_relay.aws.box_items import RegisteredBox
@@ -75,6 +84,7 @@ def view(box: RegisteredBox) -> BoxView:
         last_error=box.last_error,
         stopped=box.cursor.stopped_reason is not None,
         stopped_reason=box.cursor.stopped_reason,
+        reconciliation=reconciliation_view(box.reconciliation),
     )
 
 

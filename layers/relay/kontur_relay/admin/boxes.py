@@ -15,6 +15,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Path
 from pydantic import ConfigDict, Field, field_validator
 
 from kontur_relay.admin.problems import CamelModel, StrictInput, responses
+from kontur_relay.aws.box_items import Reconciliation
 from kontur_relay.feeds.diadoc.boxes import box_id
 from kontur_relay.feeds.diadoc.config import LIST_FILTERS, MAX_LIMIT, TICKS_FILTERS
 from kontur_relay.feeds.diadoc.ticks import MAX_TICKS, from_rfc3339
@@ -131,8 +132,32 @@ def settings_view(stored: Mapping[str, Any]) -> Settings:
     return Settings.model_validate(shown)
 
 
+class ReconciliationView(CamelModel):
+    """The box's last reconciliation pass: its window read again by time, and what it found there."""
+
+    at: str = Field(description="When the pass ended (RFC 3339)")
+    since: str | None = Field(description="The start of the window it read (the events' own time)")
+    until: str | None = Field(description="The end of that window")
+    recovered: int = Field(description="Events it published that the box's feed had not served in order")
+    duplicates_suppressed: int = Field(description="Events it dropped because the box had published them")
+    recovered_total: int = Field(description="Events every pass of the box has recovered")
+
+
+def reconciliation_view(last: Reconciliation | None) -> ReconciliationView | None:
+    if last is None:
+        return None
+    return ReconciliationView(
+        at=last.at,
+        since=last.since,
+        until=last.until,
+        recovered=last.recovered,
+        duplicates_suppressed=last.duplicates,
+        recovered_total=last.recovered_total,
+    )
+
+
 class BoxView(CamelModel):
-    """A registered box: its settings and its polling."""
+    """A registered box: its settings, its polling and its reconciliation."""
 
     box_id: str = Field(description="The box id, canonical: lower case, no braces")
     feed: str = Field(description="Its feed id (GET /feeds/{feedId})")
@@ -148,6 +173,9 @@ class BoxView(CamelModel):
     last_error: str | None
     stopped: bool = Field(description="Not polled until someone resumes it (PUT /feeds/{feedId}/cursor)")
     stopped_reason: str | None
+    reconciliation: ReconciliationView | None = Field(
+        default=None, description="The box's last reconciliation pass; null until its first"
+    )
 
 
 class BoxList(CamelModel):

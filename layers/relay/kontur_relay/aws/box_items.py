@@ -1,4 +1,4 @@
-"""A box's feed item as the registry reads it (``RegisteredBox``)."""
+"""A box's feed item as the registry reads it (``RegisteredBox``), and its last reconciliation."""
 
 from __future__ import annotations
 
@@ -11,6 +11,19 @@ from kontur_relay.aws.dynamo import cursor_state, text
 from kontur_relay.domain.model import CursorState
 
 PREFIX = "diadoc:"
+
+
+@dataclass(frozen=True)
+class Reconciliation:
+    """A box's last reconciliation pass: when, the window it read (RFC 3339), what it found."""
+
+    at: str
+    since: str | None
+    until: str | None
+    recovered: int
+    duplicates: int
+    #: Events every pass of the box recovered, since it was first reconciled.
+    recovered_total: int
 
 
 @dataclass(frozen=True)
@@ -29,6 +42,11 @@ class RegisteredBox:
     last_error: str | None
     registered_at: str | None
     registered_by: str | None
+    #: The end (epoch seconds) of the window the box's last pass read: the next one reads on from it.
+    reconciled_to: float | None = None
+    #: When the box was first reconciled: its memory holds everything published since, so no pass reads earlier.
+    reconciled_since: float | None = None
+    reconciliation: Reconciliation | None = None
 
     @property
     def box_id(self) -> str:
@@ -53,6 +71,27 @@ def registered_box(item: Mapping[str, Any]) -> RegisteredBox:
         last_error=text(item.get("last_error")),
         registered_at=text(item.get("registered_at")),
         registered_by=text(item.get("registered_by")),
+        reconciled_to=_number(item.get("reconciled_to")),
+        reconciled_since=_number(item.get("reconciled_since")),
+        reconciliation=_reconciliation(item),
+    )
+
+
+def _number(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _reconciliation(item: Mapping[str, Any]) -> Reconciliation | None:
+    last = item.get("last_reconciliation")
+    if not isinstance(last, Mapping):
+        return None
+    return Reconciliation(
+        at=str(last["at"]),
+        since=text(last.get("since")),
+        until=text(last.get("until")),
+        recovered=int(last.get("recovered", 0)),
+        duplicates=int(last.get("duplicates", 0)),
+        recovered_total=int(item.get("recovered_total", 0)),
     )
 
 

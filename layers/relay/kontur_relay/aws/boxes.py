@@ -21,6 +21,7 @@ from botocore.exceptions import ClientError
 from kontur_relay.aws.box_items import PREFIX, RegisteredBox, registered_box
 from kontur_relay.aws.dynamo import conditional_failed, first, iso, scanned
 from kontur_relay.domain.errors import CursorConflict
+from kontur_relay.observability import logger
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.service_resource import Table
@@ -48,10 +49,13 @@ class DynamoBoxRegistry:
         backlog: int | None = None,
         backlog_capped: bool = False,
         error: str | None = None,
-        stop: bool = False,
+        stop_at: int | None = None,
+        reconciled_since: float | None = None,
     ) -> None:
         """A box's poll, in one write: its next poll, and what operators see of the poll. Nothing is
-        written for a box removed meanwhile: its schedule must not bring it back."""
+        written for a box removed meanwhile: its schedule must not bring it back. ``stop_at``: stop
+        the box (402/403), if its cursor is still at that version; a stale turn must not stop again a
+        box an operator resumed since (the error is still recorded)."""
         now = iso(self.clock())
         sets = ["next_poll_at = :next", "poll_interval = :interval", "last_poll_at = :now"]
         values: dict[str, Any] = {
@@ -67,20 +71,60 @@ class DynamoBoxRegistry:
         else:
             sets += ["last_error = :error", "last_error_at = :now"]
             values[":error"] = error[:2000]
-            if stop:
-                sets.append("stopped_reason = :error")
         if had_events:
             sets.append("last_events_at = :now")
-        try:
-            self.table.update_item(
-                Key={"feed": box.feed},
-                UpdateExpression="SET " + ", ".join(sets),
-                ConditionExpression="attribute_exists(box_settings)",
-                ExpressionAttributeValues=values,
+        if reconciled_since is not None:
+            sets.append("reconciled_since = if_not_exists(reconciled_since, :since)")
+            values[":since"] = Decimal(str(round(reconciled_since, 3)))
+        if stop_at is not None:
+            stopped = {":version": stop_at, **values}
+            unchanged = "#version = :version" if stop_at else "(attribute_not_exists(#version) OR #version = :version)"
+            if self._update(box.feed, [*sets, "stopped_reason = :error"], stopped, unchanged):
+                return
+            logger.warning(
+                "The box changed since its turn read it (an operator resumed it?): it is not stopped again",
+                extra={"feed": box.feed, "version": stop_at},
             )
+        self._update(box.feed, sets, values)
+
+    def reconciled(
+        self,
+        box: RegisteredBox,
+        *,
+        since: float | None,
+        until: float | None,
+        recovered: int,
+        duplicates: int,
+        window: bool,
+    ) -> None:
+        """A box's reconciliation pass, in one write: what operators see of it and, for a pass over
+        its window (``window``), where the next one reads on from (``until``, epoch seconds)."""
+        last: dict[str, Any] = {"at": iso(self.clock()), "recovered": recovered, "duplicates": duplicates}
+        last |= {name: iso(moment) for name, moment in (("since", since), ("until", until)) if moment is not None}
+        sets = ["last_reconciliation = :last", "recovered_total = if_not_exists(recovered_total, :zero) + :found"]
+        values: dict[str, Any] = {":last": last, ":zero": 0, ":found": recovered}
+        if window and until is not None:
+            sets.append("reconciled_to = :until")
+            values[":until"] = Decimal(str(round(until, 3)))
+        self._update(box.feed, sets, values)
+
+    def _update(self, feed: str, sets: list[str], values: dict[str, Any], condition: str | None = None) -> bool:
+        """One write of a registered box's item; False when the box is gone or ``condition`` fails."""
+        update: dict[str, Any] = {
+            "Key": {"feed": feed},
+            "UpdateExpression": "SET " + ", ".join(sets),
+            "ConditionExpression": "attribute_exists(box_settings)" + (f" AND {condition}" if condition else ""),
+            "ExpressionAttributeValues": values,
+        }
+        if condition:
+            update["ExpressionAttributeNames"] = {"#version": "version"}
+        try:
+            self.table.update_item(**update)
         except ClientError as failure:
             if not conditional_failed(failure):
                 raise
+            return False
+        return True
 
     # -- the operators' side ------------------------------------------------------------------------
 

@@ -9,6 +9,11 @@ The per-second limit is a sliding window (the send times of the last N requests)
 second longer than a second: a request leaves a little after its place is taken and reaches Kontur
 a little later still, and these delays vary, so a window of exactly one second here would let
 more than N requests into some second as Kontur counts them.
+
+A thread may make its requests **background** work (``background(share)``: Diadoc's
+reconciliation): they go one at a time, only while no ordinary request waits for a place, never
+take the last place in flight, and take at most ``share`` of the per-second budget. Ordinary
+requests never wait for them longer than one background request already on its way.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ class RequestCounts:
     most_in_flight: int = 0
     #: Seconds requests spent waiting for a place in the budget (its pauses included).
     waited: float = 0.0
+    #: Of ``requests``, those sent as background work.
+    background: int = 0
 
 
 class Budget:
@@ -56,12 +63,47 @@ class Budget:
         self._paused_until = 0.0
         self._in_flight = 0
         self._lock = threading.Lock()
+        self._local = threading.local()
+        #: Ordinary requests waiting for a place in flight or in the window: background work waits.
+        self._queued = 0
+        self._background_sent: deque[float] = deque()
+        self._background_slot = threading.Lock()
+
+    @contextmanager
+    def background(self, share: float) -> Iterator[None]:
+        """Make this thread's requests background work, within ``share`` (0..1) of the per-second budget."""
+        self._local.share = share
+        try:
+            yield
+        finally:
+            self._local.share = None
 
     @contextmanager
     def request(self) -> Iterator[None]:
         """Hold a place in flight for one request (and whatever retries it takes)."""
         started = self.clock()
-        if self._slots is not None:
+        share = self._share()
+        if share is not None:
+            with self._background_slot:
+                self._yield_place()
+                with self._place(started):
+                    yield
+            return
+        with self._lock:
+            self._queued += 1
+        try:
+            if self._slots is not None:
+                self._slots.acquire()
+        finally:
+            with self._lock:
+                self._queued -= 1
+        with self._place(started, taken=True):
+            yield
+
+    @contextmanager
+    def _place(self, started: float, *, taken: bool = False) -> Iterator[None]:
+        """A place in flight (``taken``: its slot is held already), then the request's send."""
+        if not taken and self._slots is not None:
             self._slots.acquire()
         try:
             with self._lock:
@@ -80,22 +122,64 @@ class Budget:
         """Wait until one more send fits the per-second window and no pause holds; count it.
         A retry calls this again before going out: it is a request like any other."""
         started = self.clock()
+        share = self._share()
+        queued = False
+        try:
+            while True:
+                with self._lock:
+                    now = self.clock()
+                    wait = self._paused_until - now
+                    if self.per_second is not None:
+                        while self._sent and now - self._sent[0] >= WINDOW_SECONDS:
+                            self._sent.popleft()
+                        if len(self._sent) >= self.per_second:
+                            wait = max(wait, self._sent[0] + WINDOW_SECONDS - now)
+                    if share is not None:
+                        wait = max(wait, self._background_wait(now, share))
+                    if wait <= 0:
+                        if self.per_second is not None:
+                            self._sent.append(now)
+                        if share is not None:
+                            self._background_sent.append(now)
+                            self.counts.background += 1
+                        self.counts.requests += 1
+                        self.counts.waited += now - started
+                        return
+                    if share is None and not queued:
+                        queued, self._queued = True, self._queued + 1
+                self.sleep(wait)
+        finally:
+            if queued:
+                with self._lock:
+                    self._queued -= 1
+
+    def _share(self) -> float | None:
+        return getattr(self._local, "share", None)
+
+    def _background_wait(self, now: float, share: float) -> float:
+        """Seconds a background send waits (under the lock): while ordinary requests wait, and
+        until its own share of the window has room."""
+        if self._queued:
+            return 0.05
+        if self.per_second is None:
+            return 0.0
+        while self._background_sent and now - self._background_sent[0] >= WINDOW_SECONDS:
+            self._background_sent.popleft()
+        allowed = max(int(self.per_second * share), 1)
+        if len(self._background_sent) >= allowed:
+            return self._background_sent[0] + WINDOW_SECONDS - now
+        return 0.0
+
+    def _yield_place(self) -> None:
+        """Wait until a background request may take a place in flight: nothing ordinary waits for
+        one, and one is left free for the ordinary requests that come next."""
         while True:
             with self._lock:
-                now = self.clock()
-                wait = self._paused_until - now
-                if self.per_second is not None:
-                    while self._sent and now - self._sent[0] >= WINDOW_SECONDS:
-                        self._sent.popleft()
-                    if len(self._sent) >= self.per_second:
-                        wait = max(wait, self._sent[0] + WINDOW_SECONDS - now)
-                if wait <= 0:
-                    if self.per_second is not None:
-                        self._sent.append(now)
-                    self.counts.requests += 1
-                    self.counts.waited += now - started
+                # With a single place in flight, background work takes it only when it is free.
+                spare = self.max_in_flight is None or self._in_flight < max(self.max_in_flight - 1, 1)
+                if spare and not self._queued:
                     return
-            self.sleep(wait)
+            self.sleep(0.05)
 
     def pause(self, seconds: float) -> None:
         """Kontur said to slow down: no request of this budget goes out for ``seconds``."""

@@ -23,10 +23,12 @@ OTHER_EVENT_TYPE = "ru.kontur.diadoc.event"
 
 @dataclass(frozen=True)
 class ReadEvent:
-    """One event of a page: what gets published, and the key the cursor moves to after it."""
+    """One event of a page: what gets published, the key it was served under, and its own time
+    (ticks: what Diadoc's ``timestampFromTicks`` reads by)."""
 
     event: FeedEvent
     index_key: str
+    ticks: int = 0
 
 
 def parse_page(body: bytes) -> pb.BoxEventListFrame:
@@ -96,6 +98,7 @@ def read_event(raw: bytes, box_id: str) -> ReadEvent:
             extensions={"protobuf": base64.b64encode(raw).decode("ascii")},
         ),
         index_key=event.IndexKey,
+        ticks=ticks,
     )
 
 

@@ -3,23 +3,35 @@ one budgeted poller that serves every box."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from kontur_relay import wiring
 from kontur_relay.aws.boxes import DynamoBoxRegistry
 from kontur_relay.aws.cursors import DynamoCursorStore
+from kontur_relay.aws.event_memory import DynamoEventMemory
+from kontur_relay.domain.ports import Publisher
 from kontur_relay.feeds import PositionRefused
 from kontur_relay.feeds.diadoc.auth import diadoc_authenticator
 from kontur_relay.feeds.diadoc.config import api_version
+from kontur_relay.feeds.diadoc.cursor import Position
 from kontur_relay.feeds.diadoc.poller import BoxPoller
 from kontur_relay.feeds.diadoc.polling import Polling
+from kontur_relay.feeds.diadoc.reconcile import Reconciler
 from kontur_relay.feeds.diadoc.source import DIADOC_RETRYABLE_STATUSES, DiadocApi, cursor_at, read_diadoc_error
+from kontur_relay.feeds.diadoc.ticks import to_ticks
+from kontur_relay.feeds.diadoc.turns import BoxTurns
 from kontur_relay.kontur import session as http
 from kontur_relay.kontur.budget import Budget
 from kontur_relay.settings import Env, RelaySettings
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.service_resource import Table
 
 
 def source_uri(api_url: str, box_id: str) -> str:
@@ -71,27 +83,56 @@ class DiadocKind:
     def position(self, feed_id: str, cursor: str | None, timestamp: datetime | None) -> str | None:
         if ":" not in feed_id:
             raise PositionRefused("cursor", f"{feed_id} is the poller of every box: set a box's cursor, diadoc:<boxId>")
-        # Any IndexKey Diadoc gave is a cursor; a moment becomes the cursor that reads on from it.
-        return cursor_at(timestamp.astimezone(UTC)) if timestamp is not None else cursor
+        if timestamp is not None:
+            return cursor_at(timestamp.astimezone(UTC))
+        try:
+            position = Position.parse(cursor)
+        except ValueError as error:
+            raise PositionRefused("cursor", str(error)) from None
+        if position.after is not None and not position.seen and position.floor is None:
+            # A key alone skips or replays to it: reconciliation must not publish again what it skips.
+            return replace(position, floor=to_ticks(datetime.now(UTC))).text()
+        return position.text()
 
     def poller(self, env: Env) -> BoxPoller:
-        relay_settings = RelaySettings.from_env(env)
-        settings = DiadocSettings.from_env(env)
-        polling = Polling.from_env(env)
-        budget = Budget(max_in_flight=polling.max_in_flight, per_second=polling.per_second)
-        table = wiring.table(relay_settings.cursors_table)
-        return BoxPoller(
-            api=settings.api(budget, pool_size=polling.max_in_flight * 2),
-            budget=budget,
-            version=settings.version,
-            publisher=wiring.publisher(relay_settings.topic_arn),
-            cursors=DynamoCursorStore(table),
-            registry=DynamoBoxRegistry(table),
-            polling=polling,
-            safety_margin=relay_settings.safety_margin,
-            lease_seconds=relay_settings.lease_seconds,
-            source_uri=partial(source_uri, settings.api_url),
-        )
+        return box_poller(env)
+
+
+def box_poller(
+    env: Env,
+    *,
+    publisher: Publisher | None = None,
+    clock: Callable[[], float] = time.time,
+    tables: Callable[[str], Table] = wiring.table,
+) -> BoxPoller:
+    """The poller of every box, built from configuration: its budget, the box registry, the boxes'
+    memories, turns and reconciliation. ``publisher``, ``clock`` and ``tables`` replace the sink, the
+    clock and the DynamoDB tables where the tests and the benchmarks measure them."""
+    relay_settings = RelaySettings.from_env(env)
+    settings = DiadocSettings.from_env(env)
+    polling = Polling.from_env(env)
+    budget = Budget(max_in_flight=polling.max_in_flight, per_second=polling.per_second)
+    api = settings.api(budget, pool_size=polling.max_in_flight * 2)
+    cursors_table = tables(relay_settings.cursors_table)
+    cursors = DynamoCursorStore(cursors_table, clock=clock)
+    registry = DynamoBoxRegistry(cursors_table, clock=clock)
+    sink = publisher or wiring.publisher(relay_settings.topic_arn)
+    uri = partial(source_uri, settings.api_url)
+    memories = DynamoEventMemory(tables(env.text("EVENT_MEMORY_TABLE")), clock=clock)
+    margin = relay_settings.safety_margin
+    turns = BoxTurns(api, settings.version, sink, cursors, registry, memories, polling, margin, uri, clock)
+    reconciler = Reconciler(api, budget, sink, registry, polling, settings.version, uri, clock)
+    return BoxPoller(
+        budget=budget,
+        cursors=cursors,
+        registry=registry,
+        polling=polling,
+        turns=turns,
+        reconciler=reconciler,
+        safety_margin=margin,
+        lease_seconds=relay_settings.lease_seconds,
+        clock=clock,
+    )
 
 
 KIND = DiadocKind()
