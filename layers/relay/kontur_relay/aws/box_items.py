@@ -29,6 +29,9 @@ class RegisteredBox:
     last_error: str | None
     registered_at: str | None
     registered_by: str | None
+    #: The audit of a merge of the box's two spellings (``aws.box_merge``): ``into`` on the feed that
+    #: stopped, ``from`` and ``cursor_of`` on the one that stayed; ``by`` and ``at`` on both.
+    merge: Mapping[str, Any] | None = None
 
     @property
     def box_id(self) -> str:
@@ -53,6 +56,7 @@ def registered_box(item: Mapping[str, Any]) -> RegisteredBox:
         last_error=text(item.get("last_error")),
         registered_at=text(item.get("registered_at")),
         registered_by=text(item.get("registered_by")),
+        merge=_plain(item["merge"]) if "merge" in item else None,
     )
 
 
