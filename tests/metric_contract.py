@@ -34,6 +34,8 @@ DIADOC_METRICS = {
     "BoxesWithEvents": "Count",
     "BudgetUsed": "Percent",
     "OldestOverdueSeconds": "Seconds",
+    # Boxes registered under both spellings of their id: each of their events is relayed twice.
+    "BoxesStoredTwice": "Count",
 }
 #: Dimensions some metrics carry beside DIMENSIONS.
 EXTRA_DIMENSIONS = {"Errors": ("error",)}

@@ -21,8 +21,11 @@ from kontur_relay.settings import Env
 from local_stack.template import Stack
 from tests.e2e.test_admin_api import SIGNER_ARN, AdminWorld, admin_world, captured_logs, problem
 from tests.e2e.test_diadoc_boxes_api import path, polled, put, registry
+from tests.e2e.test_diadoc_e2e import diadoc, metric, metrics_printed, poller, register, register_by_hand, tick
+from tests.metric_contract import violations
 
 WHO = Caller(arn=SIGNER_ARN, principal=None, source_ip=None)
+__all__ = ["diadoc"]  # the poller's world, a fixture of its own tests
 
 
 @pytest.fixture
@@ -184,3 +187,22 @@ def test_counts_diadoc_cannot_compare_leave_both_feeds_as_they_are(world):
     assert refused.value.status == 409
     assert "cannot tell which cursor" in refused.value.message
     assert registry(world).get(f"diadoc:{guid}").registered is True  # type: ignore[union-attr]
+
+
+def test_every_poller_run_counts_and_names_the_boxes_registered_under_both_spellings(
+    stack, diadoc, aws, monkeypatch, capsys, logs
+):
+    guid = str(uuid.UUID(diadoc.box.removesuffix("@diadoc.ru")))
+    register(stack, diadoc.box)
+    register_by_hand(stack, guid, {"start": "oldest", "limit": 500})  # as deployments could before
+    register(stack, diadoc.boxes[1])
+    handler = poller(stack, diadoc, aws, monkeypatch).handler
+
+    tick(handler)
+
+    out = capsys.readouterr().out
+    printed = metrics_printed(out)
+    assert [metric(m, "BoxesStoredTwice") for m in printed if "BoxesStoredTwice" in m] == [1]
+    assert violations(printed) == [], "as the alarm reads it"
+    warned = [record for record in logs.records if "both spellings" in record.getMessage()]
+    assert [record.pairs for record in warned] == [[[f"diadoc:{guid}", f"diadoc:{diadoc.box}"]]]

@@ -29,7 +29,7 @@ from kontur_relay.domain.lease import LEASE_SECONDS, Lease, LeaseLost
 from kontur_relay.domain.model import Feed
 from kontur_relay.domain.pages import Pages
 from kontur_relay.domain.ports import CursorStore, Publisher
-from kontur_relay.feeds.diadoc.boxes import filters_key
+from kontur_relay.feeds.diadoc.boxes import filters_key, report_stored_twice
 from kontur_relay.feeds.diadoc.config import box_feed
 from kontur_relay.feeds.diadoc.polling import Polling, PollReport, Turn
 from kontur_relay.feeds.diadoc.source import DiadocSource
@@ -107,6 +107,7 @@ class BoxPoller:
 
     def _poll(self, report: PollReport, time_left: Callable[[], float], lease: Lease) -> None:
         boxes = self.registry.registered()
+        report_stored_twice(box.feed for box in boxes)
         now = self.clock()
         report.registered = len(boxes)
         report.stopped = sum(1 for box in boxes if box.cursor.stopped_reason)
