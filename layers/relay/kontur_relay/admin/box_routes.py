@@ -26,10 +26,11 @@ GET_BOX: dict[str, Any] = {
 _BOX_JSON = {content_types.APPLICATION_JSON: {"model": BoxView}}
 PUT_BOX: dict[str, Any] = {
     "summary": "Register a box, or change its settings",
-    "description": "The body is the box's whole settings (none: the deployment's defaults). Registering a box "
-    "removed earlier resumes its kept cursor. Changing the filters of a box that has a cursor answers 409 "
-    "unless `restart` is true, which starts it again at `start`; the change is logged with who asked. A new "
-    "or restarted box is polled at once.",
+    "description": "The body is the box's whole settings (none: the deployment's defaults). Either spelling of "
+    "the id is the same box: a registered box answers 200 whichever spelling names it, and a new one is "
+    "registered as `diadoc:<32 hex digits>@diadoc.ru`. Registering a box removed earlier resumes its kept "
+    "cursor. Changing the filters of a box that has a cursor answers 409 unless `restart` is true, which "
+    "starts it again at `start`; the change is logged with who asked. A new or restarted box is polled at once.",
     "tags": ["diadoc boxes"],
     "responses": {
         **responses(
@@ -42,7 +43,7 @@ PUT_BOX: dict[str, Any] = {
             status=201,
             content=_BOX_JSON,
         ),
-        200: {"description": "The settings changed", "content": _BOX_JSON},
+        200: {"description": "The settings changed (or were already these)", "content": _BOX_JSON},
     },
 }
 DELETE_BOX: dict[str, Any] = {
