@@ -41,6 +41,8 @@ DIADOC_METRICS = {
     "BoxesReconciled": "Count",
     "ReconciliationRequests": "Count",
     "ReconciliationShare": "Percent",
+    # Boxes registered under both spellings of their id: each of their events is relayed twice.
+    "BoxesStoredTwice": "Count",
 }
 #: Dimensions some metrics carry beside DIMENSIONS.
 EXTRA_DIMENSIONS = {"Errors": ("error",)}

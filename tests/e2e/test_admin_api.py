@@ -623,6 +623,7 @@ SAMPLE_STATUSES = {
     "admin_put_box": 201,
     "admin_delete_box": 404,
     "admin_discover_boxes": 200,
+    "admin_merge_box": 404,
 }
 
 

@@ -87,6 +87,7 @@ CONTEXT_DEPENDENT = {
     "GET /diadoc/boxes/{boxId}",
     "PUT /diadoc/boxes/{boxId}",
     "DELETE /diadoc/boxes/{boxId}",
+    "POST /diadoc/boxes/{boxId}/merge",  # and `keep` must name the same box: 422
 }
 
 

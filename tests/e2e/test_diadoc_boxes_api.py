@@ -189,7 +189,7 @@ def test_every_spelling_of_a_box_id_is_one_feed(world):
 
     feeds = sorted(box["feed"] for box in world.api.request("GET", "/diadoc/boxes").json()["boxes"])
 
-    assert feeds == [f"diadoc:{BOX}", f"diadoc:{GUID}"]
+    assert feeds == [f"diadoc:{BOX}", f"diadoc:{GUID.replace('-', '')}@diadoc.ru"]
     assert world.api.request("GET", path("{" + GUID + "}")).json()["settings"]["limit"] == 7
 
 
@@ -318,3 +318,65 @@ def test_a_box_shows_its_last_reconciliation_and_what_it_found(world):
     assert registry(world).get(f"diadoc:{BOX}").reconciled_to == 1_800_004_200  # type: ignore[union-attr]
     listed = world.api.request("GET", "/diadoc/boxes").json()["boxes"]
     assert [item["reconciliation"] for item in listed] == [shown]
+
+
+# -- one box, one feed (issue 16) ------------------------------------------------------------------
+
+HEX = "6513270e0c0b4c2f9a1d3e5f7a9b1c2d"
+AT_DIADOC, AS_GUID = f"{HEX}@diadoc.ru", "6513270e-0c0b-4c2f-9a1d-3e5f7a9b1c2d"
+
+
+def test_the_guid_spelling_of_a_relayed_box_answers_with_its_registration_not_a_second_feed(world):
+    assert put(world, AT_DIADOC, {"documentDirection": ["Inbound"]}).status_code == 201
+    polled(world, AT_DIADOC, "AAEC+/idx==")
+
+    again = put(world, "{" + AS_GUID.upper() + "}", {"documentDirection": ["Inbound"], "limit": 20})
+
+    assert again.status_code == 200, again.text
+    assert (again.json()["feed"], again.json()["cursor"]) == (f"diadoc:{AT_DIADOC}", "AAEC+/idx==")
+    feeds = [box["feed"] for box in world.api.request("GET", "/diadoc/boxes").json()["boxes"]]
+    assert feeds == [f"diadoc:{AT_DIADOC}"]
+    assert registry(world).get(f"diadoc:{AS_GUID}") is None
+    assert world.api.request("GET", path(AS_GUID)).json()["settings"]["limit"] == 20
+    problem(
+        put(world, AS_GUID, {"documentDirection": ["Outbound"]}), 409
+    )  # its cursor's filters, whatever the spelling
+    assert world.api.request("DELETE", path(AS_GUID)).status_code == 204
+    assert world.api.request("GET", "/diadoc/boxes").json()["boxes"] == []
+
+
+def test_a_new_box_is_registered_under_its_diadoc_ru_spelling_whichever_spelling_registers_it(world):
+    answer = put(world, AS_GUID)
+
+    assert answer.status_code == 201, answer.text
+    assert (answer.json()["boxId"], answer.json()["feed"]) == (AT_DIADOC, f"diadoc:{AT_DIADOC}")
+    assert put(world, AT_DIADOC.upper()).status_code == 200
+
+
+def test_a_box_registered_under_its_guid_before_keeps_that_feed_and_its_source(world):
+    """A deployment that registered the GUID spelling (before one box was one feed) keeps its feed
+    id, so its cursor and its events' CloudEvents source stay what consumers know."""
+    legacy = f"diadoc:{AS_GUID}"
+    registry(world).register(legacy, {"start": "oldest", "limit": 500}, "", by=SIGNER_ARN, expected_version=0,
+                             restart=False, first_poll_at=0.0)  # fmt: skip
+
+    for spelling in (AT_DIADOC, AS_GUID, HEX):
+        answer = put(world, spelling)
+        assert (answer.status_code, answer.json()["feed"]) == (200, legacy), answer.text
+        assert world.api.request("GET", path(spelling)).json()["feed"] == legacy
+    assert registry(world).get(f"diadoc:{AT_DIADOC}") is None
+
+
+@pytest.mark.parametrize(
+    ("field", "values", "cap"),
+    [
+        ("messageType", ["Letter"] * 200_000, 3),
+        ("documentDirection", ["Inbound", "Outbound", "Internal", "Inbound"], 3),
+        ("typeNamedId", [f"Type{index}" for index in range(51)], 50),
+    ],
+)
+def test_a_filter_list_longer_than_its_cap_is_refused_naming_the_cap(world, field, values, cap):
+    refused = problem(put(world, BOX, {field: values}), 422)
+
+    assert f"at most {cap}" in refused["message"], refused
+    assert registry(world).get(f"diadoc:{BOX}") is None

@@ -13,6 +13,7 @@ import pytest
 from cfnlint.decode import decode
 from samtranslator.translator.transform import transform
 
+from kontur_relay.aws import box_spellings
 from kontur_relay.aws.boxes import DynamoBoxRegistry
 from kontur_relay.aws.cursors import DynamoCursorStore
 from local_stack.template import TEMPLATE, Stack
@@ -62,7 +63,7 @@ def test_every_route_of_every_rest_api_is_iam_authenticated(transformed):
     assert set(apis) == {"AdminApi"}, "no implicit API: every Api event names the admin API"
     body = apis["AdminApi"]["Properties"]["Body"]
     operations = [(path, method, op) for path, item in body["paths"].items() for method, op in item.items()]
-    assert len(operations) == 11
+    assert len(operations) == 12
     for path, method, operation in operations:
         assert operation.get("security") == [{"AWS_IAM": []}], f"{method.upper()} {path} is not IAM-authenticated"
     assert body["securityDefinitions"]["AWS_IAM"]["x-amazon-apigateway-authtype"] == "awsSigv4"
@@ -126,7 +127,7 @@ def test_the_diadoc_boxes_function_keeps_the_box_registry_and_reads_the_diadoc_s
     statements = _statements(transformed["Resources"]["DiadocBoxesApiFunctionRole"])
 
     table, secret = statements
-    assert _actions(table) == {"dynamodb:GetItem", "dynamodb:Scan", "dynamodb:UpdateItem"}
+    assert _actions(table) == {"dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Scan", "dynamodb:UpdateItem"}
     assert table["Resource"] == {"Fn::GetAtt": ["CursorsTable", "Arn"]}
     assert table["Condition"]["ForAllValues:StringEquals"]["dynamodb:Attributes"]
     assert _actions(secret) == {"secretsmanager:GetSecretValue", "secretsmanager:PutSecretValue"}
@@ -190,10 +191,14 @@ def _allowed_attributes(template: dict[str, Any], function: str) -> set[str]:
 
 
 def _sent_updates(table: Any) -> list[dict[str, Any]]:
-    """Every UpdateItem the table's client sends from now on, as its parameters."""
+    """Every UpdateItem the table's client sends from now on, as its parameters (a transaction's
+    updates too: IAM authorises each as an UpdateItem)."""
     sent: list[dict[str, Any]] = []
-    table.meta.client.meta.events.register(
-        "provide-client-params.dynamodb.UpdateItem", lambda params, **_: sent.append(dict(params))
+    events = table.meta.client.meta.events
+    events.register("provide-client-params.dynamodb.UpdateItem", lambda params, **_: sent.append(dict(params)))
+    events.register(
+        "provide-client-params.dynamodb.TransactWriteItems",
+        lambda params, **_: sent.extend(dict(item["Update"]) for item in params["TransactItems"]),
     )
     return sent
 
@@ -213,7 +218,15 @@ def test_the_update_condition_lists_exactly_what_the_box_registry_writes(stack: 
                       restart=True, first_poll_at=2.0)  # fmt: skip
     assert registry.unregister(feed)
     del sent[2]  # the poller's cursor write
+    # A box registered under both spellings (before one box was one feed), merged going on from the other cursor.
+    twin = "diadoc:a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d"
+    registry.register(feed, settings, "", by=OPS, expected_version=2, restart=False, first_poll_at=1.0)
+    registry.register(twin, settings, "", by=OPS, expected_version=0, restart=False, first_poll_at=1.0)
+    kept, stopped = registry.get(feed), registry.get(twin)
+    assert kept is not None
+    assert stopped is not None
+    box_spellings.merge(registry, kept, stopped, position="AAA=", move=True, audit={"by": OPS}, by=OPS)
 
-    assert len(sent) == 4
+    assert len(sent) == 8
     written = set().union(*(_attributes(params) for params in sent))
     assert written == allowed, (written - allowed, allowed - written)

@@ -126,7 +126,7 @@ def test_a_poller_that_is_never_invoked_trips_its_stale_alarm(stack: Stack):
 def test_every_alarm_notifies_the_stacks_topic_or_the_given_one_and_is_documented(stack: Stack):
     topic = {"Fn::If": ["CreateAlarmTopic", {"Ref": "AlarmTopic"}, {"Ref": "AlarmTopicArn"}]}
     found = alarms(stack)
-    assert len(found) == 13
+    assert len(found) == 14
     for logical_id, alarm in found.items():
         assert alarm["Properties"]["AlarmActions"] == [topic], logical_id
         assert f"`{logical_id}`" in README, f"README does not say what to do when {logical_id} fires"

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from kontur_relay.admin.box_registration import BoxDefaults, effective
 from kontur_relay.admin.boxes import BoxChange
@@ -57,3 +58,20 @@ def test_v7_caps_the_default_page_and_refuses_a_larger_one():
     with pytest.raises(ApiError) as refused:
         effective(FEED, BoxChange.model_validate({"limit": 101}), defaults)
     assert refused.value.status == 422
+
+
+def test_a_filter_list_is_read_once_per_value():
+    asked = {"messageType": ["Letter", "Draft", "Letter"], "typeNamedId": ["Torg12", "Torg12"]}
+
+    stored, _ = effective(FEED, BoxChange.model_validate(asked), V8)
+
+    assert (stored["messageType"], stored["typeNamedId"]) == ("Letter,Draft", "Torg12")
+
+
+def test_document_types_longer_than_a_request_can_carry_are_refused_naming_the_cap():
+    names = [f"{index:02d}{'T' * 98}" for index in range(16)]  # 16 of 100 characters: within the count
+
+    with pytest.raises(ValidationError) as refused:
+        BoxChange.model_validate({"typeNamedId": names})
+
+    assert "at most 1500 characters" in str(refused.value)

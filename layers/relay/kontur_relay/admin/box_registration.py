@@ -13,12 +13,15 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from kontur_relay.admin import box_lookup
 from kontur_relay.admin.api import Caller
+from kontur_relay.admin.box_lookup import Found
 from kontur_relay.admin.boxes import (
     BoxChange,
     BoxList,
     BoxView,
     Discovered,
+    Merge,
     Skipped,
     VisibleBox,
     reconciliation_view,
@@ -26,6 +29,7 @@ from kontur_relay.admin.boxes import (
 )
 from kontur_relay.admin.paging import next_token, start_key
 from kontur_relay.admin.problems import ApiError
+from kontur_relay.aws import box_spellings
 from kontur_relay.aws.box_items import RegisteredBox
 from kontur_relay.aws.boxes import DynamoBoxRegistry
 from kontur_relay.aws.dynamo import iso
@@ -60,15 +64,7 @@ class BoxDefaults:
         return cls(start=start, limit=min(env.whole("DIADOC_PAGE_SIZE", 500, high=500), max_limit), max_limit=max_limit)
 
 
-def canonical(raw: str) -> str:
-    """The box's feed id, however its id was spelt; 400 naming it when it is no box id."""
-    try:
-        return boxes.feed_id(boxes.box_id(raw))
-    except ValueError as error:
-        raise ApiError(400, str(error)) from None
-
-
-def view(box: RegisteredBox) -> BoxView:
+def view(box: RegisteredBox, *, also_registered_as: str | None = None) -> BoxView:
     return BoxView(
         box_id=box.box_id,
         feed=box.feed,
@@ -85,19 +81,22 @@ def view(box: RegisteredBox) -> BoxView:
         stopped=box.cursor.stopped_reason is not None,
         stopped_reason=box.cursor.stopped_reason,
         reconciliation=reconciliation_view(box.reconciliation),
+        also_registered_as=also_registered_as,
+        merge=Merge.model_validate(box.merge) if box.merge else None,
     )
 
 
-def registered(registry: DynamoBoxRegistry, feed: str) -> RegisteredBox:
-    box = registry.get(feed)
-    if box is None or not box.registered:
-        raise ApiError(404, f"Box {boxes.box_of(feed)} is not registered (GET /diadoc/boxes lists those that are)")
-    return box
+def box_view(found: Found) -> BoxView:
+    """A registered box as its answers show it, naming its other registration if it is stored twice."""
+    return view(found.registered, also_registered_as=found.also_registered_as)
 
 
 def page(registry: DynamoBoxRegistry, limit: int, token: str | None) -> BoxList:
     found, last = registry.page(limit, start_key(token))
-    return BoxList(boxes=[view(box) for box in found], next_token=next_token(last))
+    twins = {box.feed: boxes.twin(box.feed) for box in found}
+    registered = box_spellings.registered_among(registry, filter(None, twins.values()))
+    views = [view(box, also_registered_as=twins[box.feed] if twins[box.feed] in registered else None) for box in found]
+    return BoxList(boxes=views, next_token=next_token(last))
 
 
 def effective(feed: str, change: BoxChange, defaults: BoxDefaults) -> tuple[dict[str, Any], BoxFeed]:
@@ -160,7 +159,9 @@ def put(
             )
         except CursorConflict:
             continue
-        after = registered(registry, feed)
+        after = registry.get(feed)
+        if after is None or not after.registered:
+            continue  # removed in between: decided again on what it is now
         logger.info(
             "An operator restarted a Diadoc box" if change.restart else "An operator registered a Diadoc box",
             extra={
@@ -180,8 +181,9 @@ def put(
     raise ApiError(409, f"Box {boxes.box_of(feed)} kept changing while it was being registered: send it again")
 
 
-def remove(registry: DynamoBoxRegistry, feed: str, who: Caller) -> None:
+def remove(registry: DynamoBoxRegistry, raw: str, who: Caller) -> None:
     by = _principal(who)
+    feed = box_lookup.registered(registry, raw).feed
     if not registry.unregister(feed):
         raise ApiError(404, f"Box {boxes.box_of(feed)} is not registered")
     logger.info("An operator removed a Diadoc box; its cursor is kept", extra={"feed": feed, "by": by})
@@ -201,14 +203,14 @@ def discover(
     try:
         visible = organizations.boxes()
     except FeedError as error:
-        raise _diadoc_failed(error) from None
+        raise diadoc_failed(error, "GetMyOrganizations") from None
     relayed = {box.box_id for box in registry.registered()}
     added: list[str] = []
     skipped: list[Skipped] = []
     for box in visible:
         if register and not {box.box_id, box.box_id_guid} & relayed:
             try:
-                put(registry, boxes.feed_id(box.box_id), BoxChange(), defaults, who)
+                put(registry, box_lookup.lookup(registry, box.box_id).feed, BoxChange(), defaults, who)
             except ApiError as refused:
                 skipped.append(Skipped(box_id=box.box_id, reason=refused.message))
             else:
@@ -225,10 +227,11 @@ def _principal(who: Caller) -> str:
     return who.name
 
 
-def _diadoc_failed(error: FeedError) -> ApiError:
+def diadoc_failed(error: FeedError, method: str) -> ApiError:
+    """The answer to Diadoc failing a request of the admin API's own."""
     fields = {"error": error.error_code} if error.error_code else {}
     if isinstance(error, FeedTimeout):
-        return ApiError(504, "Diadoc did not answer GetMyOrganizations in time", **fields)
+        return ApiError(504, f"Diadoc did not answer {method} in time", **fields)
     if error.status == 429:
         return ApiError(503, "Diadoc is throttling the relay: try again in a minute", **fields)
     if isinstance(error, FeedAuthError) or error.status in (401, 402, 403):

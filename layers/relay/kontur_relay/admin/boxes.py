@@ -10,11 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from aws_lambda_powertools.event_handler import content_types
 from aws_lambda_powertools.event_handler.openapi.params import Path
 from pydantic import ConfigDict, Field, field_validator
 
-from kontur_relay.admin.problems import CamelModel, StrictInput, responses
+from kontur_relay.admin.problems import CamelModel, StrictInput
 from kontur_relay.aws.box_items import Reconciliation
 from kontur_relay.feeds.diadoc.boxes import box_id
 from kontur_relay.feeds.diadoc.config import LIST_FILTERS, MAX_LIMIT, TICKS_FILTERS
@@ -42,6 +41,13 @@ BoxId = Annotated[
 #: What GetNewEvents takes for a type of document: an identifier, never a list separator.
 TypeNamedId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=100)]
 Ticks = Annotated[int, Field(strict=True, ge=0, le=MAX_TICKS)]
+#: Document types one box's feed may name: Diadoc has a few dozen (GetDocumentTypes), so 50 is
+#: every one a feed could mean; past that, no filter reads the same and costs nothing.
+MAX_TYPE_NAMES = 50
+#: ... and their length together: every request of the feed carries them, and with the rest of the
+#: query (boxId, afterIndexKey, departmentId, counteragentBoxId, ticks: about 400 characters) the URL
+#: stays under 2,048 characters, the shortest limit common servers and proxies set (IIS's default).
+MAX_TYPE_NAMES_LENGTH = 1500
 
 
 class Filters(CamelModel):
@@ -50,11 +56,18 @@ class Filters(CamelModel):
     department_id: str | None = Field(
         default=None, pattern=GUID, description="One department; required when the user sees only some of them"
     )
-    message_type: list[Literal["Letter", "Draft", "Template"]] | None = Field(default=None, min_length=1)
+    # Each list is read once per value (a repeated value is dropped) and capped by what it can mean.
+    message_type: list[Literal["Letter", "Draft", "Template"]] | None = Field(default=None, min_length=1, max_length=3)
     type_named_id: list[TypeNamedId] | None = Field(
-        default=None, min_length=1, description="Document types, e.g. UniversalTransferDocument"
+        default=None,
+        min_length=1,
+        max_length=MAX_TYPE_NAMES,
+        description=f"Document types, e.g. UniversalTransferDocument: at most {MAX_TYPE_NAMES}, "
+        f"{MAX_TYPE_NAMES_LENGTH} characters together",
     )
-    document_direction: list[Literal["Inbound", "Outbound", "Internal"]] | None = Field(default=None, min_length=1)
+    document_direction: list[Literal["Inbound", "Outbound", "Internal"]] | None = Field(
+        default=None, min_length=1, max_length=3
+    )
     timestamp_from_ticks: Ticks | None = Field(default=None, description="From this moment on (.NET ticks, UTC)")
     timestamp_to_ticks: Ticks | None = Field(default=None, description="Up to this moment (.NET ticks, UTC)")
     counteragent_box_id: str | None = Field(
@@ -95,6 +108,18 @@ class BoxChange(Filters):
     @classmethod
     def _box(cls, value: str | None) -> str | None:
         return None if value is None else box_id(value)
+
+    @field_validator("message_type", "type_named_id", "document_direction")
+    @classmethod
+    def _once(cls, values: list[str] | None) -> list[str] | None:
+        return None if values is None else list(dict.fromkeys(values))
+
+    @field_validator("type_named_id")
+    @classmethod
+    def _short_enough(cls, values: list[str] | None) -> list[str] | None:
+        if values is not None and len(",".join(values)) > MAX_TYPE_NAMES_LENGTH:
+            raise ValueError(f"at most {MAX_TYPE_NAMES_LENGTH} characters together, commas included")
+        return values
 
     @field_validator("start")
     @classmethod
@@ -156,6 +181,26 @@ def reconciliation_view(last: Reconciliation | None) -> ReconciliationView | Non
     )
 
 
+class Merge(CamelModel):
+    """Who merged a box's two registrations into one feed, when, and whose cursor it went on from."""
+
+    merged_from: str | None = Field(default=None, description="On the feed that stayed: the feed that stopped")
+    merged_into: str | None = Field(default=None, description="On the feed that stopped: the feed that stayed")
+    cursor_of: str = Field(description="The feed whose cursor the one that stayed goes on from: the one behind")
+    by: str = Field(description="The IAM principal who merged")
+    at: str
+
+
+class MergeRequest(StrictInput):
+    keep: str | None = Field(
+        default=None,
+        pattern=BOX_ID,
+        max_length=100,
+        description="The spelling whose feed stays (its feed id and CloudEvents source go on). "
+        "Default: the `…@diadoc.ru` one",
+    )
+
+
 class BoxView(CamelModel):
     """A registered box: its settings, its polling and its reconciliation."""
 
@@ -176,6 +221,13 @@ class BoxView(CamelModel):
     reconciliation: ReconciliationView | None = Field(
         default=None, description="The box's last reconciliation pass; null until its first"
     )
+    also_registered_as: str | None = Field(
+        default=None,
+        description="The same box is registered under its other spelling too, as this feed (registered before "
+        "one box was one feed): each event is relayed twice, under two sources, until POST "
+        "/diadoc/boxes/{boxId}/merge",
+    )
+    merge: Merge | None = Field(default=None, description="The merge of its two spellings, if there was one")
 
 
 class BoxList(CamelModel):
@@ -212,60 +264,3 @@ class Discovered(CamelModel):
     boxes: list[VisibleBox] = Field(description="Every box of every organisation the Diadoc credential belongs to")
     registered: list[str] = Field(description="The boxes this request registered")
     skipped: list[Skipped] = Field(description="Boxes `register` could not register, and why")
-
-
-BAD_ID = "The box id is neither a GUID nor `<32 hex digits>@diadoc.ru`; or the nextToken is not one this API gave"
-NOT_RELAYED = "The box is not registered"
-WHO = "The request carries no IAM principal to record the change with"
-LIST_BOXES: dict[str, Any] = {
-    "summary": "The registered Diadoc boxes, their settings and polling",
-    "tags": ["diadoc boxes"],
-    "responses": responses("A page of boxes", {400: BAD_ID}),
-}
-GET_BOX: dict[str, Any] = {
-    "summary": "One registered box",
-    "tags": ["diadoc boxes"],
-    "responses": responses("The box", {400: BAD_ID, 404: NOT_RELAYED}),
-}
-_BOX_JSON = {content_types.APPLICATION_JSON: {"model": BoxView}}
-PUT_BOX: dict[str, Any] = {
-    "summary": "Register a box, or change its settings",
-    "description": "The body is the box's whole settings (none: the deployment's defaults). Registering a box "
-    "removed earlier resumes its kept cursor. Changing the filters of a box that has a cursor answers 409 "
-    "unless `restart` is true, which starts it again at `start`; the change is logged with who asked. A new "
-    "or restarted box is polled at once.",
-    "tags": ["diadoc boxes"],
-    "responses": {
-        **responses(
-            "Registered (also a box registered again, which resumes its cursor)",
-            {
-                400: BAD_ID,
-                403: WHO,
-                409: "The box has a cursor read with other filters (send restart), or it changed meanwhile",
-            },
-            status=201,
-            content=_BOX_JSON,
-        ),
-        200: {"description": "The settings changed", "content": _BOX_JSON},
-    },
-}
-DELETE_BOX: dict[str, Any] = {
-    "summary": "Stop relaying a box; its cursor is kept, and registering it again resumes from it",
-    "tags": ["diadoc boxes"],
-    "responses": responses("Removed", {400: BAD_ID, 403: WHO, 404: NOT_RELAYED}, status=204),
-}
-DISCOVER: dict[str, Any] = {
-    "summary": "The boxes the Diadoc credential can see, and which are relayed; optionally register the others",
-    "description": "Asks Diadoc's GetMyOrganizations, always with autoRegister=false (its default would make "
-    "the relay's user an administrator of every organisation it finds).",
-    "tags": ["diadoc boxes"],
-    "responses": responses(
-        "The boxes",
-        {
-            403: WHO,
-            502: "Diadoc refused the relay's credentials (the Diadoc secret), failed, or answered something unreadable",
-            503: "Diadoc is throttling the relay",
-            504: "Diadoc did not answer in time",
-        },
-    ),
-}

@@ -47,6 +47,9 @@ class RegisteredBox:
     #: When the box was first reconciled: its memory holds everything published since, so no pass reads earlier.
     reconciled_since: float | None = None
     reconciliation: Reconciliation | None = None
+    #: The audit of a merge of the box's two spellings (``aws.box_merge``): ``into`` on the feed that
+    #: stopped, ``from`` and ``cursor_of`` on the one that stayed; ``by`` and ``at`` on both.
+    merge: Mapping[str, Any] | None = None
 
     @property
     def box_id(self) -> str:
@@ -74,6 +77,7 @@ def registered_box(item: Mapping[str, Any]) -> RegisteredBox:
         reconciled_to=_number(item.get("reconciled_to")),
         reconciled_since=_number(item.get("reconciled_since")),
         reconciliation=_reconciliation(item),
+        merge=_plain(item["merge"]) if "merge" in item else None,
     )
 
 

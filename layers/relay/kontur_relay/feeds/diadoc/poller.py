@@ -31,6 +31,7 @@ from kontur_relay.aws.boxes import DynamoBoxRegistry
 from kontur_relay.domain.errors import RelayError
 from kontur_relay.domain.lease import LEASE_SECONDS, Lease, LeaseLost
 from kontur_relay.domain.ports import CursorStore
+from kontur_relay.feeds.diadoc.boxes import report_stored_twice
 from kontur_relay.feeds.diadoc.polling import Polling, PollReport
 from kontur_relay.feeds.diadoc.reconcile import Reconciler
 from kontur_relay.feeds.diadoc.schedule import Schedule
@@ -119,6 +120,7 @@ class BoxPoller:
 
     def _poll(self, report: PollReport, time_left: Callable[[], float], lease: Lease) -> None:
         boxes = self.registry.registered()
+        report_stored_twice(box.feed for box in boxes)
         now = self.clock()
         self.turns.stale()
         report.registered = len(boxes)
