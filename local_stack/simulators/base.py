@@ -212,7 +212,11 @@ class Simulator:
         if fault is not None and fault.edit is not None and answer.body:
             value = json.loads(answer.body)
             fault.edit(value)
-            answer.body = json.dumps(value, ensure_ascii=False).encode()
+            try:
+                answer.body = json.dumps(value, ensure_ascii=False).encode()
+            except UnicodeEncodeError:
+                # A lone surrogate has no UTF-8: escaped (\ud800), as .NET's serializers send one.
+                answer.body = json.dumps(value).encode()
         return answer, fault.name if fault else None
 
     def _route(self, request: Request) -> Response:

@@ -335,3 +335,31 @@ def test_a_feed_whose_secret_is_still_empty_is_not_configured_not_failing(
     status = cursors(stack).status("extern")
     assert status is not None
     assert status.not_configured is None
+
+
+def test_an_event_with_characters_sns_refuses_in_an_attribute_does_not_hold_the_feed_up(
+    stack, kontur, aws, monkeypatch
+):
+    kontur.extern.generate(60)
+    expected = kontur.visible()
+    queue = subscribe(aws, stack.physical["EventsTopic"])
+    odd = expected[2]
+
+    def spoil(body: dict[str, Any]) -> None:
+        # Fields that become filter attributes: a control character, a lone surrogate (escaped in JSON).
+        event = next(item for item in body["api-events"] if item["id"] == odd)
+        event["inn"] += "\x07\ud800"
+        event["docflow-type"] += "\x00"
+
+    kontur.extern.faults.add(Fault.altered("odd-characters", spoil), prefix="/v1/events")
+    result = poller(stack, kontur, aws, monkeypatch).handler({"feed": "extern"}, LocalContext(FUNCTION))
+
+    assert (result["outcome"], result["events"]) == ("caught_up", len(expected))
+    messages = {json.loads(m["Body"])["id"]: m for m in receive(aws, queue)}
+    assert sorted(messages) == sorted(expected)
+    original = kontur.extern.event(odd)
+    data = json.loads(messages[odd]["Body"])["data"]
+    assert (data["inn"], data["docflow-type"]) == (original["inn"] + "\x07\ud800", original["docflow-type"] + "\x00")
+    assert attributes(messages[odd])["inn"] == original["inn"]
+    assert attributes(messages[odd])["docflow_type"] == original["docflow-type"]
+    assert cursors(stack).load("extern").position == kontur.extern.end_id
