@@ -7,6 +7,7 @@ import json
 import logging
 import secrets
 import time
+import traceback
 import types
 import uuid
 from collections.abc import Iterator
@@ -548,7 +549,7 @@ def test_legacy_auth_sid_with_api_key(kontur, aws):
     assert call.headers["authorization"] == f"auth.sid {sid}"
 
     with pytest.raises(ConfigurationError, match="needs api_key"):
-        extern_authenticator(secret(aws, {"sid": sid}), http.session())
+        source(kontur, extern_authenticator(secret(aws, {"sid": sid}), http.session())).read_page(None)
     stale = source(
         kontur, extern_authenticator(secret(aws, {"sid": "x" + sid, "api_key": kontur.api_key}), http.session())
     )
@@ -611,3 +612,28 @@ def test_an_unreadable_retry_after_is_ignored_and_the_backoff_decides(kontur: Ko
 
     assert [event.id for event in page.events] == kontur.visible()[:50]
     assert [call.status for call in kontur.extern.calls("/v1/events")] == [429, 200]
+
+
+def test_a_transport_error_is_told_by_its_type_and_cause_never_with_the_requests_headers(kontur: Kontur) -> None:
+    token = kontur.token()
+    nobody = KonturApi(
+        "http://127.0.0.1:9",  # nothing listens on the discard port
+        http.session(retries=0),
+        StaticCredential({"Authorization": f"Bearer {token}"}),
+        read_extern_error,
+        name="Extern",
+    )
+    with pytest.raises(FeedUnavailable) as raised:
+        ExternSource(nobody, take=5).read_page(None)
+    said = "did not answer GET /v1/events after every retry: ConnectionError (MaxRetryError, NewConnectionError"
+    assert said in str(raised.value)
+
+    # A request that cannot even be made (a header no HTTP client sends) is a configuration error
+    # that quotes nothing of the request, down its whole chain of causes.
+    broken = KonturApi(
+        kontur.extern.url, http.session(), StaticCredential({"Authorization": f"Bearer {token}\r\n"}), read_extern_error
+    )
+    with pytest.raises(ConfigurationError, match=r"GET /v1/events could not be sent: InvalidHeader") as refused:
+        ExternSource(broken, take=5).read_page(None)
+    chain = "".join(traceback.format_exception(refused.value))
+    assert token not in chain

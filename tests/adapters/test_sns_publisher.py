@@ -448,8 +448,8 @@ class StrictAttributes:
         for entry in request["PublishBatchRequestEntries"]:
             for name, value in entry.get("MessageAttributes", {}).items():
                 if not _SENDABLE.match(value["StringValue"]):
-                    refused = {"Code": "InvalidParameterValue", "Message": f"attribute {name}: invalid characters"}
-                    raise ClientError({"Error": refused}, "PublishBatch")
+                    why = f"attribute {name}: invalid characters"
+                    raise ClientError({"Error": {"Code": "InvalidParameterValue", "Message": why}}, "PublishBatch")
         return self.client.publish_batch(**request)
 
 

@@ -21,6 +21,7 @@ from kontur_relay.aws.secrets import CredentialsSecret
 from kontur_relay.domain.errors import ConfigurationError, FeedAuthError, FeedUnavailable
 from kontur_relay.kontur.client import TRANSIENT
 from kontur_relay.kontur.refresh import SharedRefresh
+from kontur_relay.kontur.secret_fields import described, field, required, sendable
 from kontur_relay.observability import logger
 
 #: Renew this long before the token's own expiry, so that no request carries a token about to lapse;
@@ -52,17 +53,21 @@ class StaticCredential:
 
 
 class SecretCredential:
-    """A fixed header set built from the secret (a static token, a legacy session id). After a 401 the
-    secret is read afresh: when someone replaced the credential, the request is tried with the new one."""
+    """A fixed header set built from the secret (a static token, a legacy session id) when first
+    needed, so that a field it cannot send fails a run, recorded on the feed, not the container's start.
+    After a 401 the secret is read afresh: when someone replaced the credential, the request is tried
+    with the new one."""
 
     def __init__(self, secret: CredentialsSecret, build: Callable[[Mapping[str, Any]], dict[str, str]]) -> None:
         self.secret = secret
         self.build = build
-        self._headers = build(secret.values())
+        self._headers: dict[str, str] | None = None
         self._lock = threading.Lock()
 
     def headers(self) -> dict[str, str]:
         with self._lock:
+            if self._headers is None:
+                self._headers = self.build(self.secret.values())
             return dict(self._headers)
 
     def renew(self) -> bool:
@@ -141,14 +146,15 @@ class OpenIdConnectTokens(CachedToken):
     def _obtain(self) -> None:
         config = self._config()
         check(config)
-        self._api_key = config.get("api_key")
-        grant = config.get("grant_type") or ("refresh_token" if config.get("refresh_token") else "password")
-        if grant == "refresh_token" and config.get("refresh_token"):
+        self._api_key = field(config, "api_key", header=True)
+        refresh = field(config, "refresh_token")
+        grant = field(config, "grant_type") or ("refresh_token" if refresh else "password")
+        if grant == "refresh_token" and refresh:
             shared = self._shared.token(self._rejected)
             if shared is not None:
                 self._token, self._renew_at, self._rejected = shared.value, shared.renew_at, None
                 return
-            if not (config.get("username") and config.get("password")):
+            if not (field(config, "username") and field(config, "password")):
                 why = "the identity provider refused the refresh_token grant"
                 if self._shared.interrupted:
                     why = (
@@ -163,8 +169,8 @@ class OpenIdConnectTokens(CachedToken):
         if answer is None:
             raise FeedAuthError("the identity provider refused the password grant", status=400)
         token = answer.get("access_token")
-        if not isinstance(token, str) or not token:
-            raise FeedAuthError("the identity provider's answer has no access_token")
+        if not isinstance(token, str) or not sendable(token):
+            raise FeedAuthError("the identity provider's answer has no access_token a header can carry")
         lifetime = float(answer.get("expires_in") or 3600)
         self._token, self._rejected = token, None
         self._renew_at = self.clock() + lifetime - min(RENEW_AHEAD_SECONDS, lifetime / 2)
@@ -172,27 +178,32 @@ class OpenIdConnectTokens(CachedToken):
     def _redeem(self, config: Mapping[str, Any]) -> dict[str, Any] | None:
         """One presentation of the (claimed) refresh token; its successor is the caller's to save."""
         check(config)
-        return self._request(config, {"grant_type": "refresh_token", "refresh_token": config["refresh_token"]})
+        return self._request(
+            config, {"grant_type": "refresh_token", "refresh_token": required(config, "refresh_token")}
+        )
 
     def _password_grant(self, config: Mapping[str, Any]) -> dict[str, Any] | None:
-        if not (config.get("username") and config.get("password")):
+        username, password = field(config, "username"), field(config, "password")
+        if not (username and password):
             raise ConfigurationError("the password grant needs username and password in the credentials secret")
-        return self._request(
-            config, {"grant_type": "password", "username": config["username"], "password": config["password"]}
-        )
+        return self._request(config, {"grant_type": "password", "username": username, "password": password})
 
     def _request(self, config: Mapping[str, Any], grant: dict[str, str]) -> dict[str, Any] | None:
         """The token endpoint's JSON, or None when it refused the grant (400/401)."""
-        form = {**grant, "client_id": config["client_id"]}
-        if config.get("client_secret"):
-            form["client_secret"] = config["client_secret"]
-        if config.get("scope"):
-            form["scope"] = config["scope"]
+        form = {**grant, "client_id": required(config, "client_id")}
+        for name in ("client_secret", "scope"):
+            value = field(config, name)
+            if value:
+                form[name] = value
         try:
             # No redirects: a 307 would resend the client secret and the grant to wherever it points.
-            response = self.http.post(config["token_url"], data=form, timeout=self.timeout, allow_redirects=False)
+            response = self.http.post(
+                required(config, "token_url"), data=form, timeout=self.timeout, allow_redirects=False
+            )
         except TRANSIENT as error:
-            raise FeedUnavailable(f"the token endpoint did not answer: {type(error).__name__}") from error
+            raise FeedUnavailable(f"the token endpoint did not answer: {described(error)}") from error
+        except (requests.RequestException, ValueError) as error:
+            raise ConfigurationError(f"the token request could not be sent: {described(error)}") from None
         if response.status_code in (400, 401):
             body = _json_or_empty(response)
             # OAuth error codes and descriptions name the problem without echoing the credential.
@@ -215,10 +226,10 @@ class OpenIdConnectTokens(CachedToken):
 
 def check(config: Mapping[str, Any]) -> None:
     """The OpenID Connect fields every grant needs, and a token_url credentials may go to."""
-    missing = [name for name in ("token_url", "client_id") if not config.get(name)]
+    missing = [name for name in ("token_url", "client_id") if not field(config, name)]
     if missing:
         raise ConfigurationError(f"the credentials secret lacks {', '.join(missing)}")
-    secure_url(str(config["token_url"]), "token_url in the credentials secret")
+    secure_url(required(config, "token_url"), "token_url in the credentials secret")
 
 
 def _json_or_empty(response: requests.Response) -> dict[str, Any]:

@@ -17,7 +17,15 @@ from typing import Any, Protocol
 import requests
 import urllib3
 
-from kontur_relay.domain.errors import FeedAuthError, FeedError, FeedRejected, FeedTimeout, FeedUnavailable
+from kontur_relay.domain.errors import (
+    ConfigurationError,
+    FeedAuthError,
+    FeedError,
+    FeedRejected,
+    FeedTimeout,
+    FeedUnavailable,
+)
+from kontur_relay.kontur.secret_fields import described
 from kontur_relay.kontur.session import RETRYABLE_STATUSES
 from kontur_relay.observability import logger
 
@@ -128,19 +136,13 @@ class KonturApi:
         url = f"{self.base_url}{path}"
         attempt = 0
         while True:
+            sent = {**self.auth.headers(), **(headers or {})}
             try:
-                return self.http.request(
-                    method,
-                    url,
-                    params=params,
-                    headers={**self.auth.headers(), **(headers or {})},
-                    timeout=self.timeout,
-                    **kwargs,
-                )
+                return self.http.request(method, url, params=params, headers=sent, timeout=self.timeout, **kwargs)
             except BROKEN_BODY as error:
                 if attempt == BODY_RETRIES:
                     raise FeedUnavailable(
-                        f"{self.name} broke off its answer to {method} {path} on every try: {type(error).__name__}"
+                        f"{self.name} broke off its answer to {method} {path} on every try: {described(error)}"
                     ) from error
                 attempt += 1
                 logger.info("%s broke off the answer to %s %s; trying again", self.name, method, path)
@@ -148,8 +150,14 @@ class KonturApi:
             except (requests.ConnectionError, requests.Timeout, requests.exceptions.RetryError) as error:
                 cls = FeedTimeout if _timed_out(error) else FeedUnavailable
                 raise cls(
-                    f"{self.name} did not answer {method} {path} after every retry: {type(error).__name__}"
+                    f"{self.name} did not answer {method} {path} after every retry: {described(error)}"
                 ) from error
+            except (requests.RequestException, ValueError) as error:
+                # The request could not even be made (a header with a line break, say): its error
+                # quotes the request, credentials included, so neither it nor its chain goes on.
+                raise ConfigurationError(
+                    f"{self.name}: {method} {path} could not be sent: {described(error)}"
+                ) from None
 
 
 def _timed_out(error: Exception) -> bool:
