@@ -31,8 +31,9 @@ from kontur_relay.domain.model import Page
 from kontur_relay.feeds.extern.auth import extern_authenticator
 from kontur_relay.feeds.extern.source import AFTER, ExternSource, read_extern_error
 from kontur_relay.kontur import session as http
-from kontur_relay.kontur.auth import OpenIdConnectTokens, StaticCredential
+from kontur_relay.kontur.auth import StaticCredential
 from kontur_relay.kontur.client import KonturApi
+from kontur_relay.kontur.oidc import OpenIdConnectTokens
 from kontur_relay.observability import logger
 from local_stack.simulators.extern import ExternSimulator
 from local_stack.simulators.faults import Fault

@@ -53,8 +53,13 @@ class Authenticator(Protocol):
 
     def headers(self) -> dict[str, str]: ...
 
-    def renew(self) -> bool:
-        """Drop the current credential after a 401; True if a new one may be accepted."""
+    def renew(self, refused: Mapping[str, str]) -> bool:
+        """After a 401 to a request sent with ``refused``: drop that credential if it is still the one
+        in use; True if a request sent again may be accepted."""
+        ...
+
+    def refused(self, headers: Mapping[str, str]) -> None:
+        """A 401 again, to the credential ``renew`` just got: leave it alone for a while."""
         ...
 
 
@@ -105,9 +110,11 @@ class KonturApi:
         # Kontur's APIs answer in place; a redirect followed would carry the credential elsewhere.
         kwargs.setdefault("allow_redirects", False)
         response = self._send(method, path, params, headers, **kwargs)
-        if response.status_code == 401 and self.auth.renew():
+        if response.status_code == 401 and self.auth.renew(response.request.headers):
             logger.info("%s answered 401; retrying once with a fresh credential", self.name)
             response = self._send(method, path, params, headers, **kwargs)
+            if response.status_code == 401:
+                self.auth.refused(response.request.headers)
         if response.status_code in ok:
             return response
         raise self.error_for(response)

@@ -17,9 +17,11 @@ import requests
 
 from kontur_relay.aws.secrets import CredentialsSecret
 from kontur_relay.domain.errors import ConfigurationError, FeedAuthError, FeedUnavailable
-from kontur_relay.kontur.auth import CachedToken, OpenIdConnectTokens, SecretCredential, secure_url
+from kontur_relay.kontur.auth import CachedToken, SecretCredential, secure_url
 from kontur_relay.kontur.client import TRANSIENT, Authenticator
+from kontur_relay.kontur.oidc import OpenIdConnectTokens
 from kontur_relay.kontur.secret_fields import described, field, required, sendable
+from kontur_relay.kontur.token_store import Token
 from kontur_relay.observability import logger
 
 #: A DiadocAuth token lives 24 hours; it is replaced an hour early, so that none lapses mid-run
@@ -52,8 +54,10 @@ class DiadocAuthTokens(CachedToken):
     def _headers(self, token: str) -> dict[str, str]:
         return {"Authorization": f"DiadocAuth ddauth_api_client_id={self._client_id},ddauth_token={token}"}
 
-    def _obtain(self) -> None:
-        config = self._config()
+    def _obtain(self, rejected: str | None) -> Token:
+        trial = self._check_refusal()
+        # Fresh after a 401: an operator may have just put a new credential there.
+        config = self.secret.values(fresh=rejected is not None)
         missing = [name for name in ("api_client_id", "login", "password") if not field(config, name)]
         if missing:
             raise ConfigurationError(f"the Diadoc credentials secret lacks {', '.join(missing)}")
@@ -80,10 +84,11 @@ class DiadocAuthTokens(CachedToken):
         token = response.text.strip()
         if not token or not sendable(token) or "<" in token:
             raise FeedAuthError("Diadoc's Authenticate answered 200 without a token a header can carry")
-        self._client_id, self._token = client_id, token
-        self._renew_at = self.clock() + TOKEN_LIFETIME_SECONDS - RENEW_AHEAD_SECONDS
+        self._client_id = client_id
+        renew_at = self.clock() + TOKEN_LIFETIME_SECONDS - RENEW_AHEAD_SECONDS
         self.obtained += 1
-        logger.info("Obtained a DiadocAuth token", extra={"renew_at": self._renew_at})
+        logger.info("Obtained a DiadocAuth token", extra={"renew_at": renew_at})
+        return Token(token, renew_at, trial=trial)
 
 
 def diadoc_authenticator(

@@ -15,8 +15,9 @@ import requests
 
 from kontur_relay.aws.secrets import CredentialsSecret
 from kontur_relay.domain.errors import ConfigurationError
-from kontur_relay.kontur.auth import OpenIdConnectTokens, SecretCredential
+from kontur_relay.kontur.auth import SecretCredential
 from kontur_relay.kontur.client import Authenticator
+from kontur_relay.kontur.oidc import OpenIdConnectTokens
 from kontur_relay.kontur.secret_fields import field
 
 
