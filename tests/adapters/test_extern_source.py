@@ -319,14 +319,28 @@ def test_a_connection_reset_mid_body_on_every_try_is_feed_unavailable(kontur):
 # -- retries and failures ---------------------------------------------------------------------------
 
 
-def test_429_with_retry_after_is_honoured_and_capped(kontur, sleeps):
+def test_429_with_retry_after_is_honoured(kontur, sleeps):
     kontur.extern.faults.add(Fault.throttle(retry_after=3), prefix=EVENTS)
-    kontur.extern.faults.add(Fault.throttle(retry_after=3600), prefix=EVENTS)
     page = source(kontur, retries=3).read_page(None)
 
     assert [e.id for e in page.events] == kontur.visible()[:50]
-    assert sleeps == [3, http.CappedRetry(max_retry_after=20).max_retry_after]
-    assert [c.status for c in kontur.extern.calls(EVENTS)] == [429, 429, 200]
+    assert sleeps == [3]
+    assert [c.status for c in kontur.extern.calls(EVENTS)] == [429, 200]
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_a_retry_after_beyond_what_a_run_can_wait_ends_the_attempt_with_a_not_before(kontur, sleeps, status):
+    kontur.extern.faults.add(Fault.throttle(retry_after=3), prefix=EVENTS)
+    asked = Fault("asked-to-wait", status=status, headers=(("Retry-After", "3600"),))
+    kontur.extern.faults.add(asked, prefix=EVENTS)
+
+    with pytest.raises(FeedUnavailable, match="Kontur asks to wait 3600 s") as raised:
+        source(kontur, retries=3).read_page(None)
+
+    assert sleeps == [3], "waited for the short one, not shortened the long one and retried"
+    assert [c.status for c in kontur.extern.calls(EVENTS)] == [429, status]
+    assert raised.value.kind == "feed_unavailable"
+    assert raised.value.retry_after == 3600
 
 
 @pytest.mark.parametrize(

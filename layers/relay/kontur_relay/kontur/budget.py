@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from kontur_relay.domain.errors import FeedUnavailable
+
 #: The per-second window, with room for requests delayed on their way (see above).
 WINDOW_SECONDS = 1.25
 
@@ -54,6 +56,7 @@ class Budget:
         self._slots = threading.BoundedSemaphore(max_in_flight) if max_in_flight else None
         self._sent: deque[float] = deque()
         self._paused_until = 0.0
+        self._closed_until = 0.0
         self._in_flight = 0
         self._lock = threading.Lock()
 
@@ -83,6 +86,9 @@ class Budget:
         while True:
             with self._lock:
                 now = self.clock()
+                if self._closed_until > now:
+                    left = self._closed_until - now
+                    raise FeedUnavailable("a request was held back: Kontur asked to be left alone", retry_after=left)
                 wait = self._paused_until - now
                 if self.per_second is not None:
                     while self._sent and now - self._sent[0] >= WINDOW_SECONDS:
@@ -96,6 +102,13 @@ class Budget:
                     self.counts.waited += now - started
                     return
             self.sleep(wait)
+
+    def close(self, seconds: float) -> None:
+        """Kontur asked to be left alone for longer than a run can wait: every request of the budget
+        fails at once (FeedUnavailable) instead of waiting."""
+        with self._lock:
+            self.counts.throttled += 1
+            self._closed_until = max(self._closed_until, self.clock() + seconds)
 
     def pause(self, seconds: float) -> None:
         """Kontur said to slow down: no request of this budget goes out for ``seconds``."""

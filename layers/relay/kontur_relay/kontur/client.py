@@ -26,7 +26,7 @@ from kontur_relay.domain.errors import (
     FeedUnavailable,
 )
 from kontur_relay.kontur.secret_fields import described
-from kontur_relay.kontur.session import RETRYABLE_STATUSES
+from kontur_relay.kontur.session import RETRYABLE_STATUSES, retry_after
 from kontur_relay.observability import logger
 
 #: The connection broke while the body was read (a reset, a truncated or undecodable transfer).
@@ -128,7 +128,13 @@ class KonturApi:
         elif status in self.retryable:
             cls = FeedUnavailable
         what = f"{self.name} answered {status} to {response.request.method} {_path(response)}"
-        error = cls(f"{what}: {details.message}", status=status, error_code=details.code, trace_id=details.trace_id)
+        message, fields = f"{what}: {details.message}", {"error_code": details.code, "trace_id": details.trace_id}
+        if cls is FeedUnavailable:
+            error: FeedError = FeedUnavailable(
+                message, status=status, retry_after=retry_after(response.headers), **fields
+            )
+        else:
+            error = cls(message, status=status, **fields)
         logger.warning(str(error), extra={"status": status, "error_code": details.code, "trace_id": details.trace_id})
         return error
 

@@ -58,15 +58,17 @@ class CappedRetry(Retry):
             method = "GET"
         return bool(super().is_retry(method, status_code, has_retry_after))
 
+    def increment(self, *args: Any, **kwargs: Any) -> CappedRetry:
+        response = kwargs.get("response")
+        asked = retry_after(response.headers) if response is not None else None
+        if asked is not None and asked > self.max_retry_after:
+            # Longer than a run can wait: not retried. urllib3 hands the answer back (raise_on_status
+            # is off), and the caller ends the attempt as unavailable, with the wait Kontur asked for.
+            raise urllib3.exceptions.MaxRetryError(kwargs.get("_pool"), kwargs.get("url"), None)  # type: ignore[arg-type]
+        return super().increment(*args, **kwargs)
+
     def get_retry_after(self, response: Any) -> float | None:
-        try:
-            seconds = super().get_retry_after(response)
-        except urllib3.exceptions.InvalidHeader:
-            # A value urllib3 cannot read ("0.5", a misspelt date): the backoff decides instead.
-            logger.warning(
-                "Ignored an unreadable Retry-After header", extra={"value": response.headers.get("Retry-After")}
-            )
-            return None
+        seconds = retry_after(response.headers)
         return None if seconds is None else min(seconds, self.max_retry_after)
 
     def get_backoff_time(self) -> float:
@@ -76,6 +78,19 @@ class CappedRetry(Retry):
         if backoff > 0 or not self.history:
             return backoff
         return min(self.backoff_max, self.backoff_factor + random.random() * self.backoff_jitter)
+
+
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """The seconds a ``Retry-After`` header asks for (either of its forms); None without one."""
+    value = headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return float(Retry().parse_retry_after(value))
+    except urllib3.exceptions.InvalidHeader:
+        # A value urllib3 cannot read ("0.5", a misspelt date): the backoff decides instead.
+        logger.warning("Ignored an unreadable Retry-After header", extra={"value": value})
+        return None
 
 
 class BudgetedAdapter(HTTPAdapter):
@@ -89,10 +104,14 @@ class BudgetedAdapter(HTTPAdapter):
         with self.budget.request():
             response = super().send(request, *args, **kwargs)
         if _slow_down(response.status_code, response.headers):
-            # The retries ran out on a 429: the next request of any box would meet it too.
-            retry = self.max_retries
-            wait = retry.get_retry_after(response.raw) if isinstance(retry, Retry) else None
-            self.budget.pause(wait if wait is not None else 1.0)
+            # The retries ran out on a 429, or Kontur asked for a longer wait than a run has: the next
+            # request of any box would meet it too.
+            asked = retry_after(response.headers)
+            limit = getattr(self.max_retries, "max_retry_after", None)
+            if asked is not None and limit is not None and asked > limit:
+                self.budget.close(asked)
+            else:
+                self.budget.pause(min(asked, limit or asked) if asked is not None else 1.0)
         return response
 
 

@@ -24,7 +24,14 @@ from typing import Any
 
 from kontur_relay.aws.box_items import RegisteredBox
 from kontur_relay.aws.boxes import DynamoBoxRegistry
-from kontur_relay.domain.errors import ConfigurationError, CursorConflict, FeedError, FeedStopped, RelayError
+from kontur_relay.domain.errors import (
+    ConfigurationError,
+    CursorConflict,
+    FeedError,
+    FeedStopped,
+    FeedUnavailable,
+    RelayError,
+)
 from kontur_relay.domain.lease import LEASE_SECONDS, Lease, LeaseLost
 from kontur_relay.domain.model import Feed
 from kontur_relay.domain.pages import Pages
@@ -151,9 +158,11 @@ class BoxPoller:
         except (FeedError, ConfigurationError) as error:
             # This box's trouble (its answer, its access, its payment, its settings), not the others'.
             logger.warning("A box's poll failed", extra={"feed": box.feed, "error": str(error)})
+            # Kontur asked to be left alone for longer than a run (Retry-After): the box waits that long.
+            asked = error.retry_after if isinstance(error, FeedUnavailable) else None
             self.registry.polled(
                 box,
-                next_poll_at=self._started + self.polling.min_interval,
+                next_poll_at=max(self._started + self.polling.min_interval, self.clock() + (asked or 0.0)),
                 interval=self.polling.min_interval,
                 had_events=False,
                 error=f"{type(error).__name__}: {error}",
