@@ -11,7 +11,6 @@ Runs last (tests/conftest.py), after every other test has added what it recorded
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import secrets
 import uuid
@@ -34,10 +33,9 @@ from local_stack.template import Stack
 from tests import rights
 from tests.conftest import load_handler
 from tests.e2e.test_admin_api import CLIENT_ID, admin_world
+from tests.template.iam import ITEM_OPERATIONS, listed, verdict
 from tests.template.sam import resources, sam_transform
 
-#: Item operations: the request names one item, whose partition key is ``dynamodb:LeadingKeys``.
-ITEM_OPERATIONS = {"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:PutItem", "dynamodb:DeleteItem"}
 #: Roles' managed policies (CloudWatch Logs) are SAM's and AWS's; the checks here are of the inline ones.
 SERVICES = ("dynamodb", "sns", "s3", "secretsmanager", "sqs")
 
@@ -86,7 +84,7 @@ def roles(stack: Stack) -> dict[str, list[dict[str, Any]]]:
         found[logical_id] = [
             stack.resolve(statement)
             for policy in role.get("Policies", [])
-            for statement in _listed(policy["PolicyDocument"]["Statement"])
+            for statement in listed(policy["PolicyDocument"]["Statement"])
         ]
     return found
 
@@ -109,58 +107,6 @@ def resource_arn(stack: Stack, function: str, call: rights.Call) -> str | None:
     if service == "s3":
         return f"arn:aws:s3:::{value}/{call.object_key or ''}"
     return value
-
-
-# -- a small IAM evaluator --------------------------------------------------------------------------
-
-
-def _listed(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else [value]
-
-
-def _context(call: rights.Call) -> dict[str, list[str]]:
-    context: dict[str, list[str]] = {}
-    if call.action in ITEM_OPERATIONS and call.key is not None:
-        context["dynamodb:LeadingKeys"] = [call.key]
-    if call.attributes:
-        context["dynamodb:Attributes"] = sorted(call.attributes)
-    return context
-
-
-def _condition_holds(operator: str, key: str, wanted: Any, context: dict[str, list[str]]) -> bool:
-    qualifier, _, test = operator.rpartition(":")
-    values = context.get(key)
-    patterns = [str(item) for item in _listed(wanted)]
-    if test in ("StringEquals", "ArnEquals"):
-        match = lambda value: value in patterns  # noqa: E731
-    elif test in ("StringLike", "ArnLike"):
-        match = lambda value: any(fnmatch.fnmatchcase(value, p) for p in patterns)  # noqa: E731
-    else:
-        raise AssertionError(f"the evaluator here does not know the condition operator {operator}")
-    if qualifier == "ForAllValues":
-        return all(match(value) for value in values or [])  # an absent key: true, as IAM has it
-    if qualifier == "ForAnyValue":
-        return any(match(value) for value in values or [])
-    return values is not None and len(values) == 1 and match(values[0])
-
-
-def allows(statement: dict[str, Any], action: str, arn: str, context: dict[str, list[str]]) -> bool:
-    if not any(fnmatch.fnmatchcase(action, pattern) for pattern in _listed(statement.get("Action", []))):
-        return False
-    if not any(fnmatch.fnmatchcase(arn, str(pattern)) for pattern in _listed(statement.get("Resource", []))):
-        return False
-    conditions = statement.get("Condition", {})
-    return all(
-        _condition_holds(operator, key, wanted, context)
-        for operator, tests in conditions.items()
-        for key, wanted in tests.items()
-    )
-
-
-def verdict(statements: list[dict[str, Any]], call: rights.Call, arn: str) -> bool:
-    context = _context(call)
-    denied = any(s["Effect"] == "Deny" and allows(s, call.action, arn, context) for s in statements)
-    return not denied and any(s["Effect"] == "Allow" and allows(s, call.action, arn, context) for s in statements)
 
 
 # -- driving every function -------------------------------------------------------------------------
@@ -290,10 +236,10 @@ def test_every_function_holds_exactly_the_rights_its_code_uses(stack: Stack, mon
     assert set(used) == set(statements), "every function was driven"
     unused = [
         f"{function}: {action}"
-        for function, listed in statements.items()
-        for statement in listed
+        for function, granted in statements.items()
+        for statement in granted
         if statement["Effect"] == "Allow" and not _failure_destination(statement)
-        for action in _listed(statement["Action"])
+        for action in listed(statement["Action"])
         if action.split(":", 1)[0] in SERVICES and action not in used[function]
     ]
     assert not unused, "rights no code of the function was seen to use:\n" + "\n".join(sorted(unused))
@@ -302,7 +248,7 @@ def test_every_function_holds_exactly_the_rights_its_code_uses(stack: Stack, mon
 def _failure_destination(statement: dict[str, Any]) -> bool:
     """What SAM grants for EventInvokeConfig's OnFailure queue: Lambda sends there with the function's
     role, no code of the function does."""
-    return _listed(statement["Action"]) == ["sqs:SendMessage"] and "FailedRunsQueue" in json.dumps(statement)
+    return listed(statement["Action"]) == ["sqs:SendMessage"] and "FailedRunsQueue" in json.dumps(statement)
 
 
 def test_the_pollers_reach_only_their_own_kinds_items(stack: Stack):
@@ -310,7 +256,7 @@ def test_the_pollers_reach_only_their_own_kinds_items(stack: Stack):
     statements = roles(symbolic())
     for function, prefix in (("ExternPollerFunction", "extern"), ("DiadocPollerFunction", "diadoc")):
         for statement in statements[function]:
-            if set(_listed(statement["Action"])) & ITEM_OPERATIONS:
+            if set(listed(statement["Action"])) & ITEM_OPERATIONS:
                 keys = [
                     value
                     for tests in statement["Condition"].values()
