@@ -15,14 +15,27 @@ from typing import Any
 import boto3
 import pytest
 
+from local_stack import api_gateway
 from local_stack.services import aws_environment, dynamodb_local, moto_server
 from local_stack.template import Function, Stack, provision
+from tests import rights
 
 # Before any Powertools object is built: no X-Ray daemon here, and metrics need a namespace.
 os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "1")
 os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "KonturFeedRelayTests")
 os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "kontur-feed-relay-tests")
 os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def recorded_rights() -> None:
+    """Every AWS call a function makes in any test, recorded for tests/template/test_rights.py."""
+    rights.install()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # The rights test judges every call the other tests recorded: it runs after them.
+    items.sort(key=lambda item: "test_rights.py" in item.nodeid)
 
 
 @pytest.fixture(scope="session")
@@ -63,7 +76,20 @@ def load_handler(function: Function, monkeypatch: pytest.MonkeyPatch, **override
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
+    module.handler = rights.attributed(function.logical_id, module.handler)  # type: ignore[attr-defined]
     return module
+
+
+def _attributed_modules(stack: Stack) -> dict[str, ModuleType]:
+    """The admin API's handler modules, each handler's AWS calls recorded as its function's."""
+    modules = _load_modules(stack)
+    for logical_id, module in modules.items():
+        module.handler = rights.attributed(logical_id, module.handler)  # type: ignore[attr-defined]
+    return modules
+
+
+_load_modules = api_gateway.load_modules
+api_gateway.load_modules = _attributed_modules
 
 
 class Records(logging.Handler):

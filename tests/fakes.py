@@ -167,6 +167,7 @@ class _Item:
     last_error: str | None = None
     last_success: dict[str, Any] | None = None
     last_success_at: str | None = None
+    not_before: float | None = None
 
 
 @dataclass
@@ -245,7 +246,9 @@ class FakeCursorStore:
     def load(self, feed: str) -> CursorState:
         with self._lock:
             item = self._item(feed)
-            return CursorState(feed, item.position, item.version, item.stopped_reason, item.last_success_at)
+            return CursorState(
+                feed, item.position, item.version, item.stopped_reason, item.last_success_at, item.not_before
+            )
 
     def advance(self, state: CursorState, position: str | None, *, relayed: int) -> CursorState:
         with self._lock:
@@ -275,10 +278,11 @@ class FakeCursorStore:
             item.last_success_at = datetime.fromtimestamp(self.clock(), UTC).isoformat()
             self.successes += 1
 
-    def record_failure(self, feed: str, error: str, *, stop: bool = False) -> None:
+    def record_failure(self, feed: str, error: str, *, stop: bool = False, not_before: float | None = None) -> None:
         with self._lock:
             item = self._item(feed)
             item.last_error = error
+            item.not_before = not_before
             if stop:
                 item.stopped_reason = error
             self.failures.append((feed, error, stop))

@@ -33,7 +33,7 @@ def extern() -> ExternPublishers:
     # Once per container: the connection pool and the integrator's tokens outlive an invocation.
     settings = ExternSettings.from_env(Env())
     return ExternPublishers(
-        settings.api_url, wiring.credentials(settings.credentials_secret), timeout=settings.http_timeout
+        settings.api_url, wiring.credentials(settings.credentials_secret, "extern"), timeout=settings.http_timeout
     )
 
 

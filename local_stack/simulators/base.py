@@ -196,6 +196,7 @@ class Simulator:
     def dispatch(self, request: Request) -> tuple[Response, str | None]:
         """The answer to ``request`` and the name of the fault it got, if any."""
         fault = self.faults.take(request.method, request.path)
+        acted = self._route(request) if fault is not None and fault.acted else None
         if fault is not None:
             if fault.delay and self._stopping.wait(fault.delay):
                 return Response(503), fault.name
@@ -208,11 +209,15 @@ class Simulator:
                     answer = Response(fault.status, fault.body, {"Content-Type": fault.content_type})
                 answer.headers.update(dict(fault.headers))
                 return answer, fault.name
-        answer = self._route(request)
+        answer = acted if acted is not None else self._route(request)
         if fault is not None and fault.edit is not None and answer.body:
             value = json.loads(answer.body)
             fault.edit(value)
-            answer.body = json.dumps(value, ensure_ascii=False).encode()
+            try:
+                answer.body = json.dumps(value, ensure_ascii=False).encode()
+            except UnicodeEncodeError:
+                # A lone surrogate has no UTF-8: escaped (\ud800), as .NET's serializers send one.
+                answer.body = json.dumps(value).encode()
         return answer, fault.name if fault else None
 
     def _route(self, request: Request) -> Response:

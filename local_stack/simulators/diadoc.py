@@ -220,6 +220,11 @@ class DiadocSimulator(DiadocAuthority):
         with self._lock:
             return self._append(box_id, self.events.future_event(self.boxes[box_id]))
 
+    def add_event(self, box_id: str, event: pb.BoxEvent) -> str:
+        """An event of the caller's making (one too large for SNS, say), appended to the box's feed."""
+        with self._lock:
+            return self._append(box_id, event)
+
     # -- inspection -------------------------------------------------------------------------------
 
     def event_ids(self, box_id: str, **filters: str) -> list[str]:

@@ -28,6 +28,9 @@ class Fault:
     ``edit`` set: it changes the normal answer's JSON body in place (a well-formed JSON page that is not
     the API's shape: a key missing, a null). ``cut_body``: the answer's headers and half its body go
     out, then the connection is reset (a proxy or a load balancer dropping mid-transfer).
+    ``acted``: the request is served first, its effects take place (a refresh token redeemed, a
+    session opened), and only then does the fault's answer replace the real one: a gateway that gave
+    up on a backend that went on.
     """
 
     name: str
@@ -39,6 +42,7 @@ class Fault:
     expire_tokens: bool = False
     edit: Callable[[Any], object] | None = None
     cut_body: bool = False
+    acted: bool = False
 
     @classmethod
     def throttle(cls, retry_after: float | None = None) -> Fault:
@@ -75,6 +79,18 @@ class Fault:
     def reset_mid_body(cls) -> Fault:
         """The normal answer's status, headers and first half, then a connection reset."""
         return cls(RESET_MID_BODY, cut_body=True)
+
+    @classmethod
+    def after_acting(cls, status: int = 502) -> Fault:
+        """The request takes effect, then a gateway answers ``status`` instead of the real answer
+        (what a load balancer in front of an identity provider does when the provider is slow)."""
+        return cls(f"after_acting_{status}", status=status, acted=True)
+
+    @classmethod
+    def answer_lost(cls, delay: float) -> Fault:
+        """The request takes effect, and its answer comes ``delay`` seconds later: after the client's
+        timeout, it is lost."""
+        return cls("answer_lost", delay=delay, acted=True)
 
     @classmethod
     def expired_token(cls) -> Fault:

@@ -4,7 +4,11 @@ Grants: ``password`` (a registered user's username and password) and ``refresh_t
 authenticate with ``client_id``/``client_secret`` in the form or with HTTP Basic. Access tokens are
 opaque, short-lived (``token_lifetime``) and checked by other simulators through :meth:`principal`.
 Refresh tokens are issued when the scope asks for ``offline_access`` (as IdentityServer does) and on
-every refresh; they rotate: each use answers a new one and the old one stops working.
+every refresh; they rotate: each use answers a new one and the old one stops working. A spent one
+presented again revokes its whole grant, every refresh token descended from the same sign-in (the
+reuse detection OAuth's security best practice asks of identity providers). Behind a gateway, the
+provider may redeem a token and the gateway answer 502 (``Fault.after_acting``): the client never
+sees the successor, and presenting the spent token again loses the grant.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import secrets
 import threading
 import time
 import urllib.parse
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -30,6 +35,8 @@ class _Grant:
     client_id: str
     scope: str
     expires_at: float
+    #: The sign-in the grant descends from: reuse of a spent refresh token revokes all of it.
+    family: str = ""
 
 
 class IdentitySimulator(Simulator):
@@ -46,6 +53,10 @@ class IdentitySimulator(Simulator):
         self._refresh: dict[str, _Grant] = {}
         #: How many tokens each grant type issued: tests check reuse and renewal with it.
         self.issued: dict[str, int] = {"password": 0, "refresh_token": 0}
+        #: How often each refresh token was presented to /connect/token.
+        self.presented: Counter[str] = Counter()
+        #: Spent refresh tokens and their family, to notice one presented again.
+        self._spent: dict[str, str] = {}
         self.route("POST", "/connect/token", self._token)
 
     @property
@@ -90,7 +101,7 @@ class IdentitySimulator(Simulator):
         with self._lock:
             refresh = secrets.token_urlsafe(32)
             self._refresh[refresh] = _Grant(
-                user, client_id, f"{scope} offline_access", self.clock() + self.token_lifetime
+                user, client_id, f"{scope} offline_access", self.clock() + self.token_lifetime, secrets.token_hex(8)
             )
             return refresh
 
@@ -143,7 +154,7 @@ class IdentitySimulator(Simulator):
             if expected is None or not _same(expected, password):
                 return _oauth_error("invalid_grant", "invalid username or password")
             self.issued["password"] += 1
-            grant = _Grant(username, client_id, scope, self.clock() + self.token_lifetime)
+            grant = _Grant(username, client_id, scope, self.clock() + self.token_lifetime, secrets.token_hex(8))
             body = self._answer(grant, with_refresh="offline_access" in scope.split())
         return Response.json(body, headers={"Cache-Control": "no-store"})
 
@@ -152,14 +163,22 @@ class IdentitySimulator(Simulator):
         if not presented:
             return _oauth_error("invalid_request", "refresh_token is missing")
         with self._lock:
+            self.presented[presented] += 1
             old = self._refresh.get(presented)
             if old is None:
+                family = self._spent.get(presented)
+                if family is not None:
+                    revoked = [token for token, grant in self._refresh.items() if grant.family == family]
+                    for token in revoked:
+                        del self._refresh[token]
+                    return _oauth_error("invalid_grant", "the refresh token was used already: its grant is revoked")
                 return _oauth_error("invalid_grant", "the refresh token is unknown, expired or already used")
             if old.client_id != client_id:
                 return _oauth_error("invalid_grant", "the refresh token was issued to another client")
             del self._refresh[presented]  # rotation: a refresh token is good for one use
+            self._spent[presented] = old.family
             self.issued["refresh_token"] += 1
-            grant = _Grant(old.user, client_id, old.scope, self.clock() + self.token_lifetime)
+            grant = _Grant(old.user, client_id, old.scope, self.clock() + self.token_lifetime, old.family)
             body = self._answer(grant, with_refresh=True)
         return Response.json(body, headers={"Cache-Control": "no-store"})
 

@@ -30,7 +30,8 @@ from kontur_relay.feeds.diadoc.source import (
 )
 from kontur_relay.feeds.diadoc.ticks import from_rfc3339, to_rfc3339, to_ticks
 from kontur_relay.kontur import session as http
-from kontur_relay.kontur.auth import OpenIdConnectTokens, SecretCredential
+from kontur_relay.kontur.auth import SecretCredential
+from kontur_relay.kontur.oidc import OpenIdConnectTokens
 from kontur_relay.observability import logger
 from local_stack.simulators.diadoc import DiadocSimulator
 from local_stack.simulators.faults import Fault

@@ -7,6 +7,7 @@ import json
 import logging
 import secrets
 import time
+import traceback
 import types
 import uuid
 from collections.abc import Iterator
@@ -30,8 +31,9 @@ from kontur_relay.domain.model import Page
 from kontur_relay.feeds.extern.auth import extern_authenticator
 from kontur_relay.feeds.extern.source import AFTER, ExternSource, read_extern_error
 from kontur_relay.kontur import session as http
-from kontur_relay.kontur.auth import OpenIdConnectTokens, StaticCredential
+from kontur_relay.kontur.auth import StaticCredential
 from kontur_relay.kontur.client import KonturApi
+from kontur_relay.kontur.oidc import OpenIdConnectTokens
 from kontur_relay.observability import logger
 from local_stack.simulators.extern import ExternSimulator
 from local_stack.simulators.faults import Fault
@@ -317,14 +319,28 @@ def test_a_connection_reset_mid_body_on_every_try_is_feed_unavailable(kontur):
 # -- retries and failures ---------------------------------------------------------------------------
 
 
-def test_429_with_retry_after_is_honoured_and_capped(kontur, sleeps):
+def test_429_with_retry_after_is_honoured(kontur, sleeps):
     kontur.extern.faults.add(Fault.throttle(retry_after=3), prefix=EVENTS)
-    kontur.extern.faults.add(Fault.throttle(retry_after=3600), prefix=EVENTS)
     page = source(kontur, retries=3).read_page(None)
 
     assert [e.id for e in page.events] == kontur.visible()[:50]
-    assert sleeps == [3, http.CappedRetry(max_retry_after=20).max_retry_after]
-    assert [c.status for c in kontur.extern.calls(EVENTS)] == [429, 429, 200]
+    assert sleeps == [3]
+    assert [c.status for c in kontur.extern.calls(EVENTS)] == [429, 200]
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_a_retry_after_beyond_what_a_run_can_wait_ends_the_attempt_with_a_not_before(kontur, sleeps, status):
+    kontur.extern.faults.add(Fault.throttle(retry_after=3), prefix=EVENTS)
+    asked = Fault("asked-to-wait", status=status, headers=(("Retry-After", "3600"),))
+    kontur.extern.faults.add(asked, prefix=EVENTS)
+
+    with pytest.raises(FeedUnavailable, match="Kontur asks to wait 3600 s") as raised:
+        source(kontur, retries=3).read_page(None)
+
+    assert sleeps == [3], "waited for the short one, not shortened the long one and retried"
+    assert [c.status for c in kontur.extern.calls(EVENTS)] == [429, status]
+    assert raised.value.kind == "feed_unavailable"
+    assert raised.value.retry_after == 3600
 
 
 @pytest.mark.parametrize(
@@ -548,7 +564,7 @@ def test_legacy_auth_sid_with_api_key(kontur, aws):
     assert call.headers["authorization"] == f"auth.sid {sid}"
 
     with pytest.raises(ConfigurationError, match="needs api_key"):
-        extern_authenticator(secret(aws, {"sid": sid}), http.session())
+        source(kontur, extern_authenticator(secret(aws, {"sid": sid}), http.session())).read_page(None)
     stale = source(
         kontur, extern_authenticator(secret(aws, {"sid": "x" + sid, "api_key": kontur.api_key}), http.session())
     )
@@ -611,3 +627,28 @@ def test_an_unreadable_retry_after_is_ignored_and_the_backoff_decides(kontur: Ko
 
     assert [event.id for event in page.events] == kontur.visible()[:50]
     assert [call.status for call in kontur.extern.calls("/v1/events")] == [429, 200]
+
+
+def test_a_transport_error_is_told_by_its_type_and_cause_never_with_the_requests_headers(kontur: Kontur) -> None:
+    token = kontur.token()
+    nobody = KonturApi(
+        "http://127.0.0.1:9",  # nothing listens on the discard port
+        http.session(retries=0),
+        StaticCredential({"Authorization": f"Bearer {token}"}),
+        read_extern_error,
+        name="Extern",
+    )
+    with pytest.raises(FeedUnavailable) as raised:
+        ExternSource(nobody, take=5).read_page(None)
+    said = "did not answer GET /v1/events after every retry: ConnectionError (MaxRetryError, NewConnectionError"
+    assert said in str(raised.value)
+
+    # A request that cannot even be made (a header no HTTP client sends) is a configuration error
+    # that quotes nothing of the request, down its whole chain of causes.
+    broken = KonturApi(
+        kontur.extern.url, http.session(), StaticCredential({"Authorization": f"Bearer {token}\r\n"}), read_extern_error
+    )
+    with pytest.raises(ConfigurationError, match=r"GET /v1/events could not be sent: InvalidHeader") as refused:
+        ExternSource(broken, take=5).read_page(None)
+    chain = "".join(traceback.format_exception(refused.value))
+    assert token not in chain

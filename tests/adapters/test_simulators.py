@@ -65,15 +65,44 @@ def test_password_grant_and_rotating_refresh_tokens(identity):
     second = grant(identity, grant_type="refresh_token", refresh_token=body["refresh_token"])
     assert second.status_code == 200
     assert second.json()["refresh_token"] != body["refresh_token"]
-    reused = grant(identity, grant_type="refresh_token", refresh_token=body["refresh_token"])
-    assert (reused.status_code, reused.json()["error"]) == (400, "invalid_grant")
-
     without_offline = grant(identity, grant_type="password", username=USER, password=PASSWORD)
     assert "refresh_token" not in without_offline.json()
 
     identity.expire_all()
     assert identity.principal(body["access_token"]) is None
     assert identity.refresh_token_is_valid(second.json()["refresh_token"])
+
+    # The spent one presented again: refused, and the grant it belongs to is revoked (reuse detection).
+    reused = grant(identity, grant_type="refresh_token", refresh_token=body["refresh_token"])
+    assert (reused.status_code, reused.json()["error"]) == (400, "invalid_grant")
+    assert not identity.refresh_token_is_valid(second.json()["refresh_token"])
+    assert identity.presented[body["refresh_token"]] == 2
+
+
+def test_behind_a_gateway_the_identity_provider_redeems_and_the_gateway_answers_502(identity):
+    identity.register_client(CLIENT, KEY)
+    first = identity.refresh_token_for(USER, CLIENT)
+    identity.faults.add(Fault.after_acting(502), prefix="/connect/token")
+
+    lost = grant(identity, grant_type="refresh_token", refresh_token=first)
+
+    assert lost.status_code == 502
+    assert not identity.refresh_token_is_valid(first), "redeemed, though the client never saw the answer"
+    assert identity.issued["refresh_token"] == 1
+
+
+def test_an_answer_lost_after_the_redemption_comes_too_late_for_the_client(identity):
+    identity.register_client(CLIENT, KEY)
+    first = identity.refresh_token_for(USER, CLIENT)
+    identity.faults.add(Fault.answer_lost(delay=2), prefix="/connect/token")
+
+    with pytest.raises(requests.Timeout):
+        requests.post(
+            identity.token_url,
+            data={"client_id": CLIENT, "client_secret": KEY, "grant_type": "refresh_token", "refresh_token": first},
+            timeout=0.3,
+        )
+    assert not identity.refresh_token_is_valid(first)
 
 
 def test_token_endpoint_errors_are_oauth_errors(identity):

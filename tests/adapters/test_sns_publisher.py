@@ -7,6 +7,7 @@ wrappers around the real moto client; everything else is moto's SNS and SQS thro
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections import defaultdict
 from collections.abc import Mapping
@@ -427,3 +428,53 @@ def test_one_throttled_batch_among_parallel_ones_fails_the_page(aws) -> None:
     # Every other batch ran to its end before the error was raised; none was abandoned mid-call.
     assert client.count == 4
     assert len(topic.receive(expected=25)) == 25
+
+
+# -- what SNS refuses in an attribute ----------------------------------------------------------------
+
+#: The characters SNS takes in a message attribute's value (XML's), as the real service checks them.
+_SENDABLE = re.compile("^[\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]*$")
+
+
+@dataclass
+class StrictAttributes:
+    """The real client, refusing what SNS refuses and moto lets through: an attribute value with a
+    character outside XML's (a control character, U+FFFE) or one that is not text at all (a lone
+    surrogate, which cannot even be encoded as UTF-8)."""
+
+    client: Any
+
+    def publish_batch(self, **request: Any) -> Any:
+        for entry in request["PublishBatchRequestEntries"]:
+            for name, value in entry.get("MessageAttributes", {}).items():
+                if not _SENDABLE.match(value["StringValue"]):
+                    why = f"attribute {name}: invalid characters"
+                    raise ClientError({"Error": {"Code": "InvalidParameterValue", "Message": why}}, "PublishBatch")
+        return self.client.publish_batch(**request)
+
+
+def test_an_attribute_with_what_sns_refuses_is_cleaned_and_the_body_keeps_the_event_as_it_came(aws) -> None:
+    topic = subscribe(aws)
+    odd = {"id": "0_1", "inn": "7700\x07000000\ud800", "docflow-type": "urn:docflow:fns534-report\x00\ufffe"}
+    event = FeedEvent(
+        id="0_1",
+        type=EXTERN_EVENT_TYPE,
+        data=odd,
+        attributes={"inn": odd["inn"], "docflow_type": odd["docflow-type"], "forms": ["\x01", "1151001\x1f"]},
+    )
+
+    SnsPublisher(cast("SNSClient", StrictAttributes(aws["sns"])), topic.topic_arn).publish(
+        Feed(id=FEED, kind="extern", source_uri=SOURCE), [event]
+    )
+
+    (item,) = topic.receive(expected=1)
+    assert json.loads(item.body)["data"] == odd, "the event exactly as it came, its odd characters escaped"
+    assert item.attributes["inn"] == ("String", "7700000000")
+    assert item.attributes["docflow_type"] == ("String", "urn:docflow:fns534-report")
+    assert item.attributes["forms"] == ("String.Array", '["1151001"]'), "an element left empty is dropped"
+
+
+def test_an_attribute_left_empty_by_cleaning_is_left_out() -> None:
+    event = FeedEvent(id="0_1", type=EXTERN_EVENT_TYPE, data={}, attributes={"kpp": "\x00\ud800", "forms": ["\x02"]})
+    built = sns_message(Feed(id=FEED, kind="extern", source_uri=SOURCE), event)
+    assert set(built.attributes) == {"source", "feed", "event_type"}

@@ -12,7 +12,9 @@ from typing import Any
 import boto3
 import pytest
 
+from kontur_relay.aws.offload import PayloadOffloader
 from kontur_relay.aws.sns import SnsPublisher
+from kontur_relay.aws.sns_message import POINTER_CLASS
 from kontur_relay.domain.model import Feed
 from local_stack.context import LocalContext
 from local_stack.template import ROOT, Stack, provision
@@ -43,8 +45,16 @@ def consumer(stack: Stack, aws: dict[str, Any], monkeypatch: pytest.MonkeyPatch)
         },
     )
     function = dataclasses.replace(deployed.function("ConsumerFunction"), code_uri=EXAMPLE / "src")
-    app = load_handler(function, monkeypatch)
-    return {"topic": topic, "queue": queue, "app": app, "table": deployed.physical["IdempotencyTable"]}
+    imported = deployed.doc["Resources"]["ConsumerFunction"]["Properties"]["Environment"]["Variables"]["PAYLOAD_BUCKET"]
+    bucket = stack.resolve(exports[deployed.resolve(imported["Fn::ImportValue"])])
+    app = load_handler(function, monkeypatch, PAYLOAD_BUCKET=bucket)
+    return {
+        "topic": topic,
+        "queue": queue,
+        "app": app,
+        "table": deployed.physical["IdempotencyTable"],
+        "bucket": bucket,
+    }
 
 
 def _load() -> dict[str, Any]:
@@ -80,17 +90,22 @@ def _invoke(app: Any, messages: list[dict[str, Any]]) -> set[str]:
     return {failure["itemIdentifier"] for failure in answer["batchItemFailures"]}
 
 
-def _drain(aws: dict[str, Any], app: Any, queue: str) -> set[str]:
-    """Every message through the handler as Lambda does: successes deleted, failures left for later."""
+def _drain(aws: dict[str, Any], app: Any, queue: str, *, keep_failed: bool = False) -> Any:
+    """Every message through the handler as Lambda does: successes deleted, failures left for later
+    (``keep_failed``: how many failed, each tried once, as its body may not even be an event)."""
     failed_events: set[str] = set()
+    failed = 0
     while batch := _batch(aws, queue):
         failures = _invoke(app, batch)
         for message in batch:
-            if message["MessageId"] in failures:
+            if message["MessageId"] in failures and keep_failed:
+                failed += 1
+                aws["sqs"].delete_message(QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"])
+            elif message["MessageId"] in failures:
                 failed_events.add(json.loads(message["Body"])["id"])
             else:
                 aws["sqs"].delete_message(QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"])
-    return failed_events
+    return failed if keep_failed else failed_events
 
 
 def test_each_event_is_processed_once_and_a_failure_is_retried_alone(aws, consumer, monkeypatch):
@@ -120,6 +135,32 @@ def test_each_event_is_processed_once_and_a_failure_is_retried_alone(aws, consum
     items = boto3.resource("dynamodb").Table(consumer["table"]).scan()["Items"]
     assert len(items) == len(reports)
     assert {item["status"] for item in items} == {"COMPLETED"}
+
+
+def test_an_event_too_large_for_sns_is_read_from_the_relays_bucket_and_a_pointer_elsewhere_is_refused(
+    aws, stack, consumer, monkeypatch
+):
+    big = dataclasses.replace(
+        make_event(1, docflow_type="urn:docflow:fns534-report"), data={"id": "big", "attachment": "я" * 200_000}
+    )
+    small = make_event(2, docflow_type="urn:docflow:fns534-report")
+    offloader = PayloadOffloader(aws["s3"], consumer["bucket"])
+    SnsPublisher(aws["sns"], consumer["topic"], offloader=offloader).publish(EXTERN, [big, small])
+    # A pointer someone else published, to a bucket of theirs holding an event of their making.
+    aws["s3"].create_bucket(Bucket="forged-payloads")
+    aws["s3"].put_object(Bucket="forged-payloads", Key="payloads/x", Body=json.dumps({"id": "forged"}).encode())
+    forged = json.dumps([POINTER_CLASS, {"s3BucketName": "forged-payloads", "s3Key": "payloads/x"}])
+    attributes = {"source": {"DataType": "String", "StringValue": "extern"}}
+    attributes["docflow_type"] = {"DataType": "String", "StringValue": "urn:docflow:fns534-report"}
+    aws["sns"].publish(TopicArn=consumer["topic"], Message=forged, MessageAttributes=attributes)
+    processed: dict[str, Any] = {}
+    monkeypatch.setattr(consumer["app"], "process", lambda event: processed.update({event["id"]: event}))
+
+    failed = _drain(aws, consumer["app"], consumer["queue"], keep_failed=True)
+
+    assert sorted(processed) == sorted([big.id, small.id])
+    assert processed[big.id]["data"] == big.data, "the whole event, read from the relay's bucket"
+    assert failed == 1, "the forged pointer is refused, never followed"
 
 
 @pytest.mark.slow

@@ -27,6 +27,7 @@ from kontur_relay.feeds.diadoc.config import box_feed
 from kontur_relay.feeds.diadoc.cursor import Position
 from kontur_relay.feeds.diadoc.kind import box_poller
 from kontur_relay.feeds.diadoc.poller import BoxPoller
+from kontur_relay.observability import metrics
 from kontur_relay.settings import Env
 from local_stack.simulators.diadoc import DiadocSimulator
 from local_stack.simulators.faults import Fault
@@ -298,3 +299,22 @@ def test_every_turn_that_fails_the_run_is_logged_with_its_box(world: World) -> N
     failed = [json.loads(line) for line in lines if "A box's turn failed" in line]
     assert {line["feed"] for line in failed} == {feed_id(box) for box in relayed}
     assert all("SNS refused the batch" in line["exception"] for line in failed)
+
+
+def test_a_retry_after_longer_than_a_run_stops_every_box_until_then(world: World) -> None:
+    boxes(world, 6, events=10)
+    poller, _, clock = world.poller(DIADOC_MAX_IN_FLIGHT="1", DIADOC_MAX_REQUESTS_PER_SECOND="50")
+    world.sim.faults.add(Fault.throttle(retry_after=3600), prefix=EVENTS)
+
+    report = poller.run({}, lambda: LONG)
+
+    assert report["failed"] == 6, "the first box was told to wait, and no other box asked after it"
+    assert len(world.sim.calls(EVENTS)) == 1, "not retried, and nothing else sent while Kontur asks to wait"
+    for box in world.registry.registered():
+        assert box.next_poll_at >= clock() + 3599, "each box's row keeps the time Kontur asked for"
+        assert box.last_error is not None
+        assert "Kontur asks to wait 3600 s" in box.last_error
+    clock.advance(600)
+    assert poller.run({}, lambda: LONG)["polled"] == 0, "the next runs leave the boxes alone"
+    assert len(world.sim.calls(EVENTS)) == 1
+    metrics.clear_metrics()  # a handler would flush them; here they would reach the next test's flush

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import boto3
 import pytest
 import requests
 
@@ -335,3 +337,60 @@ def test_a_feed_whose_secret_is_still_empty_is_not_configured_not_failing(
     status = cursors(stack).status("extern")
     assert status is not None
     assert status.not_configured is None
+
+
+def test_an_event_with_characters_sns_refuses_in_an_attribute_does_not_hold_the_feed_up(
+    stack, kontur, aws, monkeypatch
+):
+    kontur.extern.generate(60)
+    expected = kontur.visible()
+    queue = subscribe(aws, stack.physical["EventsTopic"])
+    odd = expected[2]
+
+    def spoil(body: dict[str, Any]) -> None:
+        # Fields that become filter attributes: a control character, a lone surrogate (escaped in JSON).
+        event = next(item for item in body["api-events"] if item["id"] == odd)
+        event["inn"] += "\x07\ud800"
+        event["docflow-type"] += "\x00"
+
+    kontur.extern.faults.add(Fault.altered("odd-characters", spoil), prefix="/v1/events")
+    result = poller(stack, kontur, aws, monkeypatch).handler({"feed": "extern"}, LocalContext(FUNCTION))
+
+    assert (result["outcome"], result["events"]) == ("caught_up", len(expected))
+    messages = {json.loads(m["Body"])["id"]: m for m in receive(aws, queue)}
+    assert sorted(messages) == sorted(expected)
+    original = kontur.extern.event(odd)
+    data = json.loads(messages[odd]["Body"])["data"]
+    assert (data["inn"], data["docflow-type"]) == (original["inn"] + "\x07\ud800", original["docflow-type"] + "\x00")
+    assert attributes(messages[odd])["inn"] == original["inn"]
+    assert attributes(messages[odd])["docflow_type"] == original["docflow-type"]
+    assert cursors(stack).load("extern").position == kontur.extern.end_id
+
+
+def test_a_retry_after_longer_than_a_run_is_kept_on_the_feed_and_the_next_runs_wait_for_it(
+    stack, kontur, aws, monkeypatch
+):
+    kontur.extern.generate(30)
+    queue = subscribe(aws, stack.physical["EventsTopic"])
+    handler = poller(stack, kontur, aws, monkeypatch).handler
+    kontur.extern.faults.add(Fault.throttle(retry_after=3600), prefix="/v1/events")
+
+    with pytest.raises(FeedUnavailable, match="Kontur asks to wait 3600 s"):
+        handler({"feed": "extern"}, LocalContext(FUNCTION))
+    assert len(kontur.extern.calls("/v1/events")) == 1, "not retried: a run cannot wait an hour"
+    state = cursors(stack).load("extern")
+    assert state.not_before is not None
+    assert state.not_before > time.time() + 3500
+
+    again = handler({"feed": "extern"}, LocalContext(FUNCTION))
+    assert again["outcome"] == "waiting"
+    assert len(kontur.extern.calls("/v1/events")) == 1, "the next run does not ask Kontur before then"
+
+    # The hour is over (moved on the row as time would move it; a container of its own): runs go on.
+    table = boto3.resource("dynamodb").Table(stack.physical["CursorsTable"])
+    table.update_item(
+        Key={"feed": "extern"}, UpdateExpression="SET not_before = :past", ExpressionAttributeValues={":past": 1}
+    )
+    later = poller(stack, kontur, aws, monkeypatch).handler
+    assert later({"feed": "extern"}, LocalContext(FUNCTION))["outcome"] == "caught_up"
+    assert sorted(b["id"] for b in bodies(receive(aws, queue))) == sorted(kontur.visible())

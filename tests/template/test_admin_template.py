@@ -94,14 +94,7 @@ def test_the_feeds_function_reads_the_cursor_table_and_only_sets_cursors(transfo
 
     actions = set().union(*(_actions(s) for s in statements))
 
-    assert actions == {
-        "dynamodb:GetItem",
-        "dynamodb:Scan",
-        "dynamodb:Query",
-        "dynamodb:BatchGetItem",
-        "dynamodb:DescribeTable",
-        "dynamodb:UpdateItem",
-    }
+    assert actions == {"dynamodb:GetItem", "dynamodb:Scan", "dynamodb:UpdateItem"}
     update = next(s for s in statements if "dynamodb:UpdateItem" in _actions(s))
     assert update["Resource"] == {"Fn::GetAtt": ["CursorsTable", "Arn"]}
     assert update["Condition"]["ForAllValues:StringEquals"]["dynamodb:Attributes"]
@@ -109,29 +102,53 @@ def test_the_feeds_function_reads_the_cursor_table_and_only_sets_cursors(transfo
         assert "CursorsTable" in json.dumps(statement["Resource"])
 
 
-def test_the_publishers_function_reads_and_rotates_the_extern_secret_and_nothing_else(transformed, template):
-    statements = _statements(transformed["Resources"]["PublishersApiFunctionRole"])
+#: What a function that renews a rotating token holds on its feed kind's secret: reading it in one
+#: statement, writing the rotated refresh token back in another.
+READ = {"secretsmanager:GetSecretValue"}
+WRITE_BACK = {"secretsmanager:PutSecretValue", "secretsmanager:UpdateSecretVersionStage"}
+SHARED_TOKEN = {"dynamodb:GetItem", "dynamodb:UpdateItem"}
 
-    assert len(statements) == 1
-    assert _actions(statements[0]) == {
-        "secretsmanager:GetSecretValue",
-        "secretsmanager:PutSecretValue",
-        "secretsmanager:UpdateSecretVersionStage",
-    }
-    assert statements[0]["Resource"] == EXTERN_SECRET
+
+def _by_sid(role: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {statement["Sid"]: statement for statement in _statements(role)}
+
+
+def test_the_publishers_function_renews_the_extern_token_and_touches_nothing_else(transformed, template):
+    statements = _by_sid(transformed["Resources"]["PublishersApiFunctionRole"])
+
+    assert set(statements) == {"ReadExternCredentials", "WriteBackExternRefreshToken", "SharedExternTokens"}
+    assert _actions(statements["ReadExternCredentials"]) == READ
+    assert _actions(statements["WriteBackExternRefreshToken"]) == WRITE_BACK
+    for sid in ("ReadExternCredentials", "WriteBackExternRefreshToken"):
+        assert statements[sid]["Resource"] == EXTERN_SECRET
+    shared = statements["SharedExternTokens"]
+    assert _actions(shared) == SHARED_TOKEN
+    assert shared["Condition"] == {"ForAllValues:StringEquals": {"dynamodb:LeadingKeys": ["extern~credentials"]}}
     environment = template["Resources"]["PublishersApiFunction"]["Properties"]["Environment"]["Variables"]
     assert environment["EXTERN_CREDENTIALS_SECRET"] == EXTERN_SECRET
 
 
-def test_the_diadoc_boxes_function_keeps_the_box_registry_and_reads_the_diadoc_secret(transformed, template):
-    statements = _statements(transformed["Resources"]["DiadocBoxesApiFunctionRole"])
+def test_the_diadoc_boxes_function_keeps_the_registry_and_can_renew_a_rotating_diadoc_token(transformed, template):
+    """POST /diadoc/boxes/discover renews a rotating Diadoc token, often first of all (before any box or
+    poller run exists): it writes the rotated refresh token back as the poller does."""
+    statements = _by_sid(transformed["Resources"]["DiadocBoxesApiFunctionRole"])
 
-    table, secret = statements
-    assert _actions(table) == {"dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Scan", "dynamodb:UpdateItem"}
-    assert table["Resource"] == {"Fn::GetAtt": ["CursorsTable", "Arn"]}
-    assert table["Condition"]["ForAllValues:StringEquals"]["dynamodb:Attributes"]
-    assert _actions(secret) == {"secretsmanager:GetSecretValue", "secretsmanager:PutSecretValue"}
-    assert secret["Resource"] == DIADOC_SECRET
+    assert set(statements) == {
+        "BoxRegistry",
+        "ReadDiadocCredentials",
+        "WriteBackDiadocRefreshToken",
+        "SharedDiadocTokens",
+    }
+    registry = statements["BoxRegistry"]
+    assert _actions(registry) == {"dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Scan", "dynamodb:UpdateItem"}
+    assert registry["Resource"] == {"Fn::GetAtt": ["CursorsTable", "Arn"]}
+    assert registry["Condition"]["ForAllValues:StringEquals"]["dynamodb:Attributes"]
+    assert registry["Condition"]["ForAllValues:StringLike"] == {"dynamodb:LeadingKeys": ["diadoc:*"]}
+    assert _actions(statements["ReadDiadocCredentials"]) == READ
+    assert _actions(statements["WriteBackDiadocRefreshToken"]) == WRITE_BACK
+    for sid in ("ReadDiadocCredentials", "WriteBackDiadocRefreshToken"):
+        assert statements[sid]["Resource"] == DIADOC_SECRET
+    assert _actions(statements["SharedDiadocTokens"]) == SHARED_TOKEN
     properties = template["Resources"]["DiadocBoxesApiFunction"]["Properties"]
     assert properties["Environment"]["Variables"]["DIADOC_CREDENTIALS_SECRET"] == DIADOC_SECRET
     assert (properties["Timeout"], properties["MemorySize"]) == (28, 256)

@@ -1,5 +1,7 @@
 """Consumes the relay's events from SQS: each message is processed once however often it arrives,
-and a message that fails is retried alone, not with its whole batch."""
+and a message that fails is retried alone, not with its whole batch. An event too large for SNS
+arrives as a pointer to the relay's payload bucket (the payload-offloading convention) and is read
+from there: from that one bucket only, so that a pointer elsewhere is never followed."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import json
 import os
 from typing import Any
 
+import boto3
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
@@ -22,6 +25,10 @@ processor = BatchProcessor(event_type=EventType.SQS)
 # The relay's promise: (source, id) names an event; the same pair again is a duplicate.
 config = IdempotencyConfig(event_key_jmespath="[source, id]", expires_after_seconds=24 * 3600)
 persistence = DynamoDBPersistenceLayer(table_name=os.environ["IDEMPOTENCY_TABLE"])
+#: The relay's payload bucket (its PayloadBucketName output): the only one pointers may name.
+PAYLOAD_BUCKET = os.environ["PAYLOAD_BUCKET"]
+POINTER_CLASS = "software.amazon.payloadoffloading.PayloadS3Pointer"
+s3 = boto3.client("s3")
 
 
 def process(event: dict[str, Any]) -> None:
@@ -35,9 +42,21 @@ def handle_once(event: dict[str, Any]) -> dict[str, str]:
     return {"source": event["source"], "id": event["id"]}
 
 
+def envelope(body: str) -> dict[str, Any]:
+    """The CloudEvents envelope a message carries: its body, or the object its pointer names."""
+    value = json.loads(body)
+    if not (isinstance(value, list) and len(value) == 2 and value[0] == POINTER_CLASS):
+        return dict(value)
+    bucket, key = value[1].get("s3BucketName"), value[1].get("s3Key")
+    if bucket != PAYLOAD_BUCKET:
+        # Only the relay writes there; a pointer to another bucket did not come from it.
+        raise ValueError(f"a pointer to bucket {bucket!r}, not the relay's payload bucket")
+    return dict(json.loads(s3.get_object(Bucket=PAYLOAD_BUCKET, Key=key)["Body"].read()))
+
+
 def record_handler(record: SQSRecord) -> dict[str, str]:
-    # Raw message delivery: the body is the CloudEvents envelope the relay published.
-    result: dict[str, str] = handle_once(event=json.loads(record.body))
+    # Raw message delivery: the body is the CloudEvents envelope the relay published, or a pointer to it.
+    result: dict[str, str] = handle_once(event=envelope(record.body))
     return result
 
 

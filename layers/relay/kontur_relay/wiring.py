@@ -6,6 +6,7 @@ connection pools and tokens then survive across warm invocations.
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 import boto3
@@ -15,6 +16,7 @@ from kontur_relay.aws.cursors import DynamoCursorStore
 from kontur_relay.aws.offload import PayloadOffloader
 from kontur_relay.aws.secrets import CredentialsSecret
 from kontur_relay.aws.sns import SnsPublisher
+from kontur_relay.aws.token_items import DynamoTokenStore
 from kontur_relay.settings import Env
 
 if TYPE_CHECKING:
@@ -45,5 +47,8 @@ def publisher(topic_arn: str, payload_bucket: str | None = None) -> SnsPublisher
     return SnsPublisher(sns, topic_arn, offloader=offloader)
 
 
-def credentials(secret_id: str) -> CredentialsSecret:
-    return CredentialsSecret(secret_id, boto3.client("secretsmanager", config=AWS_CONFIG))
+def credentials(secret_id: str, kind: str, table_name: str | None = None) -> CredentialsSecret:
+    """A feed kind's credentials secret, with the item in the cursor table (``CURSORS_TABLE`` unless
+    named) that its containers share tokens through."""
+    tokens = DynamoTokenStore(table(table_name), kind, secret_id, clock=time.time)
+    return CredentialsSecret(secret_id, boto3.client("secretsmanager", config=AWS_CONFIG), tokens=tokens)

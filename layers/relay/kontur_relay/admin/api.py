@@ -98,6 +98,8 @@ class AdminResolver(APIGatewayRestResolver):
     models (and answers a multipart body without a boundary with a bare 500): those are refused with
     415 first. It would also read a JSON array as its first item (its rule for form fields), so that
     ``[null]`` passes for an absent body: every body of this API is an object, anything else is 422.
+    A body nested deeper than ``MAX_DEPTH`` or holding a number Python will not read is 422 too, before
+    anything recurses through it: a RecursionError would fail the invocation (API Gateway's 502).
     """
 
     @override
@@ -105,9 +107,14 @@ class AdminResolver(APIGatewayRestResolver):
         body = event.get("body")
         if body and not _json_content(event.get("headers") or {}):
             return _refused(event, 415, JSON_ONLY)
-        if body and isinstance(_json_or_none(body), list):
-            where = FieldProblem(loc=["body"], msg="Input should be an object", type="model_type")
-            return _refused(event, 422, "The request is invalid: body: Input should be an object", detail=[where])
+        if body:
+            try:
+                parsed = _json_or_none(body)
+            except Unreadable as error:
+                return _unreadable(event, str(error))
+            if isinstance(parsed, list):
+                where = FieldProblem(loc=["body"], msg="Input should be an object", type="model_type")
+                return _refused(event, 422, "The request is invalid: body: Input should be an object", detail=[where])
         return super().resolve(event, context)
 
     @override
@@ -131,12 +138,50 @@ def _refused(event: Mapping[str, Any], status: int, message: str, **fields: Any)
     }
 
 
+#: Deeper than any body of this API: four levels are the most a route reads. A body nested deeper is
+#: refused before anything recurses through it (the JSON decoder, pydantic, a traceback's formatting).
+MAX_DEPTH = 32
+
+
+class Unreadable(ValueError):
+    """JSON that is well formed but that this API will not read: what is wrong, never the body itself."""
+
+
 def _json_or_none(body: str) -> Any:
-    # Malformed JSON is Powertools' to refuse (422 json_invalid, with where it broke).
+    """The body's JSON; None when it is malformed (Powertools refuses that: 422 json_invalid, with
+    where it broke). Raises Unreadable for JSON nested too deeply or with a number Python will not read."""
     try:
-        return json.loads(body)
-    except ValueError:
+        value = json.loads(body)
+    except RecursionError:
+        raise Unreadable(f"the body is JSON nested deeper than {MAX_DEPTH} levels") from None
+    except json.JSONDecodeError:
         return None
+    except ValueError:
+        # Python refuses integers of more than 4,300 digits; a JSON number that long is nobody's value.
+        raise Unreadable("the body holds a number too long to read") from None
+    if _depth(value) > MAX_DEPTH:
+        raise Unreadable(f"the body is JSON nested deeper than {MAX_DEPTH} levels")
+    return value
+
+
+def _depth(value: Any) -> int:
+    """How deeply ``value`` nests arrays and objects, counted without recursion."""
+    deepest, waiting = 0, [(value, 1)]
+    while waiting:
+        item, level = waiting.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, level)
+        if deepest > MAX_DEPTH:
+            return deepest
+        waiting.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def _unreadable(event: Mapping[str, Any], why: str) -> dict[str, Any]:
+    where = FieldProblem(loc=["body"], msg=why, type="json_invalid")
+    return _refused(event, 422, f"The request is invalid: body: {why}", detail=[where])
 
 
 def _json_content(headers: Mapping[str, Any]) -> bool:

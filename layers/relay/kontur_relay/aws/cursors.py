@@ -94,15 +94,15 @@ class DynamoCursorStore(FeedStatusReads):
             ExpressionAttributeValues=values,
         )
 
-    def record_failure(self, feed: str, error: str, *, stop: bool = False) -> None:
+    def record_failure(self, feed: str, error: str, *, stop: bool = False, not_before: float | None = None) -> None:
         expression = "SET last_error = :error, last_error_at = :now"
+        values: dict[str, Any] = {":error": error[:2000], ":now": iso(self.clock())}
         if stop:
             expression += ", stopped_reason = :error"
-        self.table.update_item(
-            Key={"feed": feed},
-            UpdateExpression=expression,
-            ExpressionAttributeValues={":error": error[:2000], ":now": iso(self.clock())},
-        )
+        if not_before is not None:
+            expression += ", not_before = :not_before"
+            values[":not_before"] = Decimal(str(round(not_before, 3)))
+        self.table.update_item(Key={"feed": feed}, UpdateExpression=expression, ExpressionAttributeValues=values)
 
     def mark_not_configured(self, feed: str, problem: str) -> None:
         """Say on the feed's row that its kind cannot run until someone configures it; its next

@@ -58,4 +58,5 @@ def cursor_state(item: Mapping[str, Any]) -> CursorState:
         version=int(item.get("version", 0)),
         stopped_reason=text(item.get("stopped_reason")),
         last_success_at=text(item.get("last_success_at")),
+        not_before=None if item.get("not_before") is None else float(item["not_before"]),
     )

@@ -1,11 +1,12 @@
-"""A JSON credentials secret in Secrets Manager: read through Powertools' cache, rotated values
-written back, and a compare-and-swap on its versions. Its values are credentials: never logged.
+"""A JSON credentials secret in Secrets Manager: read through Powertools' cache, and a rotated
+refresh token written back. Its values are credentials: never logged.
 
-Every container and function of a deployment that reads one secret shares what it holds. The
-version stage ``AWSCURRENT`` is the point they agree on: :meth:`CredentialsSecret.claim` moves it
-from the version a caller read to a new one, and Secrets Manager refuses the move when the stage is
-no longer on the version named (``RemoveFromVersionId``), so of several callers that read the same
-version exactly one claims it.
+A write-back must not undo a change made meanwhile (an operator's new api_key), so it is a
+compare-and-swap on the version stage ``AWSCURRENT``: the merged values are put as a new version
+under a label of the relay's own, and ``AWSCURRENT`` is moved onto it from the version they were
+read from; Secrets Manager refuses the move when the stage is no longer there (``RemoveFromVersionId``),
+and the write is merged again into what is current now. Each write-back is one secret version: the
+relay writes only when the identity provider rotated the refresh token (``kontur/refresh.py``).
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ from kontur_relay.observability import logger
 if TYPE_CHECKING:
     from mypy_boto3_secretsmanager import SecretsManagerClient
 
+    from kontur_relay.kontur.token_store import TokenStore
+
 CURRENT = "AWSCURRENT"
-#: Where a claim version waits for the stage move; a label of the relay's own, so that putting the
+#: Where a written version waits for the stage move; a label of the relay's own, so that putting the
 #: version does not make it current before the compare-and-swap has decided.
 CLAIM_STAGE = "RELAYCLAIM"
 
@@ -38,12 +41,17 @@ class SecretVersion:
 
 
 class CredentialsSecret:
-    """The JSON credentials secret; ``update`` writes back what the identity provider rotated."""
+    """The JSON credentials secret; ``update`` writes back what the identity provider rotated.
+    ``tokens``: the item beside it where the access tokens its credentials yield are shared (None:
+    this process keeps its own)."""
 
-    def __init__(self, secret_id: str, client: SecretsManagerClient, *, max_age: int = 300) -> None:
+    def __init__(
+        self, secret_id: str, client: SecretsManagerClient, *, max_age: int = 300, tokens: TokenStore | None = None
+    ) -> None:
         self.secret_id = secret_id
         self.client = client
         self.max_age = max_age
+        self.tokens = tokens
         # Powertools' cache over this client: its module-level default would build a second
         # Secrets Manager client per container, without the relay's retry configuration.
         self._cached = parameters.SecretsProvider(boto3_client=client)
@@ -73,7 +81,7 @@ class CredentialsSecret:
             raise ConfigurationError(f"the secret {self.secret_id} is not a JSON object") from error
         return SecretVersion(answer["VersionId"], self._object(value))
 
-    def claim(
+    def _swap(
         self, read: SecretVersion, changes: Mapping[str, Any], *, remove: Collection[str] = ()
     ) -> SecretVersion | None:
         """Make ``read`` with ``changes`` (less ``remove``) the current version, unless the secret moved
@@ -107,7 +115,7 @@ class CredentialsSecret:
         """Merge ``changes`` into the current version, read afresh (another container or an operator
         may have written since this one's cache was filled), without losing a write made meanwhile."""
         for _ in range(attempts):
-            if self.claim(self.current(), changes, remove=remove) is not None:
+            if self._swap(self.current(), changes, remove=remove) is not None:
                 logger.info("Wrote credentials back to the secret", extra={"fields": sorted({*changes, *remove})})
                 return
         raise ConfigurationError(f"the secret {self.secret_id} kept changing while credentials were written back")

@@ -1,8 +1,9 @@
 """An event as one SNS message: SNS's own rules for the envelope and its attributes.
 
 SNS carries at most 10 message attributes, counts the body and every attribute's name, type and
-value against 256 KiB, refuses characters outside XML's (lone surrogates, U+FFFE, U+FFFF), and on
-a FIFO topic needs a group and a deduplication id. All of it lives here, not in the envelope.
+value against 256 KiB, refuses characters outside XML's (lone surrogates, U+FFFE, U+FFFF; control
+characters in attributes), and on a FIFO topic needs a group and a deduplication id. All of it
+lives here, not in the envelope.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ POINTER_CLASS = "software.amazon.payloadoffloading.PayloadS3Pointer"
 #: Characters a JSON string may hold but an SNS message may not: lone surrogates cannot be UTF-8
 #: encoded at all, and U+FFFE/U+FFFF are outside the characters SNS and SQS accept.
 _NOT_SENDABLE = re.compile("[\ud800-\udfff\ufffe\uffff]")
+#: What an attribute value loses: besides those, control characters, which SNS refuses in attributes
+#: (and which no filter policy would match on).
+_NOT_AN_ATTRIBUTE = re.compile("[\x00-\x1f\ud800-\udfff\ufffe\uffff]")
 
 
 def attribute_data_type(value: AttributeValue) -> str:
@@ -101,7 +105,7 @@ def deduplication_id(feed: str, event_id: str) -> str:
 
 def sns_message(feed: Feed, event: FeedEvent) -> SnsMessage:
     """``event`` of ``feed`` as SNS will carry it."""
-    attributes = filter_attributes(feed, event)
+    attributes = cleaned(filter_attributes(feed, event))
     if len(attributes) > MAX_OWN_ATTRIBUTES:
         raise ValueError(
             f"{len(attributes)} message attributes for event {event.id}: SNS allows {MAX_ATTRIBUTES}, "
@@ -119,6 +123,23 @@ def sns_message(feed: Feed, event: FeedEvent) -> SnsMessage:
         group_id=event.ordering_key or feed.id,
         feed_id=feed.id,
     )
+
+
+def cleaned(attributes: Mapping[str, AttributeValue]) -> dict[str, AttributeValue]:
+    """``attributes`` without the characters SNS refuses in them, so that one odd field of an event
+    never holds its feed up: SNS would refuse the page on every run. What is left empty is left out,
+    as an empty value is. The body keeps the field as it came."""
+    kept: dict[str, AttributeValue] = {}
+    for name, value in attributes.items():
+        if isinstance(value, str):
+            text = _NOT_AN_ATTRIBUTE.sub("", value)
+            if text:
+                kept[name] = text
+            continue
+        items = sorted({text for text in (_NOT_AN_ATTRIBUTE.sub("", item) for item in value) if text})
+        if items:
+            kept[name] = items
+    return kept
 
 
 def sns_messages(feed: Feed, events: Sequence[FeedEvent]) -> list[SnsMessage]:

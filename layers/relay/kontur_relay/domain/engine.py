@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from kontur_relay.domain.errors import CursorConflict, FeedStopped, RelayError
+from kontur_relay.domain.errors import CursorConflict, FeedStopped, FeedUnavailable, RelayError
 from kontur_relay.domain.lease import LEASE_SECONDS, Lease, LeaseLost
 from kontur_relay.domain.model import CursorState, Feed, Page, Success
 from kontur_relay.domain.pages import Pages, Progress
@@ -51,6 +51,7 @@ class Outcome(StrEnum):
     LEASE_BUSY = "lease_busy"  # another run of this feed holds the lease
     LOST_RACE = "lost_race"  # another writer moved the cursor; this run stepped aside
     STOPPED = "stopped"  # the feed is halted until an operator resumes it
+    WAITING = "waiting"  # Kontur asked to be left alone until a time still ahead
     FAILED = "failed"  # an error ended the run; the cursor stays at the last fully published page
 
 
@@ -155,9 +156,13 @@ class Relay:
             report.outcome = Outcome.FAILED
             report.error = error.kind if isinstance(error, RelayError) else "unexpected"
             logger.exception("Run failed; the cursor stays at the last fully published page")
+            asked = error.retry_after if isinstance(error, FeedUnavailable) else None
             with _logged("Could not record the run's failure on the feed"):
                 self.cursors.record_failure(
-                    self.feed.id, f"{type(error).__name__}: {error}", stop=isinstance(error, FeedStopped)
+                    self.feed.id,
+                    f"{type(error).__name__}: {error}",
+                    stop=isinstance(error, FeedStopped),
+                    not_before=None if asked is None else self.clock() + asked,
                 )
             raise
         finally:
@@ -172,6 +177,10 @@ class Relay:
         if state.stopped_reason:
             logger.warning("Feed is stopped until an operator resumes it", extra={"reason": state.stopped_reason})
             report.outcome = Outcome.STOPPED
+            return
+        if state.not_before is not None and self.clock() < state.not_before:
+            logger.info("Kontur asked to be left alone; this run does not call it", extra={"until": state.not_before})
+            report.outcome = Outcome.WAITING
             return
         first = None
         if self.cadence is None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class RelayError(Exception):
     """Base of every failure the relay reports itself."""
@@ -35,9 +37,17 @@ class FeedError(RelayError):
 
 
 class FeedUnavailable(FeedError):
-    """Throttling, 5xx, timeouts or connection errors that outlasted every retry: try again later."""
+    """Throttling, 5xx, timeouts or connection errors that outlasted every retry: try again later.
+    ``retry_after``: the seconds Kontur asked to be left alone (``Retry-After``), longer than a run
+    can wait; the feed's next runs skip it until then."""
 
     kind = "feed_unavailable"
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **details: Any) -> None:
+        if retry_after is not None:
+            message = f"{message}; Kontur asks to wait {retry_after:.0f} s"
+        super().__init__(message, **details)
+        self.retry_after = retry_after
 
 
 class FeedTimeout(FeedUnavailable):

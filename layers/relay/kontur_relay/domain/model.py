@@ -68,6 +68,8 @@ class CursorState:
     stopped_reason: str | None = None
     #: When a run last ended well (RFC 3339): idle ticks refresh it every few minutes only.
     last_success_at: str | None = None
+    #: Kontur asked to be left alone until then (epoch seconds): runs before it do not call it.
+    not_before: float | None = None
 
 
 @dataclass(frozen=True)

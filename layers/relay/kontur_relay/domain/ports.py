@@ -50,6 +50,7 @@ class CursorStore(Protocol):
 
     def record_success(self, feed: str, *, backlog: int | None, backlog_capped: bool) -> None: ...
 
-    def record_failure(self, feed: str, error: str, *, stop: bool = False) -> None:
-        """Keep the error for operators; ``stop`` halts the feed until someone resumes it."""
+    def record_failure(self, feed: str, error: str, *, stop: bool = False, not_before: float | None = None) -> None:
+        """Keep the error for operators; ``stop`` halts the feed until someone resumes it;
+        ``not_before``: no run calls Kontur for this feed before then (epoch seconds)."""
         ...

@@ -1,31 +1,25 @@
 """Credentials for Kontur's APIs, shared by the feeds: fixed headers, and cached tokens (OpenID
-Connect's here; each feed package adds its own schemes). Never logged.
+Connect's in ``kontur/oidc.py``; each feed package adds its own schemes). Never logged.
 
 Tokens live in the module-level objects built once per Lambda container, so warm invocations reuse
-them; they are renewed ahead of expiry and once more on a 401, after reading the secret afresh (an
-operator may have just put a new credential there). A rotating refresh token is renewed by one
-container at a time and shared through the secret (``kontur/refresh.py``).
+them; they are renewed ahead of expiry and once more on a 401. Two requests refused at once renew
+once: each says which token was refused, and only the token still in use is dropped. A token refused
+again right after its renewal is refused for a reason no renewal mends: the credential is left alone
+for a while (``refresh.REFUSAL_BACKOFF``), or until the secret changes.
 """
 
 from __future__ import annotations
 
 import threading
-import time
 import urllib.parse
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import requests
-
+from kontur_relay.aws.dynamo import iso
 from kontur_relay.aws.secrets import CredentialsSecret
-from kontur_relay.domain.errors import ConfigurationError, FeedAuthError, FeedUnavailable
-from kontur_relay.kontur.client import TRANSIENT
-from kontur_relay.kontur.refresh import SharedRefresh
+from kontur_relay.domain.errors import ConfigurationError, FeedAuthError
+from kontur_relay.kontur.token_store import Token, backoff
 from kontur_relay.observability import logger
-
-#: Renew this long before the token's own expiry, so that no request carries a token about to lapse;
-#: a token that lives shorter is renewed once half its life is gone, not before every request.
-RENEW_AHEAD_SECONDS = 120
 
 
 def secure_url(url: str, where: str) -> str:
@@ -47,183 +41,124 @@ class StaticCredential:
     def headers(self) -> dict[str, str]:
         return dict(self._headers)
 
-    def renew(self) -> bool:
+    def renew(self, refused: Mapping[str, str]) -> bool:
         return False
+
+    def refused(self, headers: Mapping[str, str]) -> None:
+        """Nothing to leave alone: a fixed credential is never renewed."""
 
 
 class SecretCredential:
-    """A fixed header set built from the secret (a static token, a legacy session id). After a 401 the
-    secret is read afresh: when someone replaced the credential, the request is tried with the new one."""
+    """A fixed header set built from the secret (a static token, a legacy session id) when first
+    needed, so that a field it cannot send fails a run, recorded on the feed, not the container's start.
+    After a 401 the secret is read afresh: when someone replaced the credential, the request is tried
+    with the new one."""
 
     def __init__(self, secret: CredentialsSecret, build: Callable[[Mapping[str, Any]], dict[str, str]]) -> None:
         self.secret = secret
         self.build = build
-        self._headers = build(secret.values())
+        self._headers: dict[str, str] | None = None
         self._lock = threading.Lock()
 
     def headers(self) -> dict[str, str]:
         with self._lock:
+            if self._headers is None:
+                self._headers = self.build(self.secret.values())
             return dict(self._headers)
 
-    def renew(self) -> bool:
+    def renew(self, refused: Mapping[str, str]) -> bool:
         fresh = self.build(self.secret.values(fresh=True))
         with self._lock:
-            changed, self._headers = fresh != self._headers, fresh
+            self._headers = fresh
+        changed = any(_header(refused, name) != value for name, value in fresh.items())
         if changed:
             logger.info("The credential in the secret changed; trying it")
         return changed
+
+    def refused(self, headers: Mapping[str, str]) -> None:
+        """Nothing to leave alone: the secret is read afresh after each 401, no token is asked for."""
 
 
 class CachedToken:
     """A token obtained when first needed, kept until it is due for renewal, dropped after a 401.
 
-    Subclasses obtain the token (setting ``_token`` and ``_renew_at``) and say how it is sent."""
+    Subclasses obtain a token (``_obtain``) and say how it is sent (``_headers``). A refusal of a
+    fresh token is kept here, for this container (``_refuse``); a subclass may share it instead."""
 
     def __init__(self, secret: CredentialsSecret, clock: Callable[[], float]) -> None:
         self.secret = secret
         self.clock = clock
-        self._token: str | None = None
-        self._renew_at = 0.0
+        self._token: Token | None = None
         self._lock = threading.Lock()
-        #: The token the API refused with 401, and that the next read of the secret must be fresh.
+        #: The token the API refused with 401: the next one must be another, read from a fresh secret.
         self._rejected: str | None = None
-        self._reread = False
+        self._refusals = 0
+        self._refused_until = 0.0
+        self._refused_version: str | None = None
 
     def headers(self) -> dict[str, str]:
         with self._lock:
-            if self._token is None or self.clock() >= self._renew_at:
-                self._obtain()
-            assert self._token is not None
-            return self._headers(self._token)
+            if self._token is None or self.clock() >= self._token.renew_at:
+                self._token = self._obtain(self._rejected)
+                self._rejected = None
+            return self._headers(self._token.value)
 
-    def renew(self) -> bool:
+    def renew(self, refused: Mapping[str, str]) -> bool:
+        """After a 401 with ``refused``: drop that token if it is still the one in use (another
+        request may have renewed it already; then the retry takes the new one). False: a token got on
+        trial after a refusal was refused again, so no retry either."""
         with self._lock:
-            self._rejected, self._token, self._reread = self._token, None, True
+            if self._token is None or not self._in_use(refused):
+                return True
+            token, self._token = self._token, None
+            if token.trial:
+                self._refuse(token.value)
+                return False
+            self._rejected = token.value
         return True
 
-    def _config(self) -> dict[str, Any]:
-        """The secret's values: cached, except right after a 401."""
-        reread, self._reread = self._reread, False
-        return self.secret.values(fresh=reread)
+    def refused(self, headers: Mapping[str, str]) -> None:
+        """The token just renewed for a 401 was refused too: leave the credential alone for a while."""
+        with self._lock:
+            if self._token is not None and self._in_use(headers):
+                token, self._token = self._token, None
+                self._refuse(token.value)
 
-    def _obtain(self) -> None:
-        raise NotImplementedError
+    def _in_use(self, sent: Mapping[str, str]) -> bool:
+        """Whether ``sent`` carried the token in use (not one since replaced)."""
+        assert self._token is not None
+        return _header(sent, "Authorization") == self._headers(self._token.value)["Authorization"]
 
-    def _headers(self, token: str) -> dict[str, str]:
-        raise NotImplementedError
-
-
-class OpenIdConnectTokens(CachedToken):
-    """Bearer tokens from an OpenID Connect token endpoint (``password`` or ``refresh_token`` grant)."""
-
-    def __init__(
-        self,
-        secret: CredentialsSecret,
-        http: requests.Session,
-        *,
-        timeout: float = 20.0,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        super().__init__(secret, clock)
-        self.http = http
-        self.timeout = timeout
-        self._api_key: str | None = None
-        # Waiting for another container's renewal: three of this client's request timeouts at most
-        # (15 s for the admin API's 5 s, inside API Gateway's 29 s), 30 s for a poller.
-        self._shared = SharedRefresh(secret, self._redeem, max_wait=min(30.0, 3 * timeout), clock=clock)
-
-    def _headers(self, token: str) -> dict[str, str]:
-        headers = {"Authorization": f"Bearer {token}"}
-        if self._api_key:
-            headers["X-Kontur-Apikey"] = self._api_key
-        return headers
-
-    def _obtain(self) -> None:
-        config = self._config()
-        check(config)
-        self._api_key = config.get("api_key")
-        grant = config.get("grant_type") or ("refresh_token" if config.get("refresh_token") else "password")
-        if grant == "refresh_token" and config.get("refresh_token"):
-            shared = self._shared.token(self._rejected)
-            if shared is not None:
-                self._token, self._renew_at, self._rejected = shared.value, shared.renew_at, None
-                return
-            if not (config.get("username") and config.get("password")):
-                why = "the identity provider refused the refresh_token grant"
-                if self._shared.interrupted:
-                    why = (
-                        "the refresh token was refused after an interrupted renewal (its successor was never "
-                        "written back): put a fresh refresh_token into the credentials secret"
-                    )
-                raise FeedAuthError(why, status=400)
-            logger.warning("The refresh token was refused; falling back to the password grant")
-        elif grant != "password":
-            raise ConfigurationError(f"grant_type {grant!r} needs fields the credentials secret does not have")
-        answer = self._password_grant(config)
-        if answer is None:
-            raise FeedAuthError("the identity provider refused the password grant", status=400)
-        token = answer.get("access_token")
-        if not isinstance(token, str) or not token:
-            raise FeedAuthError("the identity provider's answer has no access_token")
-        lifetime = float(answer.get("expires_in") or 3600)
-        self._token, self._rejected = token, None
-        self._renew_at = self.clock() + lifetime - min(RENEW_AHEAD_SECONDS, lifetime / 2)
-
-    def _redeem(self, config: Mapping[str, Any]) -> dict[str, Any] | None:
-        """One presentation of the (claimed) refresh token; its successor is the caller's to save."""
-        check(config)
-        return self._request(config, {"grant_type": "refresh_token", "refresh_token": config["refresh_token"]})
-
-    def _password_grant(self, config: Mapping[str, Any]) -> dict[str, Any] | None:
-        if not (config.get("username") and config.get("password")):
-            raise ConfigurationError("the password grant needs username and password in the credentials secret")
-        return self._request(
-            config, {"grant_type": "password", "username": config["username"], "password": config["password"]}
+    def _refuse(self, token: str) -> None:
+        self._refusals += 1
+        self._refused_until = self.clock() + backoff(self._refusals)
+        self._refused_version = self.secret.current().version_id
+        logger.warning(
+            "Kontur refused a fresh token; the next renewal waits for the backoff (none after a first refusal) "
+            "or a change of the credentials secret",
+            extra={"refusals": self._refusals, "not_before": iso(self._refused_until)},
         )
 
-    def _request(self, config: Mapping[str, Any], grant: dict[str, str]) -> dict[str, Any] | None:
-        """The token endpoint's JSON, or None when it refused the grant (400/401)."""
-        form = {**grant, "client_id": config["client_id"]}
-        if config.get("client_secret"):
-            form["client_secret"] = config["client_secret"]
-        if config.get("scope"):
-            form["scope"] = config["scope"]
-        try:
-            # No redirects: a 307 would resend the client secret and the grant to wherever it points.
-            response = self.http.post(config["token_url"], data=form, timeout=self.timeout, allow_redirects=False)
-        except TRANSIENT as error:
-            raise FeedUnavailable(f"the token endpoint did not answer: {type(error).__name__}") from error
-        if response.status_code in (400, 401):
-            body = _json_or_empty(response)
-            # OAuth error codes and descriptions name the problem without echoing the credential.
-            logger.warning(
-                "The token endpoint refused a grant",
-                extra={
-                    "grant_type": grant["grant_type"],
-                    "error": body.get("error"),
-                    "error_description": body.get("error_description"),
-                },
+    def _check_refusal(self) -> bool:
+        """Raise FeedAuthError while a refusal holds for the secret as it is; True: on trial after one."""
+        if not self._refusals:
+            return False
+        if self.secret.current().version_id != self._refused_version:
+            self._refusals, self._refused_until = 0, 0.0
+            return False
+        if self.clock() < self._refused_until:
+            raise FeedAuthError(
+                f"Kontur refused this credential {self._refusals} time(s) in a row; the relay tries again after "
+                f"{iso(self._refused_until)}, or as soon as the credentials secret changes"
             )
-            return None
-        if response.status_code != 200:
-            raise FeedUnavailable(f"the token endpoint answered {response.status_code}", status=response.status_code)
-        body = _json_or_empty(response)
-        if not body:
-            raise FeedAuthError("the token endpoint answered 200 without a JSON object")
-        return body
+        return True
+
+    def _obtain(self, rejected: str | None) -> Token:
+        raise NotImplementedError
+
+    def _headers(self, token: str) -> dict[str, str]:
+        raise NotImplementedError
 
 
-def check(config: Mapping[str, Any]) -> None:
-    """The OpenID Connect fields every grant needs, and a token_url credentials may go to."""
-    missing = [name for name in ("token_url", "client_id") if not config.get(name)]
-    if missing:
-        raise ConfigurationError(f"the credentials secret lacks {', '.join(missing)}")
-    secure_url(str(config["token_url"]), "token_url in the credentials secret")
-
-
-def _json_or_empty(response: requests.Response) -> dict[str, Any]:
-    try:
-        body = response.json()
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
+def _header(headers: Mapping[str, str], wanted: str) -> str | None:
+    return next((value for name, value in headers.items() if name.lower() == wanted.lower()), None)

@@ -25,6 +25,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from kontur_relay.domain.errors import FeedUnavailable
+
 #: The per-second window, with room for requests delayed on their way (see above).
 WINDOW_SECONDS = 1.25
 
@@ -61,6 +63,7 @@ class Budget:
         self._slots = threading.BoundedSemaphore(max_in_flight) if max_in_flight else None
         self._sent: deque[float] = deque()
         self._paused_until = 0.0
+        self._closed_until = 0.0
         self._in_flight = 0
         self._lock = threading.Lock()
         self._local = threading.local()
@@ -128,6 +131,11 @@ class Budget:
             while True:
                 with self._lock:
                     now = self.clock()
+                    if self._closed_until > now:
+                        left = self._closed_until - now
+                        raise FeedUnavailable(
+                            "a request was held back: Kontur asked to be left alone", retry_after=left
+                        )
                     wait = self._paused_until - now
                     if self.per_second is not None:
                         while self._sent and now - self._sent[0] >= WINDOW_SECONDS:
@@ -180,6 +188,13 @@ class Budget:
                 if spare and not self._queued:
                     return
             self.sleep(0.05)
+
+    def close(self, seconds: float) -> None:
+        """Kontur asked to be left alone for longer than a run can wait: every request of the budget
+        fails at once (FeedUnavailable) instead of waiting."""
+        with self._lock:
+            self.counts.throttled += 1
+            self._closed_until = max(self._closed_until, self.clock() + seconds)
 
     def pause(self, seconds: float) -> None:
         """Kontur said to slow down: no request of this budget goes out for ``seconds``."""

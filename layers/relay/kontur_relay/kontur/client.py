@@ -17,8 +17,16 @@ from typing import Any, Protocol
 import requests
 import urllib3
 
-from kontur_relay.domain.errors import FeedAuthError, FeedError, FeedRejected, FeedTimeout, FeedUnavailable
-from kontur_relay.kontur.session import RETRYABLE_STATUSES
+from kontur_relay.domain.errors import (
+    ConfigurationError,
+    FeedAuthError,
+    FeedError,
+    FeedRejected,
+    FeedTimeout,
+    FeedUnavailable,
+)
+from kontur_relay.kontur.secret_fields import described
+from kontur_relay.kontur.session import RETRYABLE_STATUSES, retry_after
 from kontur_relay.observability import logger
 
 #: The connection broke while the body was read (a reset, a truncated or undecodable transfer).
@@ -45,8 +53,13 @@ class Authenticator(Protocol):
 
     def headers(self) -> dict[str, str]: ...
 
-    def renew(self) -> bool:
-        """Drop the current credential after a 401; True if a new one may be accepted."""
+    def renew(self, refused: Mapping[str, str]) -> bool:
+        """After a 401 to a request sent with ``refused``: drop that credential if it is still the one
+        in use; True if a request sent again may be accepted."""
+        ...
+
+    def refused(self, headers: Mapping[str, str]) -> None:
+        """A 401 again, to the credential ``renew`` just got: leave it alone for a while."""
         ...
 
 
@@ -97,9 +110,11 @@ class KonturApi:
         # Kontur's APIs answer in place; a redirect followed would carry the credential elsewhere.
         kwargs.setdefault("allow_redirects", False)
         response = self._send(method, path, params, headers, **kwargs)
-        if response.status_code == 401 and self.auth.renew():
+        if response.status_code == 401 and self.auth.renew(response.request.headers):
             logger.info("%s answered 401; retrying once with a fresh credential", self.name)
             response = self._send(method, path, params, headers, **kwargs)
+            if response.status_code == 401:
+                self.auth.refused(response.request.headers)
         if response.status_code in ok:
             return response
         raise self.error_for(response)
@@ -113,7 +128,13 @@ class KonturApi:
         elif status in self.retryable:
             cls = FeedUnavailable
         what = f"{self.name} answered {status} to {response.request.method} {_path(response)}"
-        error = cls(f"{what}: {details.message}", status=status, error_code=details.code, trace_id=details.trace_id)
+        message, fields = f"{what}: {details.message}", {"error_code": details.code, "trace_id": details.trace_id}
+        if cls is FeedUnavailable:
+            error: FeedError = FeedUnavailable(
+                message, status=status, retry_after=retry_after(response.headers), **fields
+            )
+        else:
+            error = cls(message, status=status, **fields)
         logger.warning(str(error), extra={"status": status, "error_code": details.code, "trace_id": details.trace_id})
         return error
 
@@ -128,19 +149,13 @@ class KonturApi:
         url = f"{self.base_url}{path}"
         attempt = 0
         while True:
+            sent = {**self.auth.headers(), **(headers or {})}
             try:
-                return self.http.request(
-                    method,
-                    url,
-                    params=params,
-                    headers={**self.auth.headers(), **(headers or {})},
-                    timeout=self.timeout,
-                    **kwargs,
-                )
+                return self.http.request(method, url, params=params, headers=sent, timeout=self.timeout, **kwargs)
             except BROKEN_BODY as error:
                 if attempt == BODY_RETRIES:
                     raise FeedUnavailable(
-                        f"{self.name} broke off its answer to {method} {path} on every try: {type(error).__name__}"
+                        f"{self.name} broke off its answer to {method} {path} on every try: {described(error)}"
                     ) from error
                 attempt += 1
                 logger.info("%s broke off the answer to %s %s; trying again", self.name, method, path)
@@ -148,8 +163,14 @@ class KonturApi:
             except (requests.ConnectionError, requests.Timeout, requests.exceptions.RetryError) as error:
                 cls = FeedTimeout if _timed_out(error) else FeedUnavailable
                 raise cls(
-                    f"{self.name} did not answer {method} {path} after every retry: {type(error).__name__}"
+                    f"{self.name} did not answer {method} {path} after every retry: {described(error)}"
                 ) from error
+            except (requests.RequestException, ValueError) as error:
+                # The request could not even be made (a header with a line break, say): its error
+                # quotes the request, credentials included, so neither it nor its chain goes on.
+                raise ConfigurationError(
+                    f"{self.name}: {method} {path} could not be sent: {described(error)}"
+                ) from None
 
 
 def _timed_out(error: Exception) -> bool:

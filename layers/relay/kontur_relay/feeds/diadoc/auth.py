@@ -17,8 +17,11 @@ import requests
 
 from kontur_relay.aws.secrets import CredentialsSecret
 from kontur_relay.domain.errors import ConfigurationError, FeedAuthError, FeedUnavailable
-from kontur_relay.kontur.auth import CachedToken, OpenIdConnectTokens, SecretCredential, secure_url
+from kontur_relay.kontur.auth import CachedToken, SecretCredential, secure_url
 from kontur_relay.kontur.client import TRANSIENT, Authenticator
+from kontur_relay.kontur.oidc import OpenIdConnectTokens
+from kontur_relay.kontur.secret_fields import described, field, required, sendable
+from kontur_relay.kontur.token_store import Token
 from kontur_relay.observability import logger
 
 #: A DiadocAuth token lives 24 hours; it is replaced an hour early, so that none lapses mid-run
@@ -51,23 +54,27 @@ class DiadocAuthTokens(CachedToken):
     def _headers(self, token: str) -> dict[str, str]:
         return {"Authorization": f"DiadocAuth ddauth_api_client_id={self._client_id},ddauth_token={token}"}
 
-    def _obtain(self) -> None:
-        config = self._config()
-        missing = [name for name in ("api_client_id", "login", "password") if not config.get(name)]
+    def _obtain(self, rejected: str | None) -> Token:
+        trial = self._check_refusal()
+        # Fresh after a 401: an operator may have just put a new credential there.
+        config = self.secret.values(fresh=rejected is not None)
+        missing = [name for name in ("api_client_id", "login", "password") if not field(config, name)]
         if missing:
             raise ConfigurationError(f"the Diadoc credentials secret lacks {', '.join(missing)}")
-        client_id = str(config["api_client_id"])
+        client_id = required(config, "api_client_id", header=True)
         try:
             response = self.http.post(
                 self.url,
                 params={"type": "password"},
-                json={"login": config["login"], "password": config["password"]},
+                json={"login": required(config, "login"), "password": required(config, "password")},
                 headers={"Authorization": f"DiadocAuth ddauth_api_client_id={client_id}"},
                 timeout=self.timeout,
                 allow_redirects=False,  # the password must not follow a redirect anywhere
             )
         except TRANSIENT as error:
-            raise FeedUnavailable(f"Diadoc's Authenticate did not answer: {type(error).__name__}") from error
+            raise FeedUnavailable(f"Diadoc's Authenticate did not answer: {described(error)}") from error
+        except (requests.RequestException, ValueError) as error:
+            raise ConfigurationError(f"Diadoc's Authenticate could not be sent: {described(error)}") from None
         code = response.headers.get("X-Diadoc-ErrorCode")
         if response.status_code in (400, 401, 403):
             # The code names the problem (a wrong password, an unknown client id) without the credential.
@@ -75,12 +82,13 @@ class DiadocAuthTokens(CachedToken):
         if response.status_code != 200:
             raise FeedUnavailable("Diadoc's Authenticate failed", status=response.status_code, error_code=code)
         token = response.text.strip()
-        if not token or "<" in token:
-            raise FeedAuthError("Diadoc's Authenticate answered 200 without a token")
-        self._client_id, self._token = client_id, token
-        self._renew_at = self.clock() + TOKEN_LIFETIME_SECONDS - RENEW_AHEAD_SECONDS
+        if not token or not sendable(token) or "<" in token:
+            raise FeedAuthError("Diadoc's Authenticate answered 200 without a token a header can carry")
+        self._client_id = client_id
+        renew_at = self.clock() + TOKEN_LIFETIME_SECONDS - RENEW_AHEAD_SECONDS
         self.obtained += 1
-        logger.info("Obtained a DiadocAuth token", extra={"renew_at": self._renew_at})
+        logger.info("Obtained a DiadocAuth token", extra={"renew_at": renew_at})
+        return Token(token, renew_at, trial=trial)
 
 
 def diadoc_authenticator(
@@ -102,6 +110,7 @@ def diadoc_authenticator(
 
 
 def _bearer(config: Mapping[str, Any]) -> dict[str, str]:
-    if not config.get("access_token"):
+    token = field(config, "access_token", header=True)
+    if not token:
         raise ConfigurationError("the Diadoc credentials secret no longer holds access_token")
-    return {"Authorization": f"Bearer {config['access_token']}"}
+    return {"Authorization": f"Bearer {token}"}

@@ -50,6 +50,8 @@ class DiadocSettings:
     http_retries: int
     http_backoff: float
     credentials_secret: str
+    #: Where the containers share the Diadoc token (the cursor table).
+    cursors_table: str
 
     @classmethod
     def from_env(cls, env: Env) -> DiadocSettings:
@@ -60,6 +62,7 @@ class DiadocSettings:
             http_retries=env.whole("HTTP_RETRIES", 4, low=0),
             http_backoff=env.number("HTTP_BACKOFF_SECONDS", 0.5),
             credentials_secret=env.text("DIADOC_CREDENTIALS_SECRET"),
+            cursors_table=env.text("CURSORS_TABLE"),
         )
 
     def api(self, budget: Budget | None = None, *, pool_size: int = 10, max_retry_after: float = 20.0) -> DiadocApi:
@@ -72,7 +75,7 @@ class DiadocSettings:
             pool_size=pool_size,
             max_retry_after=max_retry_after,
         )
-        secret = wiring.credentials(self.credentials_secret)
+        secret = wiring.credentials(self.credentials_secret, "diadoc", self.cursors_table)
         authenticator = diadoc_authenticator(secret, session, self.api_url, timeout=self.http_timeout)
         return DiadocApi(self.api_url, session, authenticator, read_diadoc_error, timeout=self.http_timeout)
 

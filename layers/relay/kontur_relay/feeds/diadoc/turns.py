@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 
 from kontur_relay.aws.box_items import RegisteredBox
 from kontur_relay.aws.boxes import DynamoBoxRegistry
-from kontur_relay.domain.errors import ConfigurationError, CursorConflict, FeedError, FeedStopped
+from kontur_relay.domain.errors import ConfigurationError, CursorConflict, FeedError, FeedStopped, FeedUnavailable
 from kontur_relay.domain.model import Feed, Page
 from kontur_relay.domain.pages import Pages, Progress
 from kontur_relay.domain.ports import CursorStore, Publisher
@@ -76,9 +76,11 @@ class BoxTurns:
         except (FeedError, ConfigurationError) as error:
             # This box's trouble (its answer, its access, its payment, its settings), not the others'.
             logger.warning("A box's poll failed", extra={"error": str(error), "error_kind": error.kind})
+            # Kontur asked to be left alone for longer than a run (Retry-After): the box waits that long.
+            asked = error.retry_after if isinstance(error, FeedUnavailable) else None
             self.registry.polled(
                 box,
-                next_poll_at=started + self.polling.min_interval,
+                next_poll_at=max(started + self.polling.min_interval, self.clock() + (asked or 0.0)),
                 interval=self.polling.min_interval,
                 had_events=False,
                 error=f"{type(error).__name__}: {error}",

@@ -15,8 +15,10 @@ import requests
 
 from kontur_relay.aws.secrets import CredentialsSecret
 from kontur_relay.domain.errors import ConfigurationError
-from kontur_relay.kontur.auth import OpenIdConnectTokens, SecretCredential
+from kontur_relay.kontur.auth import SecretCredential
 from kontur_relay.kontur.client import Authenticator
+from kontur_relay.kontur.oidc import OpenIdConnectTokens
+from kontur_relay.kontur.secret_fields import field
 
 
 def extern_authenticator(secret: CredentialsSecret, http: requests.Session, *, timeout: float = 20.0) -> Authenticator:
@@ -28,13 +30,14 @@ def extern_authenticator(secret: CredentialsSecret, http: requests.Session, *, t
 
 
 def _fixed_headers(config: Mapping[str, Any]) -> dict[str, str]:
-    api_key = config.get("api_key")
-    if config.get("access_token"):
-        headers = {"Authorization": f"Bearer {config['access_token']}"}
-    elif config.get("sid"):
+    api_key = field(config, "api_key", header=True)
+    access_token, sid = field(config, "access_token", header=True), field(config, "sid", header=True)
+    if access_token:
+        headers = {"Authorization": f"Bearer {access_token}"}
+    elif sid:
         if not api_key:
             raise ConfigurationError("the legacy auth.sid scheme needs api_key in the credentials secret")
-        headers = {"Authorization": f"auth.sid {config['sid']}"}
+        headers = {"Authorization": f"auth.sid {sid}"}
     else:
         raise ConfigurationError("the credentials secret no longer holds access_token or sid")
     if api_key:

@@ -99,7 +99,9 @@ class ExternKind:
             settings.api_url,
             session,
             extern_authenticator(
-                wiring.credentials(settings.credentials_secret), session, timeout=settings.http_timeout
+                wiring.credentials(settings.credentials_secret, self.name, relay_settings.cursors_table),
+                session,
+                timeout=settings.http_timeout,
             ),
             read_extern_error,
             timeout=settings.http_timeout,

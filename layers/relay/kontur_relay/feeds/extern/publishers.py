@@ -24,6 +24,7 @@ from kontur_relay.feeds.extern.source import read_extern_error
 from kontur_relay.kontur import session as http
 from kontur_relay.kontur.auth import StaticCredential
 from kontur_relay.kontur.client import Authenticator, KonturApi
+from kontur_relay.kontur.secret_fields import field
 
 #: Answers Kontur gives when it did what was asked (share-events' own code is not documented).
 SUCCESS = frozenset({200, 201, 204})
@@ -147,9 +148,9 @@ class ExternPublishers:
     def _administrator(self, credential: str) -> KonturApi:
         # A 401 is final: the administrator's credential cannot be renewed here.
         headers = {"Authorization": credential}
-        api_key = self.secret.values().get("api_key")
+        api_key = field(self.secret.values(), "api_key", header=True)
         if api_key:
-            headers["X-Kontur-Apikey"] = str(api_key)
+            headers["X-Kontur-Apikey"] = api_key
         return self._api(StaticCredential(headers))
 
     def _api(self, auth: Authenticator) -> KonturApi:
