@@ -25,6 +25,7 @@ from datetime import datetime
 from kontur_relay.domain.errors import CursorConflict, FeedStopped, RelayError
 from kontur_relay.domain.lease import LEASE_SECONDS, Lease, LeaseLost
 from kontur_relay.domain.model import CursorState, Feed, Page, Success
+from kontur_relay.domain.pace import Pace
 from kontur_relay.domain.pages import Pages, Progress
 from kontur_relay.domain.ports import CursorStore, Publisher, Source
 from kontur_relay.domain.report import Outcome, RunReport
@@ -69,7 +70,9 @@ class Relay:
         self.feed = feed
         self.source = source
         self.cursors = cursors
-        self.pages = Pages(feed, source, publisher, cursors, safety_margin=safety_margin, pipelined=pipelined)
+        self.pages = Pages(
+            feed, source, publisher, cursors, safety_margin=safety_margin, pipelined=pipelined, pace=Pace(clock)
+        )
         self.safety_margin = safety_margin
         self.lease_seconds = lease_seconds
         self.cadence = cadence
@@ -113,7 +116,7 @@ class Relay:
             return
         first = None
         if self.cadence is None:
-            first = self.pages.read(state.position, time_left)
+            first = self.pages.read(state.position)
             if not first.events and first.next_cursor in (None, state.position):
                 report.pages = 1
                 self._checked(state)

@@ -1,8 +1,8 @@
 """How long a page takes here and now, so that a run begins no page it cannot finish in time.
 
 A page is three steps: its read (Kontur), its publishing (the sink) and its cursor write (the
-store). Each is timed as it happens, on the invocation's own clock, and a page is taken to last the
-sum of the longest of each step's last few. A run begins a page only if that page, and the one still
+store). Each is timed as it happens, and a page is taken to last the sum of the longest of each
+step's last few. A run begins a page only if that page, and the one still
 being published beside it when pipelined, end before its safety margin: however slowly Kontur or AWS
 answers, the run returns before Lambda's deadline, and the page it did not begin is the next run's.
 """
@@ -10,6 +10,7 @@ answers, the run returns before Lambda's deadline, and the page it did not begin
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
@@ -24,18 +25,17 @@ class Pace:
     """The steps' recent durations. Shared by every feed a poller relays (a Diadoc box's first page
     is judged by its neighbours' pace), so safe to use from several threads."""
 
-    def __init__(self, samples: int = 20) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic, *, samples: int = 20) -> None:
+        self.clock = clock
         self._recent = {step: deque[float](maxlen=samples) for step in STEPS}
         self._lock = threading.Lock()
 
-    def timed(
-        self, step: str, time_left: Callable[[], float], work: Callable[P, T], *args: P.args, **kwargs: P.kwargs
-    ) -> T:
+    def timed(self, step: str, work: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """``work(*args, **kwargs)``, its duration recorded as one ``step``."""
-        begun = time_left()
+        begun = self.clock()
         result = work(*args, **kwargs)
         with self._lock:
-            self._recent[step].append(begun - time_left())
+            self._recent[step].append(self.clock() - begun)
         return result
 
     @property

@@ -94,9 +94,7 @@ class Pages:
         renewal, which may raise); ``on_page`` once a page's cursor write has landed."""
         progress = Progress(state=state)
         position = state.position
-        if first is None and not self.pace.fits(time_left(), self.safety_margin):
-            return progress
-        page = first if first is not None else self.read(position, time_left)
+        page = first if first is not None else self.read(position)
         ahead: Future[Page] | None = None
         writing: _Write | None = None
 
@@ -115,21 +113,21 @@ class Pages:
                 follows = moved and not last and (max_pages is None or progress.pages < max_pages)
                 # Pipelined, the next page is read now, and this one is still to publish beside it.
                 if follows and self._reader is not None and self.pace.fits(time_left(), self.safety_margin, pages=2):
-                    ahead = self._reader.submit(self.read, page.next_cursor, time_left)
+                    ahead = self._reader.submit(self.read, page.next_cursor)
                 if page.events:
-                    self.pace.timed("publish", time_left, self.publisher.publish, self.feed, page.events)
+                    self.pace.timed("publish", self.publisher.publish, self.feed, page.events)
                 land()  # the page before this one first: the cursor moves page after page, in order
                 # Nothing is on its way to the cursor store now: it is never called from two threads
                 # at once (a boto3 resource is not thread-safe).
                 if keep is not None and follows:
                     keep()
-                writing = self._write(progress.state, page, moved, time_left)
+                writing = self._write(progress.state, page, moved)
                 position = page.next_cursor if moved else position
                 if follows and self._reader is None:
                     land()
                     if self.pace.fits(time_left(), self.safety_margin):
                         ahead = Future()
-                        ahead.set_result(self.read(position, time_left))
+                        ahead.set_result(self.read(position))
                 if ahead is None:
                     land()
                     progress.caught_up = last
@@ -144,23 +142,21 @@ class Pages:
             land()
             raise
 
-    def read(self, position: str | None, time_left: Callable[[], float]) -> Page:
+    def read(self, position: str | None) -> Page:
         """The page at ``position``, its read timed."""
-        return self.pace.timed("read", time_left, self.source.read_page, position)
+        return self.pace.timed("read", self.source.read_page, position)
 
-    def _write(self, state: CursorState, page: Page, moved: bool, time_left: Callable[[], float]) -> _Write:
+    def _write(self, state: CursorState, page: Page, moved: bool) -> _Write:
         """Page's cursor write: on the writer's thread when pipelined, else here and now."""
         relayed = len(page.events)
         if moved and self._writer is not None:
             advance = self._writer.submit(
-                self.pace.timed, "write", time_left, self.cursors.advance, state, page.next_cursor, relayed=relayed
+                self.pace.timed, "write", self.cursors.advance, state, page.next_cursor, relayed=relayed
             )
             return _Write(page, advance)
         written: Future[CursorState] = Future()
         if moved:
-            written.set_result(
-                self.pace.timed("write", time_left, self.cursors.advance, state, page.next_cursor, relayed=relayed)
-            )
+            written.set_result(self.pace.timed("write", self.cursors.advance, state, page.next_cursor, relayed=relayed))
         else:
             written.set_result(state)
         return _Write(page, written)

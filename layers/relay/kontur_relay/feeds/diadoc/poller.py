@@ -27,6 +27,7 @@ from kontur_relay.aws.boxes import DynamoBoxRegistry
 from kontur_relay.domain.errors import ConfigurationError, CursorConflict, FeedError, FeedStopped, RelayError
 from kontur_relay.domain.lease import LEASE_SECONDS, Lease, LeaseLost
 from kontur_relay.domain.model import Feed
+from kontur_relay.domain.pace import Pace
 from kontur_relay.domain.pages import Pages
 from kontur_relay.domain.ports import CursorStore, Publisher
 from kontur_relay.feeds.diadoc.boxes import filters_key
@@ -54,6 +55,8 @@ class BoxPoller:
     source_uri: Callable[[str], str]
     lease_seconds: float = LEASE_SECONDS
     clock: Callable[[], float] = time.time
+    #: How long a page takes, learned from every box's pages: no turn begins that cannot end in time.
+    pace: Pace = field(default_factory=Pace)
     _relays: dict[tuple[str, str], Pages] = field(default_factory=dict)
     _started: float = 0.0
 
@@ -123,7 +126,7 @@ class BoxPoller:
             running: set[Future[Turn]] = set()
             while True:
                 while waiting and waiting[0][0] <= self.clock() and len(running) < workers:
-                    if time_left() < self.safety_margin:
+                    if not self.pace.fits(time_left(), self.safety_margin):
                         report.outcome = "out_of_time"
                         break
                     _, _, box = heapq.heappop(waiting)
@@ -198,5 +201,6 @@ class BoxPoller:
                 self.cursors,
                 safety_margin=self.safety_margin,
                 pipelined=False,
+                pace=self.pace,
             )
         return self._relays[key]
