@@ -19,6 +19,7 @@ seen (``pace.Pace``): a page that would end inside the margin is left for the ne
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -113,7 +114,7 @@ class Pages:
                 follows = moved and not last and (max_pages is None or progress.pages < max_pages)
                 # Pipelined, the next page is read now, and this one is still to publish beside it.
                 if follows and self._reader is not None and self.pace.fits(time_left(), self.safety_margin, pages=2):
-                    ahead = self._reader.submit(self.read, page.next_cursor)
+                    ahead = self._read_ahead(page.next_cursor)
                 if page.events:
                     self.pace.timed("publish", self.publisher.publish, self.feed, page.events)
                 land()  # the page before this one first: the cursor moves page after page, in order
@@ -141,6 +142,21 @@ class Pages:
                 wait([ahead])
             land()
             raise
+
+    def _read_ahead(self, position: str | None) -> Future[Page]:
+        """The page at ``position``, read on the reader's thread. This thread waits until the read
+        has begun: publishing is CPU work that would otherwise keep the interpreter from the reader
+        for a switch interval (5 ms) on every page, and the reads are what sets the relay's pace."""
+        assert self._reader is not None
+        begun = threading.Event()
+
+        def read() -> Page:
+            begun.set()
+            return self.read(position)
+
+        ahead = self._reader.submit(read)
+        begun.wait(timeout=0.05)
+        return ahead
 
     def read(self, position: str | None) -> Page:
         """The page at ``position``, its read timed."""
