@@ -87,6 +87,7 @@ class Relay:
         """
         report = RunReport(feed=self.feed.id)
         started = self.clock()
+        self.pages.pace.reset()
         logger.append_keys(feed=self.feed.id)
         try:
             self._run(report, time_left, started)

@@ -2,7 +2,7 @@
 
 A page is three steps: its read (Kontur), its publishing (the sink) and its cursor write (the
 store). Each is timed as it happens, and a page is taken to last the sum of the longest of each
-step's last few. A run begins a page only if that page, and the one still
+step's last few in this run. A run begins a page only if that page, and the one still
 being published beside it when pipelined, end before its safety margin: however slowly Kontur or AWS
 answers, the run returns before Lambda's deadline, and the page it did not begin is the next run's.
 """
@@ -37,6 +37,13 @@ class Pace:
         with self._lock:
             self._recent[step].append(self.clock() - begun)
         return result
+
+    def reset(self) -> None:
+        """Forget what earlier runs saw: a run learns its own pace, and a slow spell of the past
+        (a page that took longer than a whole invocation) never keeps a run from beginning."""
+        with self._lock:
+            for recent in self._recent.values():
+                recent.clear()
 
     @property
     def page(self) -> float:
