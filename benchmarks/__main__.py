@@ -34,6 +34,8 @@ from local_stack.template import Stack, provision
 ARM64_GB_SECOND = 0.0000133334
 KINDS = ("relay", "relay_moto", "read", "naive")
 MEMORY_SIZES = (256, 512, 1024, 1769)
+#: PollIntervalSeconds measured for latency: the sub-minute option, and the schedule alone.
+LATENCY_INTERVALS = (5.0, 60.0)
 
 
 class WorkerProcess:
@@ -89,6 +91,7 @@ class Results:
     latency: dict[float, Latency] = field(default_factory=dict)
     imports: ImportTimes | None = None
     imports_note: str = ""
+    load_before: str = ""
 
     def rates(self, limit: str, kind: str, page: int) -> list[float]:
         return [s.events_per_second for s in self.samples.get((limit, kind, page), [])]
@@ -112,17 +115,8 @@ def median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def subscribed_queue(topic_arn: str) -> str:
-    """A queue subscribed to the topic with raw delivery, as a consumer would have it."""
-    sqs, sns = boto3.client("sqs"), boto3.client("sns")
-    url = sqs.create_queue(QueueName=f"bench-latency-{uuid.uuid4().hex[:8]}")["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=arn, Attributes={"RawMessageDelivery": "true"})
-    return str(url)
-
-
 def measure(args: argparse.Namespace) -> Results:
-    results = Results()
+    results = Results(load_before=_load())
     limits = [UNLIMITED, one_core(), Limit.memory(512)]
     table_limits = [Limit.memory(mb) for mb in MEMORY_SIZES if mb != 512] if args.memory_table else []
     started = time.perf_counter()
@@ -162,12 +156,8 @@ def measure(args: argparse.Namespace) -> Results:
             print(f"  round {round_ + 1} of {args.rounds}: {time.perf_counter() - began:.0f} s", flush=True)
 
         results.idle = running[0].ask("idle", args.idle_ticks)
-        topic = boto3.client("sns").create_topic(Name=f"bench-latency-{uuid.uuid4().hex[:8]}")["TopicArn"]
-        queue = (topic, subscribed_queue(topic))
-        for interval in (5.0, 60.0):
-            results.latency[interval] = running[0].ask(
-                "latency", interval, args.latency_minutes, args.latency_rate, 7, queue
-            )
+        for interval in LATENCY_INTERVALS:
+            results.latency[interval] = running[0].ask("latency", interval, args.latency_minutes, args.latency_rate, 7)
         print(f"  idle ticks and latency measured; {time.perf_counter() - started:.0f} s so far", flush=True)
 
     if args.import_trials:
@@ -234,12 +224,7 @@ def report(args: argparse.Namespace, results: Results) -> list[bool]:
         f"Idle tick ({args.idle_ticks} ticks of a caught-up feed): {idle['writes']:g} DynamoDB writes, "
         f"{idle['reads']:g} DynamoDB reads, {idle['requests']:g} Kontur requests a tick"
     )
-    for interval, latency in results.latency.items():
-        print(
-            f"Latency, appearance -> SQS, POLL_INTERVAL_SECONDS={interval:g}: mean {latency.mean:.2f} s, "
-            f"median {latency.median:.2f} s, worst {latency.worst:.2f} s ({latency.events} events over "
-            f"{args.latency_minutes:g} simulated minutes)"
-        )
+    print_latency(args, results.latency)
     imports = results.imports
     if imports is not None:
         print(
@@ -254,10 +239,12 @@ def report(args: argparse.Namespace, results: Results) -> list[bool]:
 
     one, share = one_core().name, Limit.memory(512).name
     relay_read = median(results.ratio(one, "relay", "read", 100))
+    at_share = median(results.ratio(share, "relay", "read", 100))
     relay_naive = median(results.ratio(one, "relay", "naive", 100))
     fast = results.latency.get(5.0)
     targets = [
-        ("relay at page 100 >= 0.8x reading alone, one core", relay_read >= 0.8, f"{relay_read:.2f}x"),
+        ("relay at page 100 >= 0.9x reading alone, one core", relay_read >= 0.9, f"{relay_read:.2f}x"),
+        ("relay at page 100 >= 0.5x reading alone, 512 MB's CPU share", at_share >= 0.5, f"{at_share:.2f}x"),
         ("relay >= 20x the naive poller, one core, page 100", relay_naive >= 20, f"{relay_naive:.1f}x"),
         ("0 DynamoDB writes per idle tick", idle["writes"] == 0, f"{idle['writes']:g} writes"),
         (
@@ -266,25 +253,47 @@ def report(args: argparse.Namespace, results: Results) -> list[bool]:
             f"{imports.ratio:.2f}x" if imports is not None else results.imports_note,
         ),
         (
-            "PollIntervalSeconds=5: mean latency <= 4 s, worst <= 7 s",
-            fast is not None and fast.mean <= 4 and fast.worst <= 7,
-            f"mean {fast.mean:.2f} s, worst {fast.worst:.2f} s" if fast else "-",
+            "PollIntervalSeconds=5, every minute: mean latency <= 4 s, worst <= 7 s",
+            fast is not None and max(m.mean for m in fast.minutes) <= 4 and fast.worst <= 7,
+            f"worst minute's mean {max(m.mean for m in fast.minutes):.2f} s, worst {fast.worst:.2f} s" if fast else "-",
         ),
     ]
     print()
-    print("Targets (issue 11):")
+    print(f"Targets (issues 11 and 20), on {_machine()}:")
     for what, passed, figure in targets:
         print(f"  {'PASS' if passed else 'FAIL'}  {what}: {figure}")
-    print(
-        f"  (at {share}: the relay {median(results.ratio(share, 'relay', 'read', 100)):.2f}x reading alone; "
-        f"to moto's server on one core {median(results.ratio(one, 'relay_moto', 'read', 100)):.2f}x)"
-    )
-    load = ", ".join(f"{figure:.1f}" for figure in os.getloadavg())
-    print(
-        f"\nMachine: {platform.machine()}, {os.cpu_count()} CPUs ({_cpu_model()}), Python {platform.python_version()}; "
-        f"load average {load}."
-    )
+    print(f"  (to moto's server on one core, the relay {median(results.ratio(one, 'relay_moto', 'read', 100)):.2f}x)")
+    print(f"Load average at the start {results.load_before}, at the end {_load()}.")
     return [passed for _, passed, _ in targets]
+
+
+def print_latency(args: argparse.Namespace, latency: dict[float, Latency]) -> None:
+    """Minute by minute, so that a minute whose run polled late (a handover) shows in its own row."""
+    print(
+        f"Latency, an event's appearance -> SNS accepted it, ~{args.latency_rate:g} events a second for "
+        f"{args.latency_minutes:g} minutes, a run a minute (virtual time; round trips real):"
+    )
+    header = "  minute" + "".join(f"   {'PollIntervalSeconds=' + f'{i:g}':>34}" for i in latency)
+    print(header)
+    print("  " + " " * 6 + "".join(f"   {'events':>7} {'mean':>8} {'p95':>8} {'max':>8}" for _ in latency))
+    rows = max(len(figures.minutes) for figures in latency.values())
+    for row in range(rows):
+        cells = []
+        for figures in latency.values():
+            m = figures.minutes[row] if row < len(figures.minutes) else None
+            cells.append(f"   {m.events:>7} {m.mean:>7.2f}s {m.p95:>7.2f}s {m.worst:>7.2f}s" if m else " " * 37)
+        print(f"  {row + 1:>6}" + "".join(cells))
+    for interval, figures in latency.items():
+        runs = ", ".join(f"{count} {outcome}" for outcome, count in sorted(figures.runs.items()))
+        print(f"  PollIntervalSeconds={interval:g}: runs {runs}")
+
+
+def _load() -> str:
+    return ", ".join(f"{figure:.1f}" for figure in os.getloadavg())
+
+
+def _machine() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} CPUs ({_cpu_model()}), Python {platform.python_version()}"
 
 
 def _cpu_model() -> str:
@@ -305,8 +314,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--event-bytes", type=int, default=rig.EVENT_BYTES, help="bytes of an event as JSON")
     parser.add_argument("--pages", type=int, nargs="+", default=[100, 500], help="page sizes (default 100 500)")
     parser.add_argument("--idle-ticks", type=int, default=5, help="ticks of a caught-up feed counted (default 5)")
-    parser.add_argument("--latency-minutes", type=float, default=10, help="simulated minutes a latency run")
-    parser.add_argument("--latency-rate", type=float, default=6, help="events appearing a minute, on average")
+    parser.add_argument("--latency-minutes", type=float, default=5, help="minutes of arrivals a latency run (5)")
+    parser.add_argument("--latency-rate", type=float, default=2, help="events appearing a second, on average (2)")
     parser.add_argument("--import-trials", type=int, default=5, help="fresh interpreters each; 0 skips")
     parser.add_argument("--memory-table", action="store_true", help="also the relay at 256, 1024 and 1769 MB")
     parser.add_argument("--publisher-threads", type=int, default=None, help="override SnsPublisher's 10")

@@ -20,7 +20,7 @@ from multiprocessing.connection import Connection
 import boto3
 
 from benchmarks.cpu import Limit
-from benchmarks.latency import Latency, measure_latency
+from benchmarks.latency import Latency, VirtualClock, measure_latency
 from benchmarks.rig import DYNAMODB_CALL_SECONDS, SNS_CALL_SECONDS, Kontur, RoundTrips
 from kontur_relay import wiring
 from kontur_relay.aws.cursors import DynamoCursorStore
@@ -28,6 +28,7 @@ from kontur_relay.aws.sns import SnsPublisher
 from kontur_relay.aws.sns_message import sns_message
 from kontur_relay.domain.engine import Cadence, Outcome, Relay
 from kontur_relay.domain.model import Feed
+from kontur_relay.domain.ports import Publisher
 from kontur_relay.feeds.extern.source import ExternSource, read_extern_error
 from kontur_relay.kontur import client
 from kontur_relay.kontur.auth import StaticCredential
@@ -80,16 +81,18 @@ class Worker:
         self.sns_trips.attach(self.to_moto.client)
         self.store = wiring.cursor_store(setup.table)
         self.dynamodb_trips.attach(self.store.table.meta.client)
-        session = http_session()
-        self.api = client.KonturApi(
+        self.api = self._api()
+        self.setup_sns = boto3.client("sns")  # topics are made without the round trips
+        self.feed_uri = f"{self.kontur.extern_url}/v1/events"
+
+    def _api(self) -> client.KonturApi:
+        return client.KonturApi(
             self.kontur.extern_url,
-            session,
+            http_session(),
             StaticCredential({"Authorization": f"Bearer {self.kontur.token}"}),
             read_extern_error,
             name="Extern",
         )
-        self.setup_sns = boto3.client("sns")  # topics are made without the round trips
-        self.feed_uri = f"{self.kontur.extern_url}/v1/events"
 
     def _threads(self, publisher: SnsPublisher) -> SnsPublisher:
         if self.setup.publisher_threads is None:
@@ -206,28 +209,26 @@ class Worker:
             "requests": (self.kontur.feed_requests() - requests) / ticks,
         }
 
-    def latency(self, interval: float, minutes: float, per_minute: float, seed: int, queue: tuple[str, str]) -> Latency:
-        topic, queue_url = queue
-        store = DynamoCursorStore(self.store.table)
-        publisher = SnsPublisher(self.to_moto.client, topic)  # moto delivers to the queue
+    def latency(self, interval: float, minutes: float, per_second: float, seed: int) -> Latency:
+        """Events arriving without pause for ``minutes``, a run a minute (``benchmarks.latency``)."""
+        feed = self._feed()
         cadence = Cadence(every=interval) if interval < 60 else None
-        return measure_latency(
-            self.kontur,
-            lambda clock, sleep: Relay(
-                self._feed(),
-                ExternSource(self.api, take=100),
-                publisher,
-                DynamoCursorStore(store.table, clock=clock),
+
+        def container(clock: VirtualClock, stamped: Callable[[Publisher], Publisher]) -> Relay:
+            # A warm container of its own: its own clients, as a concurrent invocation has.
+            table = wiring.table(self.setup.table)
+            self.dynamodb_trips.attach(table.meta.client)
+            return Relay(
+                feed,
+                ExternSource(self._api(), take=100),
+                stamped(self.publisher),
+                DynamoCursorStore(table, clock=clock),
                 cadence=cadence,
                 clock=clock,
-                sleep=sleep,
-            ),
-            boto3.client("sqs"),
-            queue_url,
-            minutes=minutes,
-            per_minute=per_minute,
-            seed=seed,
-        )
+                sleep=clock.sleep,
+            )
+
+        return measure_latency(self.kontur, container, minutes=minutes, per_second=per_second, seed=seed)
 
 
 def serve(connection: Connection, setup: Setup) -> None:

@@ -217,15 +217,15 @@ class FakeCursorStore:
 
     # -- the CursorStore port ---------------------------------------------------------------------
 
-    def acquire_lease(self, feed: str, owner: str, until: float) -> bool:
+    def acquire_lease(self, feed: str, owner: str, until: float) -> CursorState | None:
         with self._lock:
             item = self._item(feed)
             if self.bypass_lease:
-                return True
+                return self.load(feed)
             if item.lease_until is not None and item.lease_until >= self.clock() and item.lease_owner != owner:
-                return False
+                return None
             item.lease_owner, item.lease_until = owner, until
-            return True
+            return self.load(feed)
 
     def renew_lease(self, feed: str, owner: str, until: float) -> bool:
         with self._lock:

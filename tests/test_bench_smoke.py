@@ -34,7 +34,9 @@ def test_the_benchmark_runs_end_to_end_and_judges_every_target() -> None:
     out = done.stdout
     assert "relay -> moto" in out
     assert "0 DynamoDB writes" in out, "a caught-up feed's tick must write nothing"
-    assert out.count("PASS") + out.count("FAIL") == 5
+    assert out.count("PASS") + out.count("FAIL") == 6
+    assert "PollIntervalSeconds=5: runs" in out, "the latency of each minute, and how its runs ended"
+    assert "load average" in out.lower()
 
 
 def test_cold_imports_are_timed_in_fresh_interpreters_from_the_packed_tree(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 class Store(Protocol):
     """What the contract tests use: the CursorStore port plus the operators' set_cursor."""
 
-    def acquire_lease(self, feed: str, owner: str, until: float) -> bool: ...
+    def acquire_lease(self, feed: str, owner: str, until: float) -> CursorState | None: ...
     def renew_lease(self, feed: str, owner: str, until: float) -> bool: ...
     def release_lease(self, feed: str, owner: str, *, success: Success | None = None) -> None: ...
     def load(self, feed: str) -> CursorState: ...
@@ -84,6 +84,23 @@ def test_the_lease_is_exclusive_until_it_expires_then_another_run_takes_it_over(
     assert not store.acquire_lease("extern", "run-b", clock() + 60), "held up to its last second"
     clock.advance(1)
     assert store.acquire_lease("extern", "run-b", clock() + 60)
+
+
+def test_taking_the_lease_returns_the_cursor_as_of_that_moment(store: Store, clock: FakeClock) -> None:
+    # A run that looked at the cursor, then waited while the run before it moved it and handed over,
+    # relays from where the lease finds the cursor.
+    looked = store.load("extern")
+    assert store.acquire_lease("extern", "run-a", clock() + 60)
+    moved = store.advance(looked, "1_a", relayed=3)
+    store.record_failure("extern", "FeedStopped: Diadoc answered 402", stop=True)
+    store.release_lease("extern", "run-a")
+
+    held = store.acquire_lease("extern", "run-b", clock() + 60)
+
+    assert held is not None
+    assert (held.position, held.version) == (moved.position, moved.version)
+    assert held.stopped_reason == "FeedStopped: Diadoc answered 402"
+    assert store.acquire_lease("extern", "run-c", clock() + 60) is None
 
 
 def test_only_the_owner_releases_a_lease(store: Store, clock: FakeClock) -> None:

@@ -271,20 +271,21 @@ def test_a_page_that_keeps_failing_is_republished_each_tick_and_the_cursor_waits
 
 
 @pytest.mark.parametrize(("pipelined", "duplicated"), [(False, []), (True, ids(10, 20))])
-def test_a_cursor_write_that_landed_but_whose_answer_was_a_conflict_loses_and_loses_nothing(
+def test_a_cursor_write_that_landed_but_whose_answer_was_a_conflict_is_read_again_and_loses_nothing(
     pipelined: bool, duplicated: list[str]
 ) -> None:
-    # boto3 retries a write whose answer was lost; the retry then fails its own version check.
-    # Pipelined, the run learns it after publishing the next page, which the next run publishes again.
+    # boto3 retries a write whose answer was lost; the retry then fails its own version check (the
+    # store tells it from a conflict by its write id; this is the case it could not). The lease is
+    # still the run's, so it reads the cursor again and goes on from there. Pipelined, it learns it
+    # after publishing the next page, which it then publishes again.
     rig = make_rig(25, page_size=10)
     rig.pipelined = pipelined
     rig.store.fail_advance(CursorConflict("the cursor of feed extern is no longer at version 0"), after_write=True)
 
-    first = rig.run()
+    report = rig.run()
 
-    assert first.outcome is Outcome.LOST_RACE
-    assert rig.position == cursor_at(10)
-    assert rig.run().outcome is Outcome.CAUGHT_UP
+    assert (report.outcome, report.cursor_after) == (Outcome.CAUGHT_UP, cursor_at(25))
+    assert rig.store.items[FEED.id].lease_owner is None
     assert_delivered(rig, duplicated)
 
 
@@ -293,17 +294,17 @@ def test_a_cursor_write_that_landed_but_whose_answer_was_a_conflict_loses_and_lo
 
 def test_two_runs_that_read_the_same_page_one_wins_the_other_changes_nothing(logs: Records) -> None:
     rig = make_rig(45, page_size=10, bypass_lease=True)
-    both_read = threading.Barrier(2, timeout=10)
-    first_read: set[int] = set()
+    both_hold = threading.Barrier(2, timeout=10)
+    lined_up: set[int] = set()
 
-    def line_up(cursor: str | None) -> None:
-        # Both runs read the first page before either publishes it.
+    def line_up(events: Sequence[FeedEvent]) -> None:
+        # Both runs have read the first page and taken the lease before either publishes it.
         ident = threading.get_ident()
-        if cursor is None and ident not in first_read:
-            first_read.add(ident)
-            both_read.wait()
+        if ident not in lined_up:
+            lined_up.add(ident)
+            both_hold.wait()
 
-    rig.source.before_read = line_up
+    rig.publisher.before_publish = line_up
     with ThreadPoolExecutor(max_workers=2) as pool:
         reports = [future.result(timeout=30) for future in [pool.submit(rig.run) for _ in range(2)]]
 
@@ -312,7 +313,7 @@ def test_two_runs_that_read_the_same_page_one_wins_the_other_changes_nothing(log
     loser = next(report for report in reports if report.outcome is Outcome.LOST_RACE)
     assert (loser.events, loser.cursor_before, loser.cursor_after) == (0, None, None)
     assert rig.store.failures == [], "losing a race is not a failure"
-    assert "Another run or an operator moved on; this run changed nothing more and stops" in logs.messages()
+    assert "Another run took the lease over; this run changed nothing more and stops" in logs.messages()
     # The loser's copies of the first page and of the second, published while its write was on its
     # way, are the only duplicates.
     assert_delivered(rig, rig.source.ids[:20])
@@ -491,24 +492,47 @@ def test_a_run_stops_on_an_empty_page_and_keeps_the_cursor() -> None:
 
 def test_a_run_stops_with_out_of_time_when_less_than_the_margin_is_left_and_the_next_continues() -> None:
     rig = make_rig(100, page_size=10)
-    # Each page takes 20 s of the 300: after the second page 260 s are left, after the third 240 s,
-    # fewer than the 250 s margin.
+    # Each page takes 20 s of the 300 to read. After the first, 280 s are left: the next page, read
+    # while this one is published, would end with 240 s left, inside the 250 s margin.
     rig.source.before_read = lambda cursor: rig.clock.advance(20)
 
     report = rig.run(margin=250)
 
-    assert (report.outcome, report.pages, report.events) == (Outcome.OUT_OF_TIME, 3, 30)
-    assert rig.position == cursor_at(30)
+    assert (report.outcome, report.pages, report.events) == (Outcome.OUT_OF_TIME, 1, 10)
+    assert rig.position == cursor_at(10)
     assert rig.store.items[FEED.id].last_success is not None, "running out of time is a success"
 
     rest = rig.run(margin=30)
     assert rest.outcome is Outcome.CAUGHT_UP
-    assert rest.cursor_before == cursor_at(30)
+    assert rest.cursor_before == cursor_at(10)
+    assert_delivered(rig, [])
+
+
+@pytest.mark.parametrize("pipelined", [True, False])
+@pytest.mark.parametrize("seconds_a_page", [12.0, 40.0, 100.0])
+def test_with_a_publisher_slowed_to_seconds_a_page_every_run_returns_before_its_deadline(
+    pipelined: bool, seconds_a_page: float
+) -> None:
+    rig = make_rig(200, page_size=10)
+    rig.pipelined = pipelined
+    rig.publisher.before_publish = lambda events: rig.clock.advance(seconds_a_page)  # SNS answering slowly
+    relay = rig.relay()  # one warm container, run after run
+
+    outcomes: list[Outcome] = []
+    while not outcomes or outcomes[-1] is not Outcome.CAUGHT_UP:
+        deadline = rig.clock() + INVOCATION_SECONDS
+        outcomes.append(relay.run(lambda: deadline - rig.clock()).outcome)  # noqa: B023 - called at once
+        assert rig.clock() < deadline, f"a run ended {rig.clock() - deadline:.0f} s after its deadline"
+        rig.clock.advance(60)
+        assert len(outcomes) < 50, "the feed does not drain"
+
     assert_delivered(rig, [])
 
 
 def test_a_backlog_of_50000_events_in_pages_of_100_drains_in_two_ticks() -> None:
     rig = make_rig(50_000, page_size=100, batch_size=10)
+    # Unpipelined: the fake clock adds up steps that would overlap, and pipelined they time each other.
+    rig.pipelined = False
     # A page costs 0.7 s of the invocation: a read of 0.5 s and ten PublishBatch calls of 20 ms.
     rig.source.before_read = lambda cursor: rig.clock.advance(0.5)
     rig.publisher.before_batch = lambda batch: rig.clock.advance(0.02)
@@ -519,11 +543,11 @@ def test_a_backlog_of_50000_events_in_pages_of_100_drains_in_two_ticks() -> None
         rig.clock.advance(60)  # the next scheduled tick
         assert len(reports) < 10, "the backlog does not drain"
 
-    # 300 s less a 30 s margin at 0.7 s a page; time is checked as each page begins, so the page
-    # begun just before the margin is the first tick's last: 387 pages, 38,700 events.
+    # 300 s less a 30 s margin at 0.7 s a page. A page is read (begun) only if it ends before the
+    # margin: the 385th is begun with 30.8 s left, the 386th would end with 29.3 s: 38,500 events.
     assert [(report.outcome, report.events) for report in reports] == [
-        (Outcome.OUT_OF_TIME, 38_700),
-        (Outcome.CAUGHT_UP, 11_300),
+        (Outcome.OUT_OF_TIME, 38_500),
+        (Outcome.CAUGHT_UP, 11_500),
     ]
     assert_delivered(rig, [])
 
@@ -780,13 +804,70 @@ def test_with_a_sub_minute_cadence_a_run_polls_until_the_next_tick_and_writes_no
 def test_the_next_tick_waits_for_the_handover_and_never_overlaps() -> None:
     rig, relay = cadence_rig(5, every=5)
     relay.run(lambda: 300.0)
-    # A tick that comes while a run holds the lease waits for it, a little, then takes over.
-    rig.store.acquire_lease(FEED.id, "ending-run", rig.clock() + 2)
+    # A tick that comes while a run holds the lease waits for it, as long as its own minute lasts,
+    # then takes over and polls for the rest of that minute.
+    rig.store.acquire_lease(FEED.id, "ending-run", rig.clock() + 20)
+    started = rig.clock()
     report = relay.run(lambda: 300.0)
     assert report.outcome is Outcome.CAUGHT_UP
-    # One that would have to wait longer than the handover steps aside.
-    rig.store.acquire_lease(FEED.id, "stuck-run", rig.clock() + 60)
+    assert 60 <= rig.clock() - started <= 66, "the run polled until the next tick's handover"
+    # One that could not poll at all in its minute steps aside.
+    rig.store.acquire_lease(FEED.id, "stuck-run", rig.clock() + 70)
     assert relay.run(lambda: 300.0).outcome is Outcome.LEASE_BUSY
+
+
+def test_a_run_that_waited_for_the_handover_relays_from_where_the_previous_run_left_the_cursor() -> None:
+    rig, relay = cadence_rig(25, every=5)
+    previous = "previous-run"
+    rig.store.acquire_lease(FEED.id, previous, rig.clock() + 3)
+    waits = 0
+
+    def previous_run_goes_on(seconds: float) -> None:
+        """While the next run waits for the lease, the previous one relays a page and hands over."""
+        nonlocal waits
+        waits += 1
+        if waits == 1:
+            state = rig.store.load(FEED.id)
+            rig.publisher.publish(FEED, rig.source.events[:10])
+            rig.store.advance(state, cursor_at(10), relayed=10)
+            rig.store.release_lease(FEED.id, previous)
+        rig.clock.advance(seconds)
+
+    relay.sleep = previous_run_goes_on
+    report = relay.run(lambda: 300.0)
+
+    assert report.outcome is Outcome.CAUGHT_UP
+    assert report.cursor_before == cursor_at(10), "the cursor as of taking the lease, not as of the tick"
+    assert report.events == 15
+    assert_delivered(rig, [])  # no page relayed twice
+
+
+@pytest.mark.parametrize("pipelined", [True, False])
+def test_a_run_whose_cursor_another_writer_moved_reads_it_again_and_polls_on_while_the_lease_is_its_own(
+    pipelined: bool, logs: Records
+) -> None:
+    rig, relay = cadence_rig(0, every=5, pipelined=pipelined)
+    started = rig.clock()
+    arrivals = [10.0, 20.0, 40.0]  # ten events each, seconds into the run
+
+    def arrive(cursor: str | None) -> None:
+        while arrivals and rig.clock() - started >= arrivals[0]:
+            at = arrivals.pop(0)
+            rig.source.append(10)
+            if at == 20.0:
+                # Another writer (a run that outlived its lease) relays these first and moves the cursor.
+                state = rig.store.load(FEED.id)
+                rig.publisher.publish(FEED, rig.source.events[10:20])
+                rig.store.advance(state, cursor_at(20), relayed=10)
+
+    rig.source.before_read = arrive
+    report = relay.run(lambda: 300.0)
+
+    assert report.outcome is Outcome.CAUGHT_UP
+    assert 60 <= rig.clock() - started <= 66, "the run polled on for the rest of its minute"
+    assert offset_of(rig.position) == 30
+    assert set(rig.publisher.ids) == set(rig.source.ids), "an event was never published"
+    assert "The cursor moved under this run; it goes on from there" in logs.messages()
 
 
 @settings(max_examples=150, deadline=None)

@@ -1,42 +1,58 @@
-"""The PublishBatch body the relay form-encodes itself (``aws.sns.encode_form_once``): whatever a
-message holds, SNS must decode exactly the fields botocore serialized."""
+"""The PublishBatch body the relay form-encodes itself (``aws.sns_form``): whatever the entries hold,
+SNS must decode exactly the fields botocore's own query serializer would have sent."""
 
 from __future__ import annotations
 
 import string
+from typing import Any
 from urllib.parse import parse_qsl
 
+import botocore.session
+import pytest
+from botocore.serialize import create_serializer
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kontur_relay.aws.sns import encode_form_once
+from kontur_relay.aws.sns_form import form, percent_encoded
 
-#: botocore's query serializer names fields like ``PublishBatchRequestEntries.member.1.Message``.
-FIELD_NAMES = st.text(alphabet=string.ascii_letters + string.digits + ".", min_size=1, max_size=60)
+OPERATION = botocore.session.get_session().get_service_model("sns").operation_model("PublishBatch")
 #: Any text a message can hold (lone surrogates cannot be sent as UTF-8 at all).
-VALUES = st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=300)
+TEXT = st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=200)
+NAMES = st.text(alphabet=string.ascii_letters + string.digits + "_-.", min_size=1, max_size=20)
+ATTRIBUTES = st.dictionaries(
+    NAMES,
+    st.fixed_dictionaries({"DataType": st.sampled_from(["String", "String.Array", "Number"]), "StringValue": TEXT}),
+    max_size=9,
+)
+ENTRY = st.fixed_dictionaries(
+    {"Message": TEXT},
+    optional={"MessageAttributes": ATTRIBUTES, "MessageGroupId": TEXT, "MessageDeduplicationId": TEXT},
+)
 
 
-@given(st.dictionaries(FIELD_NAMES, VALUES, max_size=12))
-def test_the_body_decodes_to_the_fields_botocore_serialized(fields: dict[str, str]) -> None:
-    params: dict[str, object] = {"body": dict(fields)}
+def botocore_fields(topic: str, entries: list[dict[str, Any]]) -> dict[str, str]:
+    params = {"TopicArn": topic, "PublishBatchRequestEntries": entries}
+    body: dict[str, str] = create_serializer("query").serialize_to_request(params, OPERATION)["body"]
+    return body
 
-    encode_form_once(params)
 
-    body = params["body"]
-    assert isinstance(body, bytes)
-    assert dict(parse_qsl(body.decode("ascii"), keep_blank_values=True, strict_parsing=bool(fields))) == fields
+@given(topic=TEXT, entries=st.lists(ENTRY, min_size=1, max_size=10))
+def test_the_body_decodes_to_the_fields_botocore_would_have_serialized(
+    topic: str, entries: list[dict[str, Any]]
+) -> None:
+    entries = [{"Id": str(number), **entry} for number, entry in enumerate(entries)]
+    rest_of_the_call = {name: value for name, value in botocore_fields(topic, []).items() if "Entries" not in name}
+
+    body = form(rest_of_the_call, entries)
+
+    assert dict(parse_qsl(body, keep_blank_values=True, strict_parsing=True)) == botocore_fields(topic, entries)
 
 
 def test_a_value_with_nothing_to_escape_goes_as_it_is_and_any_other_is_escaped_byte_for_byte() -> None:
-    params: dict[str, object] = {"body": {"Action": "PublishBatch", "Message": 'Сдан "1"'}}
-
-    encode_form_once(params)
-
-    assert params["body"] == b"Action=PublishBatch&Message=%D0%A1%D0%B4%D0%B0%D0%BD%20%22%31%22"
+    assert percent_encoded("PublishBatch") == "PublishBatch"
+    assert percent_encoded('Сдан "1"') == "%D0%A1%D0%B4%D0%B0%D0%BD%20%22%31%22"
 
 
-def test_a_body_already_encoded_is_left_as_it_is() -> None:
-    params: dict[str, object] = {"body": b"Action=Publish"}
-    encode_form_once(params)
-    assert params["body"] == b"Action=Publish"
+def test_an_entry_field_the_encoder_does_not_know_is_refused_not_dropped() -> None:
+    with pytest.raises(ValueError, match="MessageBody"):
+        form({"Action": "PublishBatch"}, [{"Id": "0", "MessageBody": "x"}])

@@ -32,18 +32,21 @@ class DynamoCursorStore(FeedStatusReads):
 
     # -- the relay's side -------------------------------------------------------------------------
 
-    def acquire_lease(self, feed: str, owner: str, until: float) -> bool:
+    def acquire_lease(self, feed: str, owner: str, until: float) -> CursorState | None:
         # The owner's own name passes the condition: a retry of this very write after a lost answer.
-        return self._lease(
+        # The item as the write left it is the cursor as of taking the lease, in the same round trip.
+        item = self._lease(
             feed, owner, until, "attribute_not_exists(lease_until) OR lease_until < :now OR lease_owner = :owner"
         )
+        return cursor_state(item) if item is not None else None
 
     def renew_lease(self, feed: str, owner: str, until: float) -> bool:
-        return self._lease(feed, owner, until, "lease_owner = :owner")
+        return self._lease(feed, owner, until, "lease_owner = :owner") is not None
 
-    def _lease(self, feed: str, owner: str, until: float, condition: str) -> bool:
+    def _lease(self, feed: str, owner: str, until: float, condition: str) -> dict[str, Any] | None:
+        """The item after the lease write, or None when its condition failed."""
         try:
-            self.table.update_item(
+            answer = self.table.update_item(
                 Key={"feed": feed},
                 UpdateExpression="SET lease_owner = :owner, lease_until = :until",
                 ConditionExpression=condition,
@@ -52,12 +55,13 @@ class DynamoCursorStore(FeedStatusReads):
                     ":until": Decimal(str(round(until, 3))),
                     **({":now": Decimal(str(round(self.clock(), 3)))} if ":now" in condition else {}),
                 },
+                ReturnValues="ALL_NEW",
             )
         except ClientError as error:
             if conditional_failed(error):
-                return False
+                return None
             raise
-        return True
+        return answer["Attributes"]
 
     def release_lease(self, feed: str, owner: str, *, success: Success | None = None) -> None:
         # A run that held the lease ran: its kind is configured, whatever the row said.

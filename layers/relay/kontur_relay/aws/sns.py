@@ -6,10 +6,11 @@ import random
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from kontur_relay.aws import sns_form
 from kontur_relay.aws.offload import PayloadOffloader
 from kontur_relay.aws.sns_message import SnsMessage, sns_messages
 from kontur_relay.domain.errors import PublishError
@@ -23,34 +24,6 @@ if TYPE_CHECKING:
 #: SNS limits: entries per PublishBatch, and bytes of one message and of a whole batch.
 MAX_BATCH_ENTRIES = 10
 MAX_PAYLOAD_BYTES = 262_144
-
-
-_ENCODE_ONCE = "kontur-relay-encode-form-once"
-#: What form encoding leaves as it is: letters, digits and ``_.-~``.
-_UNRESERVED = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~"
-
-
-def encode_form_once(params: dict[str, Any], **_: Any) -> None:
-    """SNS speaks the query protocol, so every message travels form-encoded. botocore keeps the
-    body as a dict of fields and url-encodes it each time the body is read (signing reads it four
-    times); it is encoded once here instead, and a retry by botocore reuses the bytes."""
-    body = params.get("body")
-    if isinstance(body, dict):
-        fields = (f"{_percent_encoded(str(name))}={_percent_encoded(str(value))}" for name, value in body.items())
-        params["body"] = "&".join(fields).encode()
-
-
-def _percent_encoded(value: str) -> str:
-    """A form value with every byte as ``%XX`` unless none needs escaping. Any form decoder reads
-    it as ``urlencode``'s: the standard allows escaping any byte. ``urlencode`` escapes byte by byte
-    in Python, about 40 µs a KB, a third of the relay's CPU per event with 2 KB events of Cyrillic
-    text; ``bytes.hex`` does the whole value in C. The cost is size on the wire: an ASCII value
-    triples (Cyrillic grows by a sixth), so a full batch is at most 768 KiB, what ``urlencode``
-    itself sends for 256 KiB of Cyrillic text."""
-    data = value.encode()
-    if not data.rstrip(_UNRESERVED):
-        return value
-    return "%" + data.hex("%").upper()
 
 
 def batches(messages: Sequence[SnsMessage]) -> Iterator[list[SnsMessage]]:
@@ -99,7 +72,7 @@ class SnsPublisher:
         self._pool = ThreadPoolExecutor(max_workers=self.parallel_batches) if self.parallel_batches > 1 else None
         events = getattr(getattr(client, "meta", None), "events", None)
         if events is not None:  # a stand-in without botocore's events (a test's) is called as it is
-            events.register("before-call.sns.PublishBatch", encode_form_once, unique_id=_ENCODE_ONCE)
+            sns_form.register(events)
 
     def publish(self, feed: Feed, events: Sequence[FeedEvent]) -> None:
         messages = sns_messages(feed, events)

@@ -9,6 +9,9 @@ cursor move. A run adds what makes runs of one feed cheap and orderly:
   short and renewed, so a run that dies holds the feed up for one lease at most;
 - **sub-minute latency, on request** (``Cadence``): a run keeps polling at a shorter interval until
   the next scheduled run takes over, holding its lease and writing nothing while nothing arrives.
+  The next run waits for the lease as long as its own minute lasts and relays from the cursor as the
+  lease finds it, so the handover costs no poll; a cursor moved under a run by another writer (a
+  run that outlived its lease, an operator) is read again while the lease is still the run's.
 """
 
 from __future__ import annotations
@@ -18,14 +21,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 
 from kontur_relay.domain.errors import CursorConflict, FeedStopped, FeedUnavailable, RelayError
 from kontur_relay.domain.lease import LEASE_SECONDS, Lease, LeaseLost
 from kontur_relay.domain.model import CursorState, Feed, Page, Success
+from kontur_relay.domain.pace import Pace
 from kontur_relay.domain.pages import Pages, Progress
 from kontur_relay.domain.ports import CursorStore, Publisher, Source
-from kontur_relay.observability import MetricUnit, count_error, for_kind, lag_seconds, logger, metrics
+from kontur_relay.domain.report import Outcome, RunReport
+from kontur_relay.observability import count_error, logger
 
 #: An idle tick refreshes the feed's "last checked" time once this many seconds have passed.
 REFRESH_SECONDS = 300.0
@@ -34,7 +38,8 @@ REFRESH_SECONDS = 300.0
 @dataclass(frozen=True)
 class Cadence:
     """Polling more often than the schedule: every ``every`` seconds, for one schedule ``period``
-    (and ``handover`` more, so that the next run finds the lease about to come free, not free)."""
+    (and ``handover`` more, so that the next run finds the lease about to come free, not free, and
+    waits for it instead of leaving a gap while the scheduler's tick is late)."""
 
     every: float
     period: float = 60.0
@@ -43,73 +48,6 @@ class Cadence:
     @property
     def lease_seconds(self) -> float:
         return self.period + self.handover + 2 * self.every + 5
-
-
-class Outcome(StrEnum):
-    CAUGHT_UP = "caught_up"  # the feed had nothing more
-    OUT_OF_TIME = "out_of_time"  # stopped reading to finish inside the invocation's time
-    LEASE_BUSY = "lease_busy"  # another run of this feed holds the lease
-    LOST_RACE = "lost_race"  # another writer moved the cursor; this run stepped aside
-    STOPPED = "stopped"  # the feed is halted until an operator resumes it
-    WAITING = "waiting"  # Kontur asked to be left alone until a time still ahead
-    FAILED = "failed"  # an error ended the run; the cursor stays at the last fully published page
-
-
-@dataclass
-class RunReport:
-    feed: str
-    outcome: Outcome = Outcome.CAUGHT_UP
-    pages: int = 0
-    events: int = 0
-    cursor_before: str | None = None
-    cursor_after: str | None = None
-    backlog: int | None = None
-    #: The error kind that ended the run, if one did.
-    error: str | None = None
-    newest_event_time: str | None = None
-    seconds: float = 0.0
-
-    def add(self, progress: Progress, page: Page) -> None:
-        """Count a page the run relayed."""
-        self.pages += 1
-        self.events += len(page.events)
-        self.backlog = page.backlog
-        self.cursor_after = progress.state.position
-        self.newest_event_time = progress.newest_event_time
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "feed": self.feed,
-            "outcome": self.outcome.value,
-            "pages": self.pages,
-            "events": self.events,
-            "cursor_before": self.cursor_before,
-            "cursor_after": self.cursor_after,
-            "backlog": self.backlog,
-            "error": self.error,
-        }
-
-    def record(self, kind: str) -> None:
-        """The run's metrics (Extern's; a Diadoc poller run counts its boxes itself)."""
-        for_kind(kind)
-        failed = self.error is not None
-        if failed:
-            count_error(self.error or "unexpected", kind)
-        ok = not failed and self.outcome in (Outcome.CAUGHT_UP, Outcome.OUT_OF_TIME)
-        counts = {
-            "RunSucceeded": int(ok),
-            "RunFailed": int(failed),
-            "StoppedFeeds": int(self.outcome is Outcome.STOPPED),
-            "EventsPublished": self.events,
-        }
-        for name, value in counts.items():
-            metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
-        metrics.add_metric(name="RunDuration", unit=MetricUnit.Milliseconds, value=self.seconds * 1000)
-        if self.backlog is not None:
-            metrics.add_metric(name="Backlog", unit=MetricUnit.Count, value=self.backlog)
-        lag = lag_seconds(self.newest_event_time)
-        if lag is not None:
-            metrics.add_metric(name="LagSeconds", unit=MetricUnit.Seconds, value=lag)
 
 
 class Relay:
@@ -132,7 +70,9 @@ class Relay:
         self.feed = feed
         self.source = source
         self.cursors = cursors
-        self.pages = Pages(feed, source, publisher, cursors, safety_margin=safety_margin, pipelined=pipelined)
+        self.pages = Pages(
+            feed, source, publisher, cursors, safety_margin=safety_margin, pipelined=pipelined, pace=Pace(clock)
+        )
         self.safety_margin = safety_margin
         self.lease_seconds = lease_seconds
         self.cadence = cadence
@@ -147,6 +87,7 @@ class Relay:
         """
         report = RunReport(feed=self.feed.id)
         started = self.clock()
+        self.pages.pace.reset()
         logger.append_keys(feed=self.feed.id)
         try:
             self._run(report, time_left, started)
@@ -184,23 +125,29 @@ class Relay:
             return
         first = None
         if self.cadence is None:
-            first = self.source.read_page(state.position)
+            first = self.pages.read(state.position)
             if not first.events and first.next_cursor in (None, state.position):
                 report.pages = 1
                 self._checked(state)
                 return
         lease = self._lease()
-        if not lease.acquire(wait=self.cadence.handover + self.cadence.every if self.cadence else 0.0):
+        held = lease.acquire(wait=self._handover(started, time_left))
+        if held is None:
             logger.info("Another run of this feed holds its lease; skipping this tick")
             report.outcome = Outcome.LEASE_BUSY
             return
+        if held.version != state.version:
+            # The run before this one moved the cursor while this one waited for the lease.
+            first = None
+            report.cursor_before = report.cursor_after = held.position
+        if held.stopped_reason:
+            _release(lease)  # the run before this one was stopped (Diadoc's 402) while this one waited
+            report.outcome = Outcome.STOPPED
+            return
         try:
-            progress = self.pages.drain(state, time_left, first=first, keep=lease.keep, on_page=report.add)
-            while progress.caught_up and self._polls_again(started, time_left):
-                self.sleep(self.cadence.every if self.cadence else 0.0)
-                progress = self.pages.drain(progress.state, time_left, keep=lease.keep, on_page=report.add)
-        except (CursorConflict, LeaseLost):
-            logger.warning("Another run or an operator moved on; this run changed nothing more and stops")
+            progress = self._relay(held, first, lease=lease, report=report, time_left=time_left, started=started)
+        except LeaseLost:
+            logger.warning("Another run took the lease over; this run changed nothing more and stops")
             report.outcome = Outcome.LOST_RACE
             _release(lease)
             return
@@ -211,6 +158,33 @@ class Relay:
         recorded = report.events or progress.backlog is not None or self._due_check(state)
         # One write: the lease given up, and the success operators see when there is news to show.
         lease.release(Success(progress.backlog, progress.backlog_capped) if recorded else None)
+
+    def _relay(
+        self,
+        state: CursorState,
+        first: Page | None,
+        *,
+        lease: Lease,
+        report: RunReport,
+        time_left: Callable[[], float],
+        started: float,
+    ) -> Progress:
+        """Drain the feed, then, with a cadence, poll it again until the next run takes over. A cursor
+        moved by another writer (a run that outlived its lease, an operator) is read again and
+        relayed from, for as long as the lease is still this run's."""
+        while True:
+            try:
+                progress = self.pages.drain(state, time_left, first=first, keep=lease.keep, on_page=report.add)
+                while progress.caught_up and self._polls_again(started, time_left):
+                    self.sleep(self.cadence.every if self.cadence else 0.0)
+                    progress = self.pages.drain(progress.state, time_left, keep=lease.keep, on_page=report.add)
+                return progress
+            except CursorConflict:
+                lease.confirm()
+                state, first = self.cursors.load(self.feed.id), None
+                logger.warning(
+                    "The cursor moved under this run; it goes on from there", extra={"moved_to": state.position}
+                )
 
     def _lease(self) -> Lease:
         if self.cadence is None:
@@ -226,11 +200,21 @@ class Relay:
             sleep=self.sleep,
         )
 
+    def _handover(self, started: float, time_left: Callable[[], float]) -> float:
+        """How long to wait for the lease: with a cadence, while the run before hands over, for as
+        long as this run could still poll in its own period."""
+        if self.cadence is None:
+            return 0.0
+        last_poll = started + self.cadence.period + self.cadence.handover - self.cadence.every
+        return max(0.0, min(last_poll - self.clock(), time_left() - self.safety_margin))
+
     def _polls_again(self, started: float, time_left: Callable[[], float]) -> bool:
         if self.cadence is None:
             return False
         stop_at = started + self.cadence.period + self.cadence.handover
-        return self.clock() + self.cadence.every < stop_at and time_left() > self.safety_margin + self.cadence.every
+        return self.clock() + self.cadence.every < stop_at and self.pages.pace.fits(
+            time_left() - self.cadence.every, self.safety_margin
+        )
 
     def _due_check(self, state: CursorState) -> bool:
         if state.last_success_at is None:

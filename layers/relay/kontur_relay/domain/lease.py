@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable
 
 from kontur_relay.domain.errors import RelayError
-from kontur_relay.domain.model import Success
+from kontur_relay.domain.model import CursorState, Success
 from kontur_relay.domain.ports import CursorStore
 
 #: How long a lease lasts unless renewed. A dead run blocks its feed this long at most.
@@ -50,25 +50,29 @@ class Lease:
         self.owner = uuid.uuid4().hex
         self.until = 0.0
 
-    def acquire(self, *, wait: float = 0.0) -> bool:
+    def acquire(self, *, wait: float = 0.0) -> CursorState | None:
         """Take the lease; while another run holds it, try again for up to ``wait`` seconds (a run
-        handing over at the end of its cadence)."""
+        handing over). Returns the feed's cursor as of taking it, None if another run kept it."""
         give_up = self.clock() + wait
         while True:
             until = self.clock() + self.seconds
-            if self.cursors.acquire_lease(self.feed, self.owner, until):
+            state = self.cursors.acquire_lease(self.feed, self.owner, until)
+            if state is not None:
                 self.until = until
-                return True
+                return state
             if self.clock() >= give_up:
-                return False
+                return None
             self.sleep(HANDOVER_POLL_SECONDS)
 
     def keep(self) -> None:
         """Renew once less than ``renew_below`` seconds are left; LeaseLost when another run holds it now."""
-        now = self.clock()
-        if self.until - now > self.renew_below:
+        if self.until - self.clock() > self.renew_below:
             return
-        until = now + self.seconds
+        self.confirm()
+
+    def confirm(self) -> None:
+        """Renew now: proof that the lease is still this run's (LeaseLost if another run holds it)."""
+        until = self.clock() + self.seconds
         if not self.cursors.renew_lease(self.feed, self.owner, until):
             raise LeaseLost(f"the lease on {self.feed} lapsed and another run took it")
         self.until = until

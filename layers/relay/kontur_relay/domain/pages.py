@@ -12,16 +12,21 @@ Neither moves the cursor early: page N's write is made only once page N is publi
 write has landed, so the cursor still follows publishing page by page, in order. What changes is the
 crash window: a run that dies may leave two pages to publish again, the one whose cursor write was
 on its way and the one being published beside it.
+
+A page is begun (read) only if it can end before the run's safety margin, at the pace the run has
+seen (``pace.Pace``): a page that would end inside the margin is left for the next run.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 from kontur_relay.domain.errors import MalformedPage
 from kontur_relay.domain.model import CursorState, Feed, Page
+from kontur_relay.domain.pace import Pace
 from kontur_relay.domain.ports import CursorStore, Publisher, Source
 from kontur_relay.observability import logger
 
@@ -61,12 +66,14 @@ class Pages:
         *,
         safety_margin: float,
         pipelined: bool = True,
+        pace: Pace | None = None,
     ) -> None:
         self.feed = feed
         self.source = source
         self.publisher = publisher
         self.cursors = cursors
         self.safety_margin = safety_margin
+        self.pace = pace if pace is not None else Pace()
         # A thread each, made on first use and kept: one page read ahead, one cursor write behind.
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="read-ahead") if pipelined else None
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="cursor-write") if pipelined else None
@@ -82,13 +89,13 @@ class Pages:
         on_page: Callable[[Progress, Page], None] | None = None,
     ) -> Progress:
         """Relay pages from ``state`` (``first``: the page already read there) until the feed has
-        nothing more, ``max_pages`` were read, or time runs short. Holds no lease: the caller makes
-        sure no other run relays this feed. Raises CursorConflict when another writer moved the
-        cursor; ``keep`` runs between pages (the caller's lease renewal, which may raise);
-        ``on_page`` once a page's cursor write has landed."""
+        nothing more, ``max_pages`` were read, or the next page would end inside the safety margin.
+        Holds no lease: the caller makes sure no other run relays this feed. Raises CursorConflict
+        when another writer moved the cursor; ``keep`` runs between pages (the caller's lease
+        renewal, which may raise); ``on_page`` once a page's cursor write has landed."""
         progress = Progress(state=state)
         position = state.position
-        page = first if first is not None else self.source.read_page(position)
+        page = first if first is not None else self.read(position)
         ahead: Future[Page] | None = None
         writing: _Write | None = None
 
@@ -104,23 +111,29 @@ class Pages:
                 progress.pages += 1
                 moved = _moved(position, page)
                 last = not page.events or not page.more
-                out = (max_pages is not None and progress.pages >= max_pages) or time_left() < self.safety_margin
-                if moved and not (last or out) and self._reader is not None:
-                    ahead = self._reader.submit(self.source.read_page, page.next_cursor)
+                follows = moved and not last and (max_pages is None or progress.pages < max_pages)
+                # Pipelined, the next page is read now, and this one is still to publish beside it.
+                if follows and self._reader is not None and self.pace.fits(time_left(), self.safety_margin, pages=2):
+                    ahead = self._read_ahead(page.next_cursor)
                 if page.events:
-                    self.publisher.publish(self.feed, page.events)
+                    self.pace.timed("publish", self.publisher.publish, self.feed, page.events)
                 land()  # the page before this one first: the cursor moves page after page, in order
                 # Nothing is on its way to the cursor store now: it is never called from two threads
                 # at once (a boto3 resource is not thread-safe).
-                if keep is not None and not (last or out):
+                if keep is not None and follows:
                     keep()
                 writing = self._write(progress.state, page, moved)
                 position = page.next_cursor if moved else position
-                if last or out:
+                if follows and self._reader is None:
+                    land()
+                    if self.pace.fits(time_left(), self.safety_margin):
+                        ahead = Future()
+                        ahead.set_result(self.read(position))
+                if ahead is None:
                     land()
                     progress.caught_up = last
                     return progress
-                page = ahead.result() if ahead is not None else self.source.read_page(position)
+                page = ahead.result()
                 ahead = None
         except BaseException:
             # No thread of this run outlives it: the page read ahead is read again by the next run,
@@ -130,14 +143,38 @@ class Pages:
             land()
             raise
 
+    def _read_ahead(self, position: str | None) -> Future[Page]:
+        """The page at ``position``, read on the reader's thread. This thread waits until the read
+        has begun: publishing is CPU work that would otherwise keep the interpreter from the reader
+        for a switch interval (5 ms) on every page, and the reads are what sets the relay's pace."""
+        assert self._reader is not None
+        begun = threading.Event()
+
+        def read() -> Page:
+            begun.set()
+            return self.read(position)
+
+        ahead = self._reader.submit(read)
+        begun.wait(timeout=0.05)
+        return ahead
+
+    def read(self, position: str | None) -> Page:
+        """The page at ``position``, its read timed."""
+        return self.pace.timed("read", self.source.read_page, position)
+
     def _write(self, state: CursorState, page: Page, moved: bool) -> _Write:
         """Page's cursor write: on the writer's thread when pipelined, else here and now."""
+        relayed = len(page.events)
         if moved and self._writer is not None:
-            return _Write(
-                page, self._writer.submit(self.cursors.advance, state, page.next_cursor, relayed=len(page.events))
+            advance = self._writer.submit(
+                self.pace.timed, "write", self.cursors.advance, state, page.next_cursor, relayed=relayed
             )
+            return _Write(page, advance)
         written: Future[CursorState] = Future()
-        written.set_result(self.cursors.advance(state, page.next_cursor, relayed=len(page.events)) if moved else state)
+        if moved:
+            written.set_result(self.pace.timed("write", self.cursors.advance, state, page.next_cursor, relayed=relayed))
+        else:
+            written.set_result(state)
         return _Write(page, written)
 
     @staticmethod

@@ -27,9 +27,11 @@ class Publisher(Protocol):
 class CursorStore(Protocol):
     """The durable per-feed state: cursor with its version, the run lease, and what operators see."""
 
-    def acquire_lease(self, feed: str, owner: str, until: float) -> bool:
-        """Take the feed's lease until the epoch second ``until``; False while another owner holds it
-        (``owner``'s own lease is taken again: a retried write of its own)."""
+    def acquire_lease(self, feed: str, owner: str, until: float) -> CursorState | None:
+        """Take the feed's lease until the epoch second ``until``, and return the feed's cursor as of
+        that moment (a run that waited for its lease relays from there, not from where it looked
+        first); None while another owner holds it (``owner``'s own lease is taken again: a retried
+        write of its own)."""
         ...
 
     def renew_lease(self, feed: str, owner: str, until: float) -> bool:

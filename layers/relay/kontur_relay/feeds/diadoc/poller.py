@@ -62,6 +62,7 @@ class BoxPoller:
     def run(self, event: Mapping[str, Any], time_left: Callable[[], float]) -> dict[str, object]:
         started, before = self.clock(), replace(self.budget.counts)
         self._started = started
+        self.turns.pace.reset()
         lease = Lease(self.cursors, LEASE, seconds=self.lease_seconds, clock=self.clock)
         report = PollReport()
         for_kind("diadoc")

@@ -72,7 +72,7 @@ class Schedule:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="box") as pool:
             while True:
                 self._start_turns(pool, workers, time_left)
-                if self._may_work(workers) and time_left() >= self.safety_margin and self.clock() < period_end:
+                if self._may_work(workers) and self._fits(time_left) and self.clock() < period_end:
                     self._start_background(pool)
                 if not self._running:
                     if self._failures:
@@ -87,7 +87,7 @@ class Schedule:
     def _start_turns(self, pool: ThreadPoolExecutor, workers: int, time_left: Callable[[], float]) -> None:
         waiting = self._waiting
         while not self._failures and waiting and waiting[0][0] <= self.clock() and len(self._running) < workers:
-            if time_left() < self.safety_margin:
+            if not self._fits(time_left):
                 self.report.outcome = "out_of_time"
                 return
             _, feed, box = heapq.heappop(waiting)
@@ -95,6 +95,10 @@ class Schedule:
                 heapq.heappush(waiting, (self.clock() + 1, feed, box))
                 return
             self._running[pool.submit(self.turns.turn, box, time_left, self.started)] = box
+
+    def _fits(self, time_left: Callable[[], float]) -> bool:
+        """Whether a turn begun now ends before the safety margin, at the pace pages go in this run."""
+        return self.turns.pace.fits(time_left(), self.safety_margin)
 
     def _may_work(self, workers: int) -> bool:
         due = bool(self._waiting) and self._waiting[0][0] <= self.clock()

@@ -18,6 +18,7 @@ from kontur_relay.aws.box_items import RegisteredBox
 from kontur_relay.aws.boxes import DynamoBoxRegistry
 from kontur_relay.domain.errors import ConfigurationError, CursorConflict, FeedError, FeedStopped, FeedUnavailable
 from kontur_relay.domain.model import Feed, Page
+from kontur_relay.domain.pace import Pace
 from kontur_relay.domain.pages import Pages, Progress
 from kontur_relay.domain.ports import CursorStore, Publisher
 from kontur_relay.feeds.diadoc.boxes import filters_key
@@ -41,6 +42,8 @@ class BoxTurns:
     safety_margin: float
     source_uri: Callable[[str], str]
     clock: Callable[[], float] = time.time
+    #: How long a page takes, learned from every box's pages: no turn begins that cannot end in time.
+    pace: Pace = field(default_factory=Pace)
     _relays: dict[tuple[str, str], Pages] = field(default_factory=dict)
     _memories: dict[str, BoxMemory] = field(default_factory=dict)
 
@@ -146,5 +149,6 @@ class BoxTurns:
                 self.cursors,
                 safety_margin=self.safety_margin,
                 pipelined=False,
+                pace=self.pace,
             )
         return self._relays[key]
