@@ -5,6 +5,7 @@ delivered (simulated feeds, event by event) or every feed ended caught up (real 
 from __future__ import annotations
 
 import json
+import statistics
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -80,6 +81,16 @@ def summarise(runtime: Runtime, traffic_seconds: float, catch_up_seconds: float 
     return Summary(lines, delivered)
 
 
+def durations(runtime: Runtime, function: str, budget: float) -> str:
+    """How long the function's runs took beside its (scaled) Timeout: how close it came to being killed."""
+    taken = sorted(i.duration for i in list(runtime.invocations) if i.function == function and i.status != "stopped")
+    if not taken:
+        return "no run ended"
+    return (
+        f"runs took {statistics.median(taken):.1f} s median, {taken[-1]:.1f} s longest, of a {budget:g} s Timeout here"
+    )
+
+
 def summarise_feed(runtime: Runtime, run: FeedRun, rows: Sequence[FeedRow], lines: list[str]) -> bool:
     """The feed's lines; True when its events were all delivered (simulated) or it ended caught up (real)."""
     kit = run.kit
@@ -100,6 +111,7 @@ def summarise_feed(runtime: Runtime, run: FeedRun, rows: Sequence[FeedRow], line
             + (f", {stats.stopped} ended by the stop" if stats.stopped else "")
             + (f"; last failure {failure.error_type}: {failure.error}" if failure else "")
         )
+        lines.append(f"  {kit.function}: {durations(runtime, kit.function, runner.budget)}")
     unfiltered = [q for q in runtime.consumer.queues if not q.filter_policy] if runtime.consumer else []
     delivered = True
     for queue in unfiltered:
