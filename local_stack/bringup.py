@@ -24,7 +24,7 @@ from local_stack.queues import DemoQueue, QueueConsumer, create_demo_queues, del
 from local_stack.real import deployed, real_kontur, write_back_rotated
 from local_stack.runtime import LOG_DIR, FeedRun, Runtime
 from local_stack.scheduler import FunctionRunner, Invocation, Scheduler, lambda_environment
-from local_stack.services import aws_environment, dynamodb_local, moto_server, speed_up_moto_sqs
+from local_stack.services import aws_environment, dynamodb_local, moto_server
 from local_stack.template import Function, Stack, provision
 from local_stack.view_model import snapshot
 
@@ -135,7 +135,6 @@ def start_kontur(
 def local_aws(out: Callable[[str], None]) -> Iterator[None]:
     with ExitStack() as stack:
         out("starting DynamoDB Local (Java) and moto ...")
-        speed_up_moto_sqs()
         dynamodb = stack.enter_context(dynamodb_local())
         moto = stack.enter_context(moto_server())
         os.environ.update(aws_environment(moto, dynamodb))
