@@ -15,7 +15,7 @@ from typing import Any
 
 import boto3
 
-from local_stack import feeds
+from local_stack import endpoints, feeds
 from local_stack.admin_client import AdminClient
 from local_stack.cli import Options
 from local_stack.constants import LOOPBACK
@@ -25,7 +25,7 @@ from local_stack.real import deployed, real_kontur, write_back_rotated
 from local_stack.runtime import LOG_DIR, FeedRun, Runtime
 from local_stack.scheduler import FunctionRunner, Invocation, Scheduler, lambda_environment
 from local_stack.services import aws_environment, dynamodb_local, moto_server
-from local_stack.template import Function, Stack, provision
+from local_stack.template import ROOT, Function, Stack, provision
 from local_stack.view_model import snapshot
 
 #: Variables the local stack adds to every function's environment.
@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 def start(options: Options, resources: ExitStack, out: Callable[[str], None]) -> Runtime:
     """Everything up to the first tick; each part registers its own clean-up on ``resources``."""
     kits = [feeds.KITS[name] for name in options.feeds] if options.feeds else list(feeds.KITS.values())
+    endpoints.remove()  # left by a run that was killed
     header: list[str] = []
     # Kontur first: missing credentials are told before Java starts.
     runs = start_kontur(options, kits, resources, out, header)
@@ -97,6 +98,10 @@ def start(options: Options, resources: ExitStack, out: Callable[[str], None]) ->
         if run.simulated is not None:
             run.simulated.start_traffic()
             resources.callback(run.simulated.stop_traffic)
+    endpoints.write(runtime)
+    # First of all when stopping: a script must not find the stack while it goes.
+    resources.callback(endpoints.remove)
+    header.append(f"endpoints for scripts: {endpoints.ENDPOINTS.relative_to(ROOT)}")
     runtime.started = time.monotonic()
     return runtime
 
@@ -108,7 +113,7 @@ def start_fronts(
     for front in feeds.FRONTS:
         if front.functions(context.stack):
             url = resources.enter_context(front.start(context))
-            runtime.fronts.append(f"{front.name}: {url}")
+            runtime.fronts[front.name] = url
             if front is feeds.ADMIN_API:
                 for run in runs:
                     if run.simulated is not None:

@@ -6,6 +6,7 @@ again, and an AWS call made meanwhile is answered as fast as a script would expe
 
 from __future__ import annotations
 
+import json
 import re
 import statistics
 import threading
@@ -19,6 +20,7 @@ from botocore.exceptions import BotoCoreError
 
 from local_stack.admin_client import AdminClient
 from local_stack.constants import REGION
+from local_stack.endpoints import ENDPOINTS
 from tests.local_stack.harness import StackRun, checks, survivors
 
 pytestmark = pytest.mark.slow
@@ -77,8 +79,11 @@ def relayed_backlog(admin: AdminClient) -> list[dict[str, Any]] | None:
 def test_a_replay_from_the_start_catches_up_with_every_run_inside_its_timeout():
     # The default clock (x30), as a user runs it: a poller's 300 s Timeout is 10 s here.
     with StackRun("--duration", "70", "--backlog", str(BACKLOG), period=False, timeout=280) as run:
-        admin = AdminClient(run.wait_for(r"admin API .*: (http://\S+)").group(1))
-        latency = Latency(run.wait_for(r"moto at (http://\S+)\)").group(1))
+        run.wait_for(r"^\[running")
+        # As a script finds the stack: its ports are new each run.
+        endpoints = json.loads(ENDPOINTS.read_text())
+        admin = AdminClient(endpoints["adminUrl"])
+        latency = Latency(endpoints["aws"]["sns"])
         deadline = time.monotonic() + 60
         while (feeds := relayed_backlog(admin)) is None:
             assert time.monotonic() < deadline, f"the backlog was not relayed within 60 s:\n{run.text}"
@@ -109,3 +114,4 @@ def test_a_replay_from_the_start_catches_up_with_every_run_inside_its_timeout():
         assert int(found.group(1)) >= relayed, (kit, relayed, text)
     assert all(missing == 0 for _, _, missing in checks(text).values()), text
     assert survivors(run.marker) == []
+    assert not ENDPOINTS.exists()
