@@ -82,13 +82,15 @@ def summarise(runtime: Runtime, traffic_seconds: float, catch_up_seconds: float 
 
 
 def durations(runtime: Runtime, function: str, budget: float) -> str:
-    """How long the function's runs took beside its (scaled) Timeout: how close it came to being killed."""
-    taken = sorted(i.duration for i in list(runtime.invocations) if i.function == function and i.status != "stopped")
-    if not taken:
+    """How long the function's runs took beside its (scaled) Timeout: how close it came to being killed.
+    The longest is a warm run's: a cold one's time includes its init, which the Timeout does not count."""
+    ended = [i for i in list(runtime.invocations) if i.function == function and i.status != "stopped"]
+    if not ended:
         return "no run ended"
-    return (
-        f"runs took {statistics.median(taken):.1f} s median, {taken[-1]:.1f} s longest, of a {budget:g} s Timeout here"
-    )
+    warm = [i.duration for i in ended if not i.cold]
+    longest = f"{max(warm):.1f} s at most once warm" if warm else "none warm"
+    median = statistics.median(i.duration for i in ended)
+    return f"runs took {median:.1f} s median, {longest}, of a {budget:g} s Timeout here"
 
 
 def summarise_feed(runtime: Runtime, run: FeedRun, rows: Sequence[FeedRow], lines: list[str]) -> bool:
