@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -35,8 +36,11 @@ POWERTOOLS_LOCAL = {
 }
 #: The template parameter scaled with the clock, so that a run keeps the same share of its time in reserve.
 MARGIN_PARAMETER = "SafetyMarginSeconds"
-#: ... but never less than this: publishing one page to moto takes a second or two, not SNS's 100 ms.
-MARGIN_FLOOR_SECONDS = 3.0
+#: ... but never less than this (up to half a run): moto publishes a Diadoc page of 500 events in
+#: about 1.5 s on an idle core, not SNS's fraction of a second, and the Diadoc poller publishes a
+#: page of each box at once. At 3 s, a run that began its last pages just above the margin was
+#: killed at its Timeout on a busy machine, after a replay.
+MARGIN_FLOOR_SECONDS = 5.0
 #: Durations the template gives in seconds of the deployed clock.
 SCALED_PARAMETERS = ("DiadocMinPollSeconds", "DiadocMaxPollSeconds")
 
@@ -65,7 +69,7 @@ def start(options: Options, resources: ExitStack, out: Callable[[str], None]) ->
     # Functions resolve only once their resources exist; the margin scales with the clock.
     speed = speed_for(options, stack.functions())
     if MARGIN_PARAMETER in stack.parameters:
-        margin = max(float(stack.parameters[MARGIN_PARAMETER]) / speed, MARGIN_FLOOR_SECONDS)
+        margin = local_margin(float(stack.parameters[MARGIN_PARAMETER]), speed, stack.functions())
         stack.parameters[MARGIN_PARAMETER] = f"{margin:g}"
     for name in SCALED_PARAMETERS:  # a box's poll intervals pass at the clock's pace too
         if name in stack.parameters:
@@ -165,6 +169,13 @@ def evaluate_stack(
     if options.kontur == "real":
         header.extend(f"Kontur: {run.kit.feed} at {stack.parameters.get(run.kit.api_url_parameter)}" for run in runs)
     return stack
+
+
+def local_margin(deployed: float, speed: float, functions: Sequence[Function]) -> float:
+    """SafetyMarginSeconds on the local clock: scaled as the Timeout is, but at least
+    MARGIN_FLOOR_SECONDS, and never more than half the shortest scheduled run, so that a run still reads."""
+    half_run = min((function.timeout / speed / 2 for function in functions if function.schedules), default=math.inf)
+    return max(deployed / speed, min(MARGIN_FLOOR_SECONDS, half_run))
 
 
 def speed_for(options: Options, functions: Sequence[Function]) -> float:

@@ -257,6 +257,8 @@ def test_each_function_runs_warm_in_its_own_environment_and_is_killed_at_its_tim
         late = scheduler.invoke("One", {"sleep": 30})
         assert late.status == "timeout"
         assert "timed out" in (late.error or "")
+        # Where the run was when it was killed, in the function's log.
+        assert re.search(r'File ".*app\.py", line \d+ in handler', (tmp_path / "one.log").read_text())
         after = scheduler.invoke("One", {})
         assert after.ok
         assert after.cold

@@ -12,7 +12,7 @@ import pytest
 from local_stack.cron import average_period
 from local_stack.run import FAILING_RUNS, every_run_failing
 from local_stack.scheduler import Invocation
-from local_stack.template import Schedule
+from local_stack.template import ROOT, Schedule
 
 
 @pytest.mark.parametrize(
@@ -59,3 +59,15 @@ def test_demo_queues_go_on_the_events_topic_not_the_alarms():
     stack = Stack()
     assert stack.condition("CreateAlarmTopic")
     assert stack.event_topics() == ["EventsTopic"]
+
+
+def test_the_safety_margin_leaves_moto_time_to_publish_yet_leaves_a_run_time_to_read():
+    from local_stack.bringup import local_margin  # noqa: PLC0415
+    from local_stack.template import Function  # noqa: PLC0415
+
+    poller = Function("Poller", ROOT, "app.handler", 300, {}, [Schedule("Poll", "rate(1 minute)", {})])
+    admin = Function("Admin", ROOT, "app.handler", 28, {}, [])
+
+    assert local_margin(30, 30, [poller, admin]) == 5  # not 1 s: moto publishes a page in ~1.5 s
+    assert local_margin(30, 60, [poller, admin]) == 2.5  # a 5 s run keeps half its time to read
+    assert local_margin(30, 1, [poller, admin]) == 30  # the deployed pace: the template's own
