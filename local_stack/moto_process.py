@@ -5,7 +5,8 @@ moto is the busiest stand-in: every page the relay publishes is fanned out to th
 message through a filter policy, all in Python. In the stack's own interpreter it competed for the
 GIL with the simulators, the admin front and the queue readers; after a replay (every cursor back
 to its start) moto's calls took seconds and every poller run timed out. Apart, it has a core to
-itself when it needs one.
+itself when it needs one. Two of moto's costs per message are cut here, with the same answers: SQS
+counting every queued message per message sent, and SNS building a certificate per notification.
 """
 
 from __future__ import annotations
