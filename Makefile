@@ -17,7 +17,7 @@ BENCH_ARGS ?=
 .PHONY: help deps check-java lock run test test-fast lint bench bench-scale bench-diadoc openapi build deploy proto clean
 
 help:
-	@echo "make run [DURATION=30]  the relay on an embedded local stack (no AWS, no Kontur account)"
+	@echo "make run [DURATION=30]  the relay on an embedded local stack (no AWS, no Kontur account); its URLs in .local/endpoints.json"
 	@echo "make test               every test, the linters and the template checks"
 	@echo "make test-fast          the unit tests, in seconds: the inner loop"
 	@echo "make lint               ruff and mypy"

@@ -5,7 +5,8 @@ template.yaml deploys for that route, and turns the handler's answer back into H
 The routes are template.yaml's ``Api`` events, so a route exists locally exactly when it exists
 deployed. As deployed, the stage is the first path segment (``/Prod/feeds``; ``/feeds`` works too),
 the path reaches the handler still percent-encoded, a path no route matches answers 403
-``Missing Authentication Token``, and a handler that fails answers 502 ``Internal server error``.
+``Missing Authentication Token``, a handler that fails answers 502 ``Internal server error``, and a
+request whose event would be over Lambda's 6 MB answers 413 ``Request Too Long`` (see EVENT_LIMIT).
 
 IAM is checked only as far as a request must be SigV4-signed (awscurl; any credentials): an
 unsigned one answers 403 ``Missing Authentication Token``, as deployed. Signatures are not verified;
@@ -42,6 +43,11 @@ STAGE = "Prod"
 LOCAL_USER = "local-operator"
 #: An in-process handler's Timeout: just under the 29 s after which API Gateway gives up on it.
 HANDLER_TIMEOUT = 28.0
+#: The limit mirrored is Lambda's, not API Gateway's: a synchronous invocation's event may be 6 MB
+#: (6,291,456 bytes), where API Gateway takes a body of up to 10 MB. Lambda's is the one a caller
+#: meets: the event wraps the body (escaped, beside the headers and the request context), so even a
+#: body just under 6 MB is refused, and API Gateway answers 413. Measured as the event serialized.
+EVENT_LIMIT = 6 * 1024 * 1024
 
 #: Calls a function (by logical id) with an event and returns its answer; raises if the invocation failed.
 Invoke = Callable[[str, dict[str, Any]], Mapping[str, Any]]
@@ -238,6 +244,9 @@ class ApiGatewayFront:
             source_ip=source_ip,
             stage=self.stage,
         )
+        if len(json.dumps(event, ensure_ascii=False).encode()) > EVENT_LIMIT:
+            self.log(f"{method} {target} -> 413: the event is over Lambda's {EVENT_LIMIT} bytes")
+            return _too_large()
         started = time.monotonic()
         try:
             result = self.invoke(route.function, event)
@@ -251,6 +260,10 @@ class ApiGatewayFront:
 
 def _json(status: int, body: Any) -> tuple[int, list[tuple[str, str]], bytes]:
     return status, [("Content-Type", "application/json")], json.dumps(body).encode()
+
+
+def _too_large() -> tuple[int, list[tuple[str, str]], bytes]:
+    return _json(413, {"message": "Request Too Long"})
 
 
 def _http_answer(result: Mapping[str, Any]) -> tuple[int, list[tuple[str, str]], bytes]:
@@ -274,10 +287,16 @@ def _handler_class(front: ApiGatewayFront) -> type[BaseHTTPRequestHandler]:
 
         def _serve(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else b""
-            status, headers, answer = front.answer(
-                self.command, self.path, list(self.headers.items()), body, self.client_address[0]
-            )
+            if length > EVENT_LIMIT:
+                # Read and dropped, never held: the caller gets its answer rather than a reset connection.
+                while length > 0 and (chunk := self.rfile.read(min(length, 1 << 20))):
+                    length -= len(chunk)
+                status, headers, answer = _too_large()
+            else:
+                body = self.rfile.read(length) if length else b""
+                status, headers, answer = front.answer(
+                    self.command, self.path, list(self.headers.items()), body, self.client_address[0]
+                )
             self.send_response(status)
             for name, value in headers:
                 if name.lower() not in ("content-length", "connection", "transfer-encoding"):

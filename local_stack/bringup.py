@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -15,7 +16,7 @@ from typing import Any
 
 import boto3
 
-from local_stack import feeds
+from local_stack import endpoints, feeds
 from local_stack.admin_client import AdminClient
 from local_stack.cli import Options
 from local_stack.constants import LOOPBACK
@@ -24,8 +25,8 @@ from local_stack.queues import DemoQueue, QueueConsumer, create_demo_queues, del
 from local_stack.real import deployed, real_kontur, write_back_rotated
 from local_stack.runtime import LOG_DIR, FeedRun, Runtime
 from local_stack.scheduler import FunctionRunner, Invocation, Scheduler, lambda_environment
-from local_stack.services import aws_environment, dynamodb_local, moto_server, speed_up_moto_sqs
-from local_stack.template import Function, Stack, provision
+from local_stack.services import aws_environment, dynamodb_local, moto_server
+from local_stack.template import ROOT, Function, Stack, provision
 from local_stack.view_model import snapshot
 
 #: Variables the local stack adds to every function's environment.
@@ -35,8 +36,11 @@ POWERTOOLS_LOCAL = {
 }
 #: The template parameter scaled with the clock, so that a run keeps the same share of its time in reserve.
 MARGIN_PARAMETER = "SafetyMarginSeconds"
-#: ... but never less than this: publishing one page to moto takes a second or two, not SNS's 100 ms.
-MARGIN_FLOOR_SECONDS = 3.0
+#: ... but never less than this (up to half a run): moto publishes a Diadoc page of 500 events in
+#: about 1.5 s on an idle core, not SNS's fraction of a second, and the Diadoc poller publishes a
+#: page of each box at once. At 3 s, a run that began its last pages just above the margin was
+#: killed at its Timeout on a busy machine, after a replay.
+MARGIN_FLOOR_SECONDS = 5.0
 #: Durations the template gives in seconds of the deployed clock.
 SCALED_PARAMETERS = (
     "DiadocMinPollSeconds",
@@ -52,6 +56,7 @@ log = logging.getLogger(__name__)
 def start(options: Options, resources: ExitStack, out: Callable[[str], None]) -> Runtime:
     """Everything up to the first tick; each part registers its own clean-up on ``resources``."""
     kits = [feeds.KITS[name] for name in options.feeds] if options.feeds else list(feeds.KITS.values())
+    endpoints.remove()  # left by a run that was killed
     header: list[str] = []
     # Kontur first: missing credentials are told before Java starts.
     runs = start_kontur(options, kits, resources, out, header)
@@ -70,7 +75,7 @@ def start(options: Options, resources: ExitStack, out: Callable[[str], None]) ->
     # Functions resolve only once their resources exist; the margin scales with the clock.
     speed = speed_for(options, stack.functions())
     if MARGIN_PARAMETER in stack.parameters:
-        margin = max(float(stack.parameters[MARGIN_PARAMETER]) / speed, MARGIN_FLOOR_SECONDS)
+        margin = local_margin(float(stack.parameters[MARGIN_PARAMETER]), speed, stack.functions())
         stack.parameters[MARGIN_PARAMETER] = f"{margin:g}"
     for name in SCALED_PARAMETERS:  # a box's poll intervals pass at the clock's pace too
         if name in stack.parameters:
@@ -103,6 +108,10 @@ def start(options: Options, resources: ExitStack, out: Callable[[str], None]) ->
         if run.simulated is not None:
             run.simulated.start_traffic()
             resources.callback(run.simulated.stop_traffic)
+    endpoints.write(runtime)
+    # First of all when stopping: a script must not find the stack while it goes.
+    resources.callback(endpoints.remove)
+    header.append(f"endpoints for scripts: {endpoints.ENDPOINTS.relative_to(ROOT)}")
     runtime.started = time.monotonic()
     return runtime
 
@@ -114,7 +123,7 @@ def start_fronts(
     for front in feeds.FRONTS:
         if front.functions(context.stack):
             url = resources.enter_context(front.start(context))
-            runtime.fronts.append(f"{front.name}: {url}")
+            runtime.fronts[front.name] = url
             if front is feeds.ADMIN_API:
                 for run in runs:
                     if run.simulated is not None:
@@ -141,7 +150,6 @@ def start_kontur(
 def local_aws(out: Callable[[str], None]) -> Iterator[None]:
     with ExitStack() as stack:
         out("starting DynamoDB Local (Java) and moto ...")
-        speed_up_moto_sqs()
         dynamodb = stack.enter_context(dynamodb_local())
         moto = stack.enter_context(moto_server())
         os.environ.update(aws_environment(moto, dynamodb))
@@ -167,6 +175,13 @@ def evaluate_stack(
     if options.kontur == "real":
         header.extend(f"Kontur: {run.kit.feed} at {stack.parameters.get(run.kit.api_url_parameter)}" for run in runs)
     return stack
+
+
+def local_margin(deployed: float, speed: float, functions: Sequence[Function]) -> float:
+    """SafetyMarginSeconds on the local clock: scaled as the Timeout is, but at least
+    MARGIN_FLOOR_SECONDS, and never more than half the shortest scheduled run, so that a run still reads."""
+    half_run = min((function.timeout / speed / 2 for function in functions if function.schedules), default=math.inf)
+    return max(deployed / speed, min(MARGIN_FLOOR_SECONDS, half_run))
 
 
 def speed_for(options: Options, functions: Sequence[Function]) -> float:

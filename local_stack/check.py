@@ -5,6 +5,7 @@ delivered (simulated feeds, event by event) or every feed ended caught up (real 
 from __future__ import annotations
 
 import json
+import statistics
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -80,6 +81,18 @@ def summarise(runtime: Runtime, traffic_seconds: float, catch_up_seconds: float 
     return Summary(lines, delivered)
 
 
+def durations(runtime: Runtime, function: str, budget: float) -> str:
+    """How long the function's runs took beside its (scaled) Timeout: how close it came to being killed.
+    The longest is a warm run's: a cold one's time includes its init, which the Timeout does not count."""
+    ended = [i for i in list(runtime.invocations) if i.function == function and i.status != "stopped"]
+    if not ended:
+        return "no run ended"
+    warm = [i.duration for i in ended if not i.cold]
+    longest = f"{max(warm):.1f} s at most once warm" if warm else "none warm"
+    median = statistics.median(i.duration for i in ended)
+    return f"runs took {median:.1f} s median, {longest}, of a {budget:g} s Timeout here"
+
+
 def summarise_feed(runtime: Runtime, run: FeedRun, rows: Sequence[FeedRow], lines: list[str]) -> bool:
     """The feed's lines; True when its events were all delivered (simulated) or it ended caught up (real)."""
     kit = run.kit
@@ -100,6 +113,7 @@ def summarise_feed(runtime: Runtime, run: FeedRun, rows: Sequence[FeedRow], line
             + (f", {stats.stopped} ended by the stop" if stats.stopped else "")
             + (f"; last failure {failure.error_type}: {failure.error}" if failure else "")
         )
+        lines.append(f"  {kit.function}: {durations(runtime, kit.function, runner.budget)}")
     found = [inv.result for inv in runtime.invocations if inv.function == kit.function and isinstance(inv.result, dict)]
     if any("recovered" in result for result in found):
         lines.append(

@@ -21,6 +21,7 @@ from local_stack.check import Summary, all_delivered, summarise
 from local_stack.cli import parse_args
 from local_stack.runtime import LOCAL_DIR, LOG_DIR, Runtime
 from local_stack.signals import Interrupted, Signals, dump_stacks_on_sigusr1
+from local_stack.template import ROOT
 from local_stack.view import LiveView
 from local_stack.view_model import snapshot
 
@@ -58,6 +59,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             out("stopping ...")
     except Interrupted as interrupted:
         out(f"{interrupted}: stopped during start-up")
+    except Exception as error:
+        # Everything it had started is stopped by now; the traceback is for the log, the cause for the user.
+        log.exception("the local stack failed")
+        print(f"FAILED: {type(error).__name__}: {error} (traceback in {LOCAL_DIR.relative_to(ROOT)}/local_stack.log)")
+        return 1
     finally:
         signals.restore()
     if summary is not None:

@@ -45,7 +45,8 @@ class Runtime:
     scheduler: Scheduler
     consumer: QueueConsumer | None
     header: list[str]
-    fronts: list[str] = field(default_factory=list)
+    #: Each HTTP front's URL, by the front's name.
+    fronts: dict[str, str] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
     relayed_at_start: dict[str, int] = field(default_factory=dict)
     history: dict[str, deque[tuple[float, int]]] = field(default_factory=dict)

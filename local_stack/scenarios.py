@@ -65,6 +65,10 @@ class SimulatedFeed(Protocol):
         """Lines for the view's header: endpoints, accounts, traffic."""
         ...
 
+    def endpoints(self) -> dict[str, str]:
+        """The simulators' URLs, by what they stand in for (``api``, ``identity``), for scripts."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -156,6 +160,9 @@ class SimulatedExtern:
             f"then traffic every {self.options.traffic_interval}s"
             + (f", faults on {self.options.fault_rate:.0%} of requests" if self.options.fault_rate else ""),
         ]
+
+    def endpoints(self) -> dict[str, str]:
+        return {"api": self.extern.url, "identity": self.identity.url}
 
     def close(self) -> None:
         self.extern.stop()
@@ -266,6 +273,9 @@ class SimulatedDiadoc:
             + (f", faults on {self.options.fault_rate:.0%} of requests" if self.options.fault_rate else ""),
             f"  Diadoc's habits in the traffic: {self.diadoc.habits.describe()}",
         ]
+
+    def endpoints(self) -> dict[str, str]:
+        return {"api": self.diadoc.url, "identity": self.identity.url}
 
     def close(self) -> None:
         self.diadoc.stop()

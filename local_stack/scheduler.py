@@ -21,6 +21,8 @@ factor so that a run keeps the same share of its time in reserve as it does when
 from __future__ import annotations
 
 import multiprocessing
+import os
+import signal
 import threading
 import time
 import uuid
@@ -37,6 +39,8 @@ from local_stack.worker import WorkerSpec, run_worker
 LAYER = ROOT / "layers" / "relay"
 #: Lambda ends a run at its Timeout; a worker is given this much more for the answer to come back.
 KILL_GRACE_SECONDS = 0.5
+#: Time for a worker to write its threads' stacks before it is killed.
+STACKS_SECONDS = 0.2
 #: Lambda's limit for a cold start's init phase (imports and module scope), not counted in the Timeout.
 INIT_SECONDS = 10.0
 
@@ -93,7 +97,11 @@ class _Container:
             self.kill()
 
     def kill(self) -> None:
-        """What Lambda does to a run past its Timeout: no chance to finish."""
+        """What Lambda does to a run past its Timeout: no chance to finish. Where it was is written to
+        the function's log first (the worker's SIGUSR1), which Lambda does not, to show what overran."""
+        if self.process.pid is not None and self.process.is_alive():
+            os.kill(self.process.pid, signal.SIGUSR1)
+            time.sleep(STACKS_SECONDS)
         self.conn.close()
         self.process.kill()
         self.process.join(timeout=5)

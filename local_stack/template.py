@@ -9,6 +9,7 @@ Fn::Not, Fn::And, Fn::Or and Condition. Resources are created in moto and Dynamo
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "template.yaml"
 
 _NO_VALUE = object()
+_RATE = re.compile(r"rate\((?P<amount>\d+) (?P<unit>minute|hour|day)s?\)")
 
 
 @dataclass(frozen=True)
@@ -38,9 +40,12 @@ class Schedule:
         """The period of a ``rate(...)`` expression, or a ``cron(...)`` one's average period."""
         if self.expression.startswith("cron("):
             return average_period(self.expression)
-        inner = self.expression.removeprefix("rate(").removesuffix(")").split()
-        amount, unit = int(inner[0]), inner[1].rstrip("s")
-        return amount * {"minute": 60, "hour": 3600, "day": 86400}[unit]
+        rate = _RATE.fullmatch(self.expression)
+        if rate is None:
+            raise ValueError(
+                f"schedule {self.name} {self.expression!r}: expected rate(N minutes|hours|days) or cron(...)"
+            )
+        return int(rate["amount"]) * {"minute": 60, "hour": 3600, "day": 86400}[rate["unit"]]
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,10 @@
 """The live terminal view: per feed its cursor, events relayed, rate, backlog and last error, and the
 latest messages arriving on the demo queues.
 
-On a terminal the view redraws in place; otherwise (a pipe, a CI log) it prints a few plain lines
-every few seconds. Handler logs never reach it: they go to files under ``.local/``.
+On a terminal the view redraws in place, within the terminal's size: 80 columns at most, and on a
+short terminal (24 lines) the header folds away before the feed table would. Otherwise (a pipe, a
+CI log) it prints a few plain lines every few seconds. Handler logs never reach it: they go to
+files under ``.local/``.
 """
 
 from __future__ import annotations
@@ -87,11 +89,10 @@ def _wrapped(lines: Sequence[str], width: int) -> list[str]:
     return out
 
 
-def render(snapshot: Snapshot, *, messages: int = 8, width: int = WIDTH) -> list[str]:
-    lines = [f"Kontur Feed Relay, local stack: {snapshot.phase}", *_wrapped(snapshot.header, width), ""]
+def feed_table(feeds: Sequence[FeedRow], width: int) -> list[str]:
     # 22 + 12 + 8 + 6 + 7 + 6 and their gaps: 68 columns; a row's error goes on a line of its own.
-    lines.append(f"{'feed':<22} {'cursor':<12} {'relayed':>8} {'rate/s':>6} {'backlog':>7} {'runs':>6}")
-    for row in snapshot.feeds:
+    lines = [f"{'feed':<22} {'cursor':<12} {'relayed':>8} {'rate/s':>6} {'backlog':>7} {'runs':>6}"]
+    for row in feeds:
         backlog = "-" if row.backlog is None else f"{row.backlog}{'+' if row.backlog_capped else ''}"
         runs = f"{row.runs}" + (f"/{row.failed_runs}!" if row.failed_runs else "")
         lines.append(
@@ -101,27 +102,67 @@ def render(snapshot: Snapshot, *, messages: int = 8, width: int = WIDTH) -> list
         state = "stopped: " + row.stopped_reason if row.stopped_reason else row.last_error
         if state:
             lines.append(f"  └ {_short(state, width - 4)}")
-    lines.append("")
-    for queue in snapshot.queues:
+    return lines
+
+
+def queue_lines(queues: Sequence[QueueRow]) -> list[str]:
+    return [
+        f"queue {_short(queue.name, 16):<16} {queue.messages:>6} msgs {queue.distinct:>6} events "
+        f"{queue.duplicates:>3} dup  {queue.filter}"
+        for queue in queues
+    ]
+
+
+def message_lines(messages: Sequence[Received]) -> list[str]:
+    lines = ["latest messages:"] if messages else []
+    for message in messages:
+        shown = [name for name in SHOWN_ATTRIBUTES if name in message.attributes]
+        attributes = " ".join(f"{name}={message.attributes[name]}" for name in shown)
         lines.append(
-            f"queue {_short(queue.name, 16):<16} {queue.messages:>6} msgs {queue.distinct:>6} events "
-            f"{queue.duplicates:>3} dup  {queue.filter}"
+            f"  {time.strftime('%H:%M:%S', time.localtime(message.at))} {_short(message.queue, 16):<16} "
+            f"{_short(message.id, 12):<12} {_short(message.subject, 14)} {attributes}"
         )
-    if snapshot.messages and messages:
-        lines.append("")
-        lines.append("latest messages:")
-        for message in list(snapshot.messages)[-messages:]:
-            shown = [name for name in SHOWN_ATTRIBUTES if name in message.attributes]
-            attributes = " ".join(f"{name}={message.attributes[name]}" for name in shown)
-            lines.append(
-                f"  {time.strftime('%H:%M:%S', time.localtime(message.at))} {_short(message.queue, 16):<16} "
-                f"{_short(message.id, 12):<12} {_short(message.subject, 14)} {attributes}"
-            )
-    if snapshot.footer:
-        lines.append("")
-        lines.extend(_wrapped(snapshot.footer, width))
+    return lines
+
+
+#: What stands for the header when the terminal is too short for it.
+FOLDED = "(header folded: a taller terminal shows it; endpoints in .local/endpoints.json)"
+
+
+def render(snapshot: Snapshot, *, messages: int = 8, width: int = WIDTH, height: int | None = None) -> list[str]:
+    """The view's lines; with ``height``, at most that many. The feed table always stays: on a short
+    terminal the header folds into one line first, then the latest messages go, then the queues."""
+    title = [f"Kontur Feed Relay, local stack: {snapshot.phase}"]
+    header = _wrapped(snapshot.header, width)
+    table = feed_table(snapshot.feeds, width)
+    queues = queue_lines(snapshot.queues)
+    latest = message_lines(list(snapshot.messages)[-messages:] if messages else [])
+    footer = _wrapped(snapshot.footer, width)
+    if height is not None:
+        # Each section after the title is preceded by a blank line.
+        room = height - len(title) - len(table) - 1
+        footer, room = _fit(footer, room)
+        queues, room = _fit(queues, room)
+        folded, room = _fit(_wrapped([FOLDED], width), room)
+        if len(header) <= room + len(folded):
+            room -= len(header) - len(folded)
+        else:
+            header = folded
+        # The newest messages, and the line that introduces them, if at least one fits.
+        shown = max(0, min(len(latest) - 1, room - 2))
+        latest = latest[:1] + latest[len(latest) - shown :] if shown else []
+    lines = title + header
+    for section in (table, queues, latest, footer):
+        if section:
+            lines += ["", *section]
     # Wrapped lines keep URLs whole; anything else still too wide is cut, marked.
     return [line if len(line) <= width or "://" in line else line[: width - 1] + "…" for line in lines]
+
+
+def _fit(section: list[str], room: int) -> tuple[list[str], int]:
+    """The section, and the room left, if it fits with its blank line; else nothing."""
+    needed = len(section) + 1 if section else 0
+    return (section, room - needed) if needed <= room else ([], room)
 
 
 @dataclass
@@ -138,16 +179,18 @@ class LiveView:
 
     def show(self, snapshot: Snapshot, *, force: bool = False) -> None:
         if self.tty:
-            self._redraw(render(snapshot))
+            self._redraw(snapshot)
             return
         now = time.monotonic()
         if force or now - self._last_plain >= self.plain_interval:
             self._last_plain = now
             self._plain(snapshot)
 
-    def _redraw(self, lines: list[str]) -> None:
+    def _redraw(self, snapshot: Snapshot) -> None:
         size = shutil.get_terminal_size((120, 40))
-        lines = [line[: size.columns - 1] for line in lines][: max(size.lines - 2, 10)]
+        # The last column and line stay free: writing there would scroll some terminals by a line.
+        width = min(WIDTH, size.columns - 1)
+        lines = [line[:width] for line in render(snapshot, width=width, height=size.lines - 1)]
         # Back to where the last frame started, then overwrite it line by line.
         prefix = f"\x1b[{self._drawn}F" if self._drawn else ""
         self.out.write(prefix + "".join(f"{line}\x1b[K\n" for line in lines) + "\x1b[J")

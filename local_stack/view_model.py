@@ -51,7 +51,8 @@ def snapshot(runtime: Runtime, phase: str) -> Snapshot:
     footer = [f"handler logs: {LOG_DIR.relative_to(ROOT)}/<function>.log; Ctrl-C stops"]
     if runtime.status_error:
         footer.insert(0, runtime.status_error)
-    return Snapshot(phase, runtime.header + runtime.fronts, rows, queues, messages, footer)
+    fronts = [f"{name}: {url}" for name, url in runtime.fronts.items()]
+    return Snapshot(phase, runtime.header + fronts, rows, queues, messages, footer)
 
 
 def feed_row(

@@ -6,6 +6,7 @@ Kept free of heavy imports: a worker starts (spawns) in well under the time a co
 
 from __future__ import annotations
 
+import faulthandler
 import importlib.util
 import os
 import signal
@@ -59,6 +60,8 @@ def run_worker(conn: Connection, spec: WorkerSpec) -> None:
     os.close(log)
     for stream in (sys.stdout, sys.stderr):
         stream.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    # Asked before a run is killed at its Timeout: where every thread was goes to the function's log.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     os.environ.update(spec.environment)
     # Lambda's task root, then the layers' /opt/python.
     sys.path[:0] = [spec.code_uri, *spec.layers]

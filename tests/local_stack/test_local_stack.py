@@ -10,12 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
-import subprocess
-import sys
 import textwrap
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +23,8 @@ from local_stack.scheduler import FunctionRunner, Scheduler
 from local_stack.services import LOCAL_CREDENTIALS, moto_server
 from local_stack.simulators.extern import ExternSimulator
 from local_stack.simulators.identity import IdentitySimulator
-from local_stack.template import ROOT, Function, Schedule, Stack
+from local_stack.template import Function, Schedule, Stack
+from tests.local_stack.harness import checks, run_stack, survivors
 
 pytestmark = pytest.mark.slow
 
@@ -39,77 +35,8 @@ def client(service: str, endpoint: str) -> Any:
     )
 
 
-def run_stack(
-    *args: str, interrupt_after: str | None = None, timeout: float = 150, environment: dict[str, str] | None = None
-) -> tuple[int, str, int]:
-    """Run ``python -m local_stack`` to its end: (exit code, stdout and stderr, its process group)."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "local_stack", "--view", "plain", "--period", "1", *args],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,  # its own process group: what it leaves behind is findable
-        env=environment,
-    )
-    assert process.stdout is not None
-
-    # A run that hangs is killed, so that the test fails with what it printed rather than stalls;
-    # first it prints every thread's stack (SIGUSR1), to show where it hung.
-    def kill() -> None:
-        os.kill(process.pid, signal.SIGUSR1)
-        time.sleep(3)
-        os.killpg(process.pid, signal.SIGKILL)
-
-    watchdog = threading.Timer(timeout, kill)
-    watchdog.start()
-    output = []
-    try:
-        for line in process.stdout:
-            output.append(line)
-            if interrupt_after and re.search(interrupt_after, line):
-                process.send_signal(signal.SIGINT)
-                interrupt_after = None
-        code = process.wait()
-    finally:
-        watchdog.cancel()
-    return code, "".join(output), process.pid
-
-
-def survivors(text: str, group: int) -> list[str]:
-    """Processes still alive from that run: its DynamoDB Local (by port) and its process group."""
-    match = re.search(r"DynamoDB Local http://127\.0\.0\.1:(\d+)", text)
-    port = match.group(1) if match else None
-    deadline = time.monotonic() + 10
-    while True:
-        found = []
-        for proc in Path("/proc").iterdir():
-            if not proc.name.isdigit():
-                continue
-            try:
-                command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-                stat = (proc / "stat").read_text()
-            except OSError:
-                continue
-            fields = stat.rsplit(")", 1)[1].split()
-            state, group_id = fields[0], int(fields[2])
-            if state == "Z":
-                continue
-            if (port and f"-port {port} " in command + " ") or group_id == group:
-                found.append(f"{proc.name}: {command}")
-        if not found or time.monotonic() > deadline:
-            return found
-        time.sleep(0.5)
-
-
-def checks(text: str) -> dict[str, tuple[int, int, int]]:
-    """Per feed kit: (received, expected, missing) from the summary's check lines."""
-    found = re.findall(r"(\w+) check: (\d+) of (\d+) generated events received, (\d+) missing", text)
-    return {kit: (int(received), int(expected), int(missing)) for kit, received, expected, missing in found}
-
-
 def test_make_run_delivers_every_generated_event_and_leaves_nothing_behind():
-    code, text, group = run_stack("--duration", "8")
+    code, text, marker = run_stack("--duration", "8")
 
     assert code == 0, text
     assert "OK: every generated event reached the unfiltered demo queue." in text
@@ -122,11 +49,11 @@ def test_make_run_delivers_every_generated_event_and_leaves_nothing_behind():
     assert re.search(r"extern-filtered: \d+ messages through filter .*, 0 outside it", text)
     # The plain view showed the feed moving while it ran.
     assert re.search(r"\[running \d+s of 8s\] extern: cursor=\w+", text)
-    assert survivors(text, group) == []
+    assert survivors(marker) == []
 
 
 def test_make_run_delivers_everything_through_throttling_server_errors_and_expired_tokens():
-    code, text, group = run_stack("--duration", "8", "--faults", "0.25")
+    code, text, marker = run_stack("--duration", "8", "--faults", "0.25")
 
     assert code == 0, text
     faults = re.search(r"faults served by the simulators: (\d+) \((.*)\)", text)
@@ -137,16 +64,7 @@ def test_make_run_delivers_everything_through_throttling_server_errors_and_expir
     found = checks(text)
     assert set(found) == {"extern", "diadoc"}, text
     assert all(received == expected and missing == 0 for received, expected, missing in found.values())
-    assert survivors(text, group) == []
-
-
-def test_ctrl_c_stops_everything_and_still_reports():
-    code, text, group = run_stack("--duration", "60", interrupt_after=r"\[running [1-9]\d*s")
-
-    assert code == 128 + signal.SIGINT, text
-    assert "Stopped by SIGINT" in text
-    assert "Summary:" in text
-    assert survivors(text, group) == []
+    assert survivors(marker) == []
 
 
 def test_real_kontur_credentials_from_a_file_and_the_rotated_refresh_token_kept(tmp_path):
@@ -182,7 +100,7 @@ def test_real_kontur_credentials_from_a_file_and_the_rotated_refresh_token_kept(
         }
         credentials.write_text(json.dumps({"extern": secret}))
 
-        code, text, group = run_stack(
+        code, text, marker = run_stack(
             "--duration", "4", "--kontur", "real", "--credentials", str(credentials), "--feed", "extern"
         )
 
@@ -199,7 +117,7 @@ def test_real_kontur_credentials_from_a_file_and_the_rotated_refresh_token_kept(
         assert not identity.refresh_token_is_valid(first_refresh)
         assert first_refresh not in text
         assert kept not in text
-        assert survivors(text, group) == []
+        assert survivors(marker) == []
     finally:
         extern.stop()
         identity.stop()
@@ -256,7 +174,7 @@ def test_real_aws_runs_against_a_deployed_stack_and_creates_nothing_local(tmp_pa
                 Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
             )
 
-            code, text, group = run_stack(
+            code, text, marker = run_stack(
                 "--duration", "4", "--aws", "real", "--kontur", "real", "--stack-name", "deployed",
                 "--feed", "extern", "--demo-queues", environment=environment,
             )  # fmt: skip
@@ -270,7 +188,7 @@ def test_real_aws_runs_against_a_deployed_stack_and_creates_nothing_local(tmp_pa
             assert int(delivered.group(2)) == 80
             sqs = client("sqs", endpoint)
             assert [url for url in sqs.list_queues().get("QueueUrls", []) if "-demo-" in url] == []
-            assert survivors(text, group) == []
+            assert survivors(marker) == []
     finally:
         extern.stop()
         identity.stop()
@@ -339,6 +257,8 @@ def test_each_function_runs_warm_in_its_own_environment_and_is_killed_at_its_tim
         late = scheduler.invoke("One", {"sleep": 30})
         assert late.status == "timeout"
         assert "timed out" in (late.error or "")
+        # Where the run was when it was killed, in the function's log.
+        assert re.search(r'File ".*app\.py", line \d+ in handler', (tmp_path / "one.log").read_text())
         after = scheduler.invoke("One", {})
         assert after.ok
         assert after.cold

@@ -1,5 +1,5 @@
-"""The local stack as a newcomer meets it, without starting it: the live view on an 80-column
-terminal, cron schedules, and a catch-up that does not wait for a relay that cannot run."""
+"""The local stack as a newcomer meets it, without starting it: cron schedules, and a catch-up that
+does not wait for a relay that cannot run (the live view: ``test_view``)."""
 
 from __future__ import annotations
 
@@ -10,67 +10,9 @@ from types import SimpleNamespace
 import pytest
 
 from local_stack.cron import average_period
-from local_stack.queues import Received
 from local_stack.run import FAILING_RUNS, every_run_failing
 from local_stack.scheduler import Invocation
-from local_stack.template import Schedule
-from local_stack.view import WIDTH, FeedRow, QueueRow, Snapshot, render
-
-
-def _row(feed: str, error: str | None = None) -> FeedRow:
-    return FeedRow(
-        feed=feed,
-        cursor="bSBz2Svb7S9G25/DlDEUVTs2bwQ=",
-        relayed=123456,
-        rate=1234.5,
-        backlog=100000,
-        backlog_capped=True,
-        last_error=error,
-        stopped_reason=None,
-        running=True,
-        runs=12345,
-        failed_runs=999,
-        last_outcome=None,
-    )
-
-
-def test_the_live_view_fits_80_columns():
-    snapshot = Snapshot(
-        phase="traffic stopped; catching up 12s",
-        header=[
-            "Kontur: Extern API http://127.0.0.1:39611, identity http://127.0.0.1:41005 (tokens live 300s)",
-            "  3 accounts share everything with the relay, 1 only fns534 reports, 1 only with another integrator; "
-            "backlog 400, then traffic every 0.5s, faults on 20% of requests",
-        ],
-        feeds=[
-            _row("extern", "FeedUnavailable: Kontur answered 503 three times: Service Unavailable " * 3),
-            _row("diadoc:099950d836f645cc81e74ef5e8e25d94@diadoc.ru"),
-        ],
-        queues=[
-            QueueRow(
-                "extern-filtered", '{"source": ["extern"], "docflow_type": ["urn:docflow:fns534-report"]}', 1, 2, 3
-            )
-        ],
-        messages=[
-            Received(
-                queue="diadoc-filtered",
-                feed="diadoc:099950d836f645cc81e74ef5e8e25d94@diadoc.ru",
-                id="d7ddeaf6-18e4-4043-a5bd-0315dd22ce85",
-                type="ru.kontur.diadoc.message",
-                subject="70c5758b-3f93-436c-9b05-69ab97cc61c8",
-                attributes={"feed": "diadoc:0999@diadoc.ru", "message_type": "Letter", "box_id": "0999@diadoc.ru"},
-                at=time.time(),
-            )
-        ],
-        footer=["handler logs: .local/logs/<function>.log; Ctrl-C stops"],
-    )
-    lines = render(snapshot)
-    assert max(len(line) for line in lines) <= WIDTH, [line for line in lines if len(line) > WIDTH]
-    text = "\n".join(lines)
-    assert "diadoc:0999" in text
-    assert "@diadoc.ru" in text
-    assert "http://127.0.0.1:41005" in text, "a URL is never cut"
-    assert "FeedUnavailable: Kontur answered 503" in text
+from local_stack.template import ROOT, Schedule
 
 
 @pytest.mark.parametrize(
@@ -117,3 +59,15 @@ def test_demo_queues_go_on_the_events_topic_not_the_alarms():
     stack = Stack()
     assert stack.condition("CreateAlarmTopic")
     assert stack.event_topics() == ["EventsTopic"]
+
+
+def test_the_safety_margin_leaves_moto_time_to_publish_yet_leaves_a_run_time_to_read():
+    from local_stack.bringup import local_margin  # noqa: PLC0415
+    from local_stack.template import Function  # noqa: PLC0415
+
+    poller = Function("Poller", ROOT, "app.handler", 300, {}, [Schedule("Poll", "rate(1 minute)", {})])
+    admin = Function("Admin", ROOT, "app.handler", 28, {}, [])
+
+    assert local_margin(30, 30, [poller, admin]) == 5  # not 1 s: moto publishes a page in ~1.5 s
+    assert local_margin(30, 60, [poller, admin]) == 2.5  # a 5 s run keeps half its time to read
+    assert local_margin(30, 1, [poller, admin]) == 30  # the deployed pace: the template's own
