@@ -4,6 +4,7 @@ roles, API definitions and schedules AWS will create, not the shorthand."""
 from __future__ import annotations
 
 import copy
+import re
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -54,9 +55,49 @@ class _MadeUp(dict[Any, str]):
         return f"{'-'.join(key) if isinstance(key, tuple) else key}-physical"
 
 
-def offline(parameters: dict[str, str]) -> Stack:
-    """The template evaluated for a parameter set, with made-up names for what provisioning would create."""
-    stack = Stack(parameters=dict(parameters))
+def offline(parameters: dict[str, str], doc: dict[str, Any] | None = None) -> Stack:
+    """The template (or ``doc``, the template transformed) evaluated for a parameter set, with made-up
+    names for what provisioning would create."""
+    stack = Stack(parameters=dict(parameters), doc=doc or {})
     stack.physical = _MadeUp()
     stack.attributes = _MadeUp()
     return stack
+
+
+def dependencies(document: dict[str, Any], stack: Stack, logical_id: str) -> set[str]:
+    """Every resource ``logical_id`` waits for in ``document`` (transformed) as CloudFormation orders
+    it for the stack's parameters: DependsOn, and each Ref, GetAtt and Sub of its properties and
+    metadata, through the branch of each Fn::If its condition takes; and theirs in turn."""
+    resources = document["Resources"]
+    found: set[str] = set()
+    waiting = [logical_id]
+    while waiting:
+        resource = resources[waiting.pop()]
+        depends = resource.get("DependsOn", [])
+        named = {depends} if isinstance(depends, str) else set(depends)
+        named |= _named(stack, [resource.get("Properties", {}), resource.get("Metadata", {})])
+        for name in (named & set(resources)) - found:
+            found.add(name)
+            waiting.append(name)
+    return found
+
+
+def _named(stack: Stack, value: Any) -> set[str]:
+    """The logical ids and parameters a value refers to, through the Fn::If branches taken."""
+    if isinstance(value, list):
+        return set().union(*(_named(stack, item) for item in value))
+    if not isinstance(value, dict):
+        return set()
+    if "Fn::If" in value:
+        condition, yes, no = value["Fn::If"]
+        return _named(stack, yes if stack.condition(condition) else no)
+    if "Ref" in value:
+        return {value["Ref"]}
+    if "Fn::GetAtt" in value:
+        target = value["Fn::GetAtt"]
+        return {target.split(".")[0] if isinstance(target, str) else target[0]}
+    if "Fn::Sub" in value:
+        text, variables = (value["Fn::Sub"], {}) if isinstance(value["Fn::Sub"], str) else value["Fn::Sub"]
+        names = {name.split(".")[0] for name in re.findall(r"\$\{([^}!]+)\}", text)} - set(variables)
+        return names | _named(stack, variables)
+    return _named(stack, list(value.values()))
