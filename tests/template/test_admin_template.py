@@ -20,6 +20,14 @@ from local_stack.template import TEMPLATE, Stack
 FUNCTIONS = ("FeedsApiFunction", "PublishersApiFunction", "DiadocBoxesApiFunction")
 EXTERN_SECRET = {"Fn::If": ["CreateExternSecret", {"Ref": "ExternCredentials"}, {"Ref": "ExternCredentialsSecretArn"}]}
 DIADOC_SECRET = {"Fn::If": ["CreateDiadocSecret", {"Ref": "DiadocCredentials"}, {"Ref": "DiadocCredentialsSecretArn"}]}
+#: The stack's own cursor table, or the one ExistingCursorsTable adopts (tests/template/test_deployment.py).
+CURSORS_TABLE_ARN = {
+    "Fn::If": [
+        "CreateCursorsTable",
+        {"Fn::GetAtt": ["CursorsTable", "Arn"]},
+        {"Fn::Sub": "arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/${ExistingCursorsTable}"},
+    ]
+}
 OPS = "arn:aws:iam::123456789012:user/ops"
 
 
@@ -102,7 +110,7 @@ def test_the_feeds_function_reads_the_cursor_table_and_only_sets_cursors(transfo
         "dynamodb:UpdateItem",
     }
     update = next(s for s in statements if "dynamodb:UpdateItem" in _actions(s))
-    assert update["Resource"] == {"Fn::GetAtt": ["CursorsTable", "Arn"]}
+    assert update["Resource"] == CURSORS_TABLE_ARN
     assert update["Condition"]["ForAllValues:StringEquals"]["dynamodb:Attributes"]
     for statement in statements:
         assert "CursorsTable" in json.dumps(statement["Resource"])
@@ -127,7 +135,7 @@ def test_the_diadoc_boxes_function_keeps_the_box_registry_and_reads_the_diadoc_s
 
     table, secret = statements
     assert _actions(table) == {"dynamodb:GetItem", "dynamodb:Scan", "dynamodb:UpdateItem"}
-    assert table["Resource"] == {"Fn::GetAtt": ["CursorsTable", "Arn"]}
+    assert table["Resource"] == CURSORS_TABLE_ARN
     assert table["Condition"]["ForAllValues:StringEquals"]["dynamodb:Attributes"]
     assert _actions(secret) == {"secretsmanager:GetSecretValue", "secretsmanager:PutSecretValue"}
     assert secret["Resource"] == DIADOC_SECRET

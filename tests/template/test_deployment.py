@@ -22,9 +22,15 @@ ROLE_PRESENT = {"AccountHasApiGatewayLogsRole": "true"}
 
 
 def deployed(parameters: dict[str, str]) -> tuple[dict[str, Any], Stack]:
-    """The transformed template, and an evaluator of its conditions for ``parameters``."""
+    """The transformed template, and an evaluator of it for ``parameters``."""
     document = sam_transform(Stack(parameters=dict(parameters)))
-    return document, offline(parameters, document)
+    stack = offline(parameters, document)
+    stack.attributes[("CursorsTable", "Arn")] = table_arn(stack.physical["CursorsTable"])
+    return document, stack
+
+
+def table_arn(name: str) -> str:
+    return f"arn:aws:dynamodb:us-east-1:123456789012:table/{name}"
 
 
 def created(document: dict[str, Any], stack: Stack) -> dict[str, dict[str, Any]]:
@@ -75,3 +81,87 @@ def test_the_stage_depends_on_no_resource_that_is_not_created(parameters: dict[s
     missing = dependencies(document, stack, STAGE) - set(created(document, stack))
 
     assert not missing, f"the stage waits for resources this deployment does not create: {missing}"
+
+
+# -- the cursor table: kept, and adopted -------------------------------------------------------------
+
+ADOPTED = {"ExistingCursorsTable": "kontur-feed-relay-CursorsTable-1A2B3C4D5E6F"}
+
+
+def dynamodb_grants(document: dict[str, Any], stack: Stack) -> list[tuple[str, Any]]:
+    """(role, resource) of every statement of the transformed template that grants a DynamoDB action."""
+    grants = []
+    for logical_id, resource in created(document, stack).items():
+        if resource["Type"] != "AWS::IAM::Role":
+            continue
+        for policy in resource["Properties"].get("Policies", []):
+            statements = stack.resolve(policy["PolicyDocument"])["Statement"]
+            for statement in statements if isinstance(statements, list) else [statements]:
+                actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+                if any(action.startswith("dynamodb:") for action in actions):
+                    resources = statement["Resource"]
+                    for granted in resources if isinstance(resources, list) else [resources]:
+                        # A table's indexes are the table's (SAM's DynamoDBReadPolicy grants them).
+                        grants.append((logical_id, granted.removesuffix("/index/*")))
+    return grants
+
+
+def test_the_cursor_table_outlives_its_stack_whether_deleted_or_replaced():
+    document, stack = deployed({})
+
+    table = created(document, stack)["CursorsTable"]
+
+    # Its items are every feed's cursor and every registered Diadoc box: lost, every feed replays.
+    assert (table.get("DeletionPolicy"), table.get("UpdateReplacePolicy")) == ("Retain", "Retain")
+
+
+def test_a_stack_given_an_existing_table_creates_none_and_every_function_and_grant_uses_that_one():
+    document, stack = deployed(ADOPTED)
+    name = ADOPTED["ExistingCursorsTable"]
+
+    assert "CursorsTable" not in created(document, stack)
+    for function in offline(ADOPTED).functions():
+        assert function.environment["CURSORS_TABLE"] == name, function.logical_id
+    grants = dynamodb_grants(document, stack)
+    assert grants
+    for role, resource in grants:
+        assert resource == table_arn(name), role
+    assert offline(ADOPTED).outputs()["CursorsTableName"] == name
+
+
+def test_a_stack_of_its_own_table_grants_on_that_table_only():
+    document, stack = deployed({})
+
+    assert {resource for _, resource in dynamodb_grants(document, stack)} == {table_arn("CursorsTable-physical")}
+    for function in offline({}).functions():
+        assert function.environment["CURSORS_TABLE"] == "CursorsTable-physical", function.logical_id
+
+
+def test_every_reference_to_the_cursor_table_chooses_between_the_stacks_and_the_adopted_one():
+    """One choice (the CreateCursorsTable condition), so that no function or grant is left on a
+    table an adopting stack does not have."""
+    references = list(_table_references(Stack().doc, chosen=False))
+
+    assert references, "template.yaml names no cursor table at all"
+    bare = [where for where, chosen in references if not chosen]
+    assert not bare, f"these name the stack's own table without the CreateCursorsTable choice: {bare}"
+
+
+def _table_references(value: Any, *, chosen: bool, where: str = "") -> Any:
+    """(path, inside the choice) for each Ref or GetAtt of CursorsTable in ``value``."""
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _table_references(item, chosen=chosen, where=f"{where}[{index}]")
+    elif isinstance(value, dict):
+        attribute = value.get("Fn::GetAtt", "")
+        if value.get("Ref") == "CursorsTable" or (attribute.split(".") if isinstance(attribute, str) else attribute)[
+            :1
+        ] == ["CursorsTable"]:
+            yield where, chosen
+            return
+        choice = value.get("Fn::If")
+        if choice and choice[0] == "CreateCursorsTable" and "ExistingCursorsTable" in str(choice[2]):
+            yield from _table_references(choice[1], chosen=True, where=where)
+            return
+        for key, item in value.items():
+            yield from _table_references(item, chosen=chosen, where=f"{where}.{key}")
