@@ -101,3 +101,45 @@ def _named(stack: Stack, value: Any) -> set[str]:
         names = {name.split(".")[0] for name in re.findall(r"\$\{([^}!]+)\}", text)} - set(variables)
         return names | _named(stack, variables)
     return _named(stack, list(value.values()))
+
+
+def refusals(stack: Stack) -> list[str]:
+    """Why CloudFormation would refuse the stack's parameters before creating anything: a value
+    outside its parameter's constraints, or a combination one of the template's Rules forbids."""
+    declared = stack.doc["Parameters"]
+    found = [f"{name}: no such parameter" for name in stack.parameters if name not in declared]
+    for name, spec in declared.items():
+        value = stack.parameters[name]
+        if "AllowedValues" in spec and value not in [str(allowed) for allowed in spec["AllowedValues"]]:
+            found.append(f"{name}: {value!r} is not one of {spec['AllowedValues']}")
+        if "AllowedPattern" in spec and not re.fullmatch(spec["AllowedPattern"], value):
+            found.append(f"{name}: {value!r} does not match {spec['AllowedPattern']}")
+        if spec["Type"] == "Number":
+            number = float(value)
+            if number < float(spec.get("MinValue", number)) or number > float(spec.get("MaxValue", number)):
+                found.append(f"{name}: {value} is outside {spec.get('MinValue')}..{spec.get('MaxValue')}")
+    for rule in stack.doc.get("Rules", {}).values():
+        if _rule_value(stack, rule.get("RuleCondition", True)):
+            found += [a["AssertDescription"] for a in rule["Assertions"] if not _rule_value(stack, a["Assert"])]
+    return found
+
+
+def _rule_value(stack: Stack, value: Any) -> Any:
+    """A value of a rule, with the functions CloudFormation allows in Rules."""
+    if not isinstance(value, dict):
+        return [_rule_value(stack, item) for item in value] if isinstance(value, list) else value
+    ((function, argument),) = value.items()
+    if function == "Ref":
+        return stack.parameters[argument]
+    arguments = _rule_value(stack, argument)
+    if function == "Fn::Equals":
+        return str(arguments[0]) == str(arguments[1])
+    if function == "Fn::Not":
+        return not arguments[0]
+    if function == "Fn::And":
+        return all(arguments)
+    if function == "Fn::Or":
+        return any(arguments)
+    if function == "Fn::Contains":
+        return str(arguments[1]) in [str(item) for item in arguments[0]]
+    raise ValueError(f"{function} in a rule: not a function this helper evaluates")

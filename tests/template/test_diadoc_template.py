@@ -95,12 +95,12 @@ def test_the_budget_and_the_intervals_reach_the_poller_from_the_parameters_of_th
     for parameter in BUDGET:
         assert variables[_upper_snake(parameter)] == {"Ref": parameter}
 
-    given = {"DiadocMaxInFlight": "3", "DiadocMaxRequestsPerSecond": "17", "DiadocMinPollSeconds": "45"}
+    given = {"DiadocMaxInFlight": "3", "DiadocMaxRequestsPerSecond": "17", "DiadocMinPollSeconds": "30"}
     environment = _evaluated({**given, "DiadocMaxPollSeconds": "900"}).function(FUNCTION).environment
     assert {name: environment[name] for name in map(_upper_snake, BUDGET)} == {
         "DIADOC_MAX_IN_FLIGHT": "3",
         "DIADOC_MAX_REQUESTS_PER_SECOND": "17",
-        "DIADOC_MIN_POLL_SECONDS": "45",
+        "DIADOC_MIN_POLL_SECONDS": "30",
         "DIADOC_MAX_POLL_SECONDS": "900",
     }
     defaults = _evaluated({}).function(FUNCTION).environment
