@@ -4,8 +4,8 @@ roles, API definitions and schedules AWS will create, not the shorthand."""
 from __future__ import annotations
 
 import copy
-import re
 import os
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -82,7 +82,7 @@ def dependencies(document: dict[str, Any], stack: Stack, logical_id: str) -> set
     return found
 
 
-def _named(stack: Stack, value: Any) -> set[str]:
+def _named(stack: Stack, value: Any) -> set[str]:  # noqa: PLR0911 - one branch per intrinsic
     """The logical ids and parameters a value refers to, through the Fn::If branches taken."""
     if isinstance(value, list):
         return set().union(*(_named(stack, item) for item in value))
@@ -124,22 +124,23 @@ def refusals(stack: Stack) -> list[str]:
     return found
 
 
+#: The functions CloudFormation allows in Rules that template.yaml uses, over evaluated arguments.
+_RULE_FUNCTIONS: dict[str, Any] = {
+    "Fn::Equals": lambda arguments: str(arguments[0]) == str(arguments[1]),
+    "Fn::Not": lambda arguments: not arguments[0],
+    "Fn::And": all,
+    "Fn::Or": any,
+    "Fn::Contains": lambda arguments: str(arguments[1]) in [str(item) for item in arguments[0]],
+}
+
+
 def _rule_value(stack: Stack, value: Any) -> Any:
-    """A value of a rule, with the functions CloudFormation allows in Rules."""
+    """A value of a rule: a parameter's, or a function's over its evaluated arguments."""
+    if isinstance(value, list):
+        return [_rule_value(stack, item) for item in value]
     if not isinstance(value, dict):
-        return [_rule_value(stack, item) for item in value] if isinstance(value, list) else value
+        return value
     ((function, argument),) = value.items()
     if function == "Ref":
         return stack.parameters[argument]
-    arguments = _rule_value(stack, argument)
-    if function == "Fn::Equals":
-        return str(arguments[0]) == str(arguments[1])
-    if function == "Fn::Not":
-        return not arguments[0]
-    if function == "Fn::And":
-        return all(arguments)
-    if function == "Fn::Or":
-        return any(arguments)
-    if function == "Fn::Contains":
-        return str(arguments[1]) in [str(item) for item in arguments[0]]
-    raise ValueError(f"{function} in a rule: not a function this helper evaluates")
+    return _RULE_FUNCTIONS[function](_rule_value(stack, argument))
