@@ -65,6 +65,7 @@ REFUSED = [
     ({"AlarmEmail": "on-call"}, "AlarmEmail"),
     ({"ExternCredentialsSecretArn": "extern-credentials"}, "ExternCredentialsSecretArn"),
     ({"ExternPollSchedule": "every minute"}, "ExternPollSchedule"),
+    ({"SecretsKmsKeyArn": "alias/relay"}, "SecretsKmsKeyArn"),
 ]
 
 
@@ -89,6 +90,7 @@ ACCEPTED = [
     {"ExternApiUrl": "https://extern-api.testkontur.ru"},
     {"AlarmEmail": "on-call@example.com"},
     {"ExternCredentialsSecretArn": "arn:aws:secretsmanager:eu-central-1:123456789012:secret:extern-AbCdEf"},
+    {"SecretsKmsKeyArn": "arn:aws:kms:eu-central-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"},
 ]
 
 
