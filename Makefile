@@ -14,7 +14,7 @@ DURATION ?=
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: help deps check-java lock run test test-fast lint bench bench-scale openapi build deploy proto clean
+.PHONY: help deps check-java lock run test test-fast lint bench bench-scale openapi parameters build deploy proto clean
 
 help:
 	@echo "make run [DURATION=30]  the relay on an embedded local stack (no AWS, no Kontur account)"
@@ -24,7 +24,8 @@ help:
 	@echo "make bench              the relay against reading alone, a naive poller and the targets [BENCH_ARGS=--help]"
 	@echo "make bench-scale [BENCH_ARGS=...]  the Diadoc poller at 10,000 boxes beside the per-box design (~6 min)"
 	@echo "make openapi            regenerate openapi.json, the admin API's description, from its handlers"
-	@echo "make build | deploy     sam build | sam deploy (--guided the first time)"
+	@echo "make parameters         regenerate docs/reference/parameters.md from template.yaml's parameters"
+	@echo "make build | deploy     sam build | sam deploy (--guided the first time) [CONFIG_ENV=staging]"
 	@echo "make lock               re-resolve the lock files from requirements*.in (after editing them)"
 
 deps: $(VENV)/.installed node_modules/.installed
@@ -85,6 +86,9 @@ bench-scale: deps
 openapi: deps
 	$(BIN)/python -m local_stack.openapi
 
+parameters: deps
+	$(BIN)/python -m tests.template.parameter_reference
+
 proto: deps
 	@# mypy-protobuf writes the stub: protoc's own --pyi_out breaks on Diadoc's names (a field named
 	@# like its type, an enum value None).
@@ -96,10 +100,15 @@ build: deps
 	$(BIN)/sam build
 
 # --guided asks for the stack's name, Region and parameters and writes them to samconfig.toml; once
-# they are there (a region in [default.deploy.parameters]), a plain deploy reuses them.
+# they are there (a region in [$(CONFIG_ENV).deploy.parameters]), a plain deploy reuses them.
+# CONFIG_ENV=staging: another stack beside the first, with answers of its own (README, Deploy).
+CONFIG_ENV ?= default
 deploy: build
-	@if awk '/^\[default\.deploy\.parameters\]/ { s = 1; next } /^\[/ { s = 0 } s && /^region *=/ { f = 1 } END { exit !f }' samconfig.toml; \
-	then $(BIN)/sam deploy; else $(BIN)/sam deploy --guided; fi
+	@if awk '/^\[$(CONFIG_ENV)\.deploy\.parameters\]/ { s = 1; next } /^\[/ { s = 0 } s && /^region *=/ { f = 1 } END { exit !f }' samconfig.toml; \
+	then $(BIN)/sam deploy --config-env $(CONFIG_ENV); \
+	else echo "sam deploy --guided asks for each parameter by name; Enter keeps its default (every default deploys)."; \
+		echo "What each one does: docs/reference/parameters.md"; \
+		$(BIN)/sam deploy --guided --config-env $(CONFIG_ENV); fi
 
 clean:
 	rm -rf $(VENV) node_modules .aws-sam .pytest_cache .mypy_cache .ruff_cache

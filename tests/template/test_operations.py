@@ -241,3 +241,14 @@ def test_a_switched_off_extern_schedule_is_disabled_in_what_sam_deploys():
 def test_other_stacks_can_import_the_events_topic(stack: Stack):
     export = stack.doc["Outputs"]["EventsTopicArn"]["Export"]["Name"]
     assert stack.resolve(export) == f"{stack.name}-EventsTopicArn"
+
+
+def test_the_readme_costs_at_rest_the_alarms_dashboards_and_secrets_the_template_makes():
+    stack = offline({})
+    section = README.split("### What it costs at rest", 1)[1].split("\n## ", 1)[0]
+    rows = {cells[0]: cells[1] for cells in re.findall(r"^\| ([a-z ]+) \| ([^|]+) \|", section, flags=re.MULTILINE)}
+
+    metric, composite = len(alarms(stack)), len(composite_alarms(stack))
+    assert rows["alarms"].startswith(f"{metric} metric alarms, {composite} composite")
+    assert rows["dashboard"].strip() == str(len(list(stack.resources("AWS::CloudWatch::Dashboard"))))
+    assert rows["secrets"].startswith(f"{len(list(stack.resources('AWS::SecretsManager::Secret')))},")

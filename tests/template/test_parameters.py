@@ -3,11 +3,13 @@ of the console's form, and a combination that cannot work is refused before anyt
 
 from __future__ import annotations
 
+import re
 import tomllib
 
 import pytest
 
 from local_stack.template import ROOT, Stack
+from tests.template.parameter_reference import REFERENCE, reference
 from tests.template.sam import refusals
 
 README = (ROOT / "README.md").read_text()
@@ -16,6 +18,12 @@ README = (ROOT / "README.md").read_text()
 @pytest.fixture(scope="module")
 def stack() -> Stack:
     return Stack()
+
+
+def test_every_pattern_says_in_words_what_it_allows(stack: Stack):
+    # CloudFormation's refusal quotes it, and the reference shows it instead of a regular expression.
+    for name, spec in stack.doc["Parameters"].items():
+        assert "AllowedPattern" not in spec or spec.get("ConstraintDescription"), name
 
 
 def test_every_parameter_says_what_it_does(stack: Stack):
@@ -106,3 +114,22 @@ def test_the_region_offered_is_the_one_the_docs_use():
 
     assert region == "eu-central-1"
     assert f"--region {region}" in README
+
+
+def test_the_parameter_reference_is_what_the_template_says():
+    committed = REFERENCE.read_text() if REFERENCE.exists() else ""
+
+    assert committed == reference(), f"{REFERENCE.relative_to(ROOT)} is stale: regenerate it with `make parameters`"
+
+
+def test_every_parameter_has_one_row_in_the_reference(stack: Stack):
+    rows = re.findall(r"^\| `(\w+)`<br>", reference(stack), flags=re.MULTILINE)
+
+    assert sorted(rows) == sorted(stack.doc["Parameters"])
+    assert "LogLevel" in rows
+
+
+def test_the_readme_links_the_reference_and_documents_no_parameter_of_its_own():
+    assert "docs/reference/parameters.md" in README
+    tables = re.findall(r"^\| parameter \|", README, flags=re.MULTILINE)
+    assert not tables, "a parameter table in the README: parameters are documented in docs/reference/parameters.md"
