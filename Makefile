@@ -14,7 +14,7 @@ DURATION ?=
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: help deps check-java lock run test test-fast lint bench bench-scale openapi parameters build deploy proto clean
+.PHONY: help deps check-java lock run test test-fast lint bench bench-scale openapi parameters build deploy consumer-build consumer-deploy proto clean
 
 help:
 	@echo "make run [DURATION=30]  the relay on an embedded local stack (no AWS, no Kontur account)"
@@ -26,6 +26,7 @@ help:
 	@echo "make openapi            regenerate openapi.json, the admin API's description, from its handlers"
 	@echo "make parameters         regenerate docs/reference/parameters.md from template.yaml's parameters"
 	@echo "make build | deploy     sam build | sam deploy (--guided the first time) [CONFIG_ENV=staging]"
+	@echo "make consumer-build | consumer-deploy [RELAY_STACK=...]  the example consumer (examples/consumer)"
 	@echo "make lock               re-resolve the lock files from requirements*.in (after editing them)"
 
 deps: $(VENV)/.installed node_modules/.installed
@@ -110,5 +111,16 @@ deploy: build
 		echo "What each one does: docs/reference/parameters.md"; \
 		$(BIN)/sam deploy --guided --config-env $(CONFIG_ENV); fi
 
+# The example consumer is a SAM application of its own (examples/consumer/README.md), built and
+# deployed from its folder with this SAM CLI and python3.13; RELAY_STACK is the relay it subscribes to.
+RELAY_STACK ?= kontur-feed-relay
+CONSUMER_BUILD_DIR ?= .aws-sam/build
+consumer-build: deps
+	cd examples/consumer && $(abspath $(BIN))/sam build --build-dir $(CONSUMER_BUILD_DIR)
+
+consumer-deploy: consumer-build
+	cd examples/consumer && $(abspath $(BIN))/sam deploy --template-file $(CONSUMER_BUILD_DIR)/template.yaml \
+		--parameter-overrides RelayStackName=$(RELAY_STACK)
+
 clean:
-	rm -rf $(VENV) node_modules .aws-sam .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) node_modules .aws-sam examples/consumer/.aws-sam .pytest_cache .mypy_cache .ruff_cache
