@@ -260,10 +260,10 @@ def test_a_filter_shares_only_the_events_it_names(world):
     account = world.extern.add_account()
     wanted = "urn:docflow:fns534-report"
 
-    answer = world.share(account, {"events-filter": {"docflow-types": [wanted]}})
+    answer = world.share(account, {"eventsFilter": {"docflowTypes": [wanted]}})
 
     assert answer.status_code == 200, answer.text
-    assert answer.json()["eventsFilter"] == {"docflow-types": [wanted]}
+    assert answer.json()["eventsFilter"] == {"docflowTypes": [wanted]}
     world.extern.generate(60)
     secret = CredentialsSecret(world.secret_id, world.secretsmanager, max_age=0)
     session = http.session(retries=0)
@@ -271,6 +271,35 @@ def test_a_filter_shares_only_the_events_it_names(world):
     page = ExternSource(api, take=100).read_page(None)
     assert page.events
     assert {event.data["docflow-type"] for event in page.events} == {wanted}
+
+
+def test_an_answer_sent_back_as_a_request_shares_the_same_events_again(world):
+    account = world.extern.add_account()
+    given = {"docflowTypes": ["urn:docflow:fns534-report"], "documentForms": [{"knd": "1151001"}]}
+    first = world.share(account, {"eventsFilter": given})
+    assert first.status_code == 200, first.text
+
+    again = world.share(
+        account, {"subscriber": first.json()["subscriber"], "eventsFilter": first.json()["eventsFilter"]}
+    )
+
+    assert again.status_code == 200, again.text
+    assert again.json()["eventsFilter"] == first.json()["eventsFilter"] == given
+
+
+def test_kontur_own_kebab_case_spelling_is_still_accepted_and_answered_in_camel_case(world):
+    account = world.extern.add_account()
+    old = {"events-filter": {"docflow-types": ["urn:docflow:fns534-report"], "document-forms": [{"okud": "0710001"}]}}
+
+    answer = world.share(account, old)
+
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["eventsFilter"] == {
+        "docflowTypes": ["urn:docflow:fns534-report"],
+        "documentForms": [{"okud": "0710001"}],
+    }
+    both = world.share(account, {**old, "eventsFilter": {"docflowTypes": ["urn:docflow:fns534-report"]}})
+    assert problem(both, 422)["detail"], "two spellings of one field: which was meant?"
 
 
 def test_a_legacy_auth_sid_administrator_can_share(world):
@@ -327,37 +356,37 @@ def test_invalid_requests_name_the_field_and_rule_and_nothing_reaches_kontur(wor
         ),
         (
             f"/accounts/{account.id}/share-events",
-            {"events-filter": {"document-forms": [{"knd": "115100"}]}},
+            {"eventsFilter": {"documentForms": [{"knd": "115100"}]}},
             "Bearer x",
-            ["body", "events-filter", "document-forms", 0, "knd"],
+            ["body", "eventsFilter", "documentForms", 0, "knd"],
             "string_pattern_mismatch",
         ),
         (
             f"/accounts/{account.id}/share-events",
-            {"events-filter": {"document-forms": [{"knd": None, "okud": None}]}},
+            {"eventsFilter": {"documentForms": [{"knd": None, "okud": None}]}},
             "Bearer x",
-            ["body", "events-filter", "document-forms", 0],
+            ["body", "eventsFilter", "documentForms", 0],
             "value_error",
         ),
         (
             f"/accounts/{account.id}/share-events",
-            {"events-filter": {"docflow-types": []}},
+            {"eventsFilter": {"docflowTypes": []}},
             "Bearer x",
-            ["body", "events-filter", "docflow-types"],
+            ["body", "eventsFilter", "docflowTypes"],
             "too_short",
         ),
         (
             f"/accounts/{account.id}/share-events",
-            {"events-filter": {"docflow-types": None}},
+            {"eventsFilter": {"docflowTypes": None}},
             "Bearer x",
-            ["body", "events-filter", "docflow-types"],
+            ["body", "eventsFilter", "docflowTypes"],
             "list_type",
         ),
         (
             f"/accounts/{account.id}/share-events",
-            {"events-filter": {}},
+            {"eventsFilter": {}},
             "Bearer x",
-            ["body", "events-filter"],
+            ["body", "eventsFilter"],
             "value_error",
         ),
         (f"/accounts/{account.id}/share-events", {"subscriber": ""}, "Bearer x", ["body", "subscriber"], None),
