@@ -35,7 +35,7 @@ from kontur_relay.feeds.extern.source import ExternSource, read_extern_error
 from kontur_relay.kontur import session as http
 from kontur_relay.kontur.client import KonturApi
 from kontur_relay.observability import logger as relay_logger
-from local_stack import api_gateway
+from local_stack import api_gateway, openapi
 from local_stack.constants import ACCOUNT, REGION
 from local_stack.context import LocalContext
 from local_stack.services import LOCAL_CREDENTIALS
@@ -535,6 +535,25 @@ def test_feeds_show_every_feed_cursor_and_health(world):
     assert box["stopped"] is True
     assert box["stoppedReason"] == box["lastError"] == "Diadoc answered 402: not paid"
     assert box["lastErrorAt"]
+
+
+def test_feeds_list_the_diadoc_pollers_own_row_and_the_description_says_what_it_is(world):
+    seed(world)
+    world.cursors().mark_not_configured("diadoc", "the credentials secret diadoc-credentials is empty")
+
+    rows = {feed["feed"]: feed for feed in world.api.request("GET", "/feeds").json()["feeds"]}
+
+    poller = rows["diadoc"]
+    assert (poller["kind"], poller["cursor"], poller["configured"]) == ("diadoc", None, False)
+    refused = problem(
+        world.api.request("PUT", "/feeds/diadoc/cursor", json_body={"cursor": "x", "expectedVersion": 0}), 422
+    )
+    assert "diadoc:<boxId>" in refused["message"]
+    described = json.loads(openapi.OPENAPI.read_text())
+    listing = described["paths"]["/feeds"]["get"]["description"]
+    assert "`diadoc`" in listing
+    assert "poller" in listing
+    assert "`diadoc`" in described["components"]["schemas"]["FeedView"]["properties"]["feed"]["description"]
 
 
 def test_one_feed_by_id_percent_encoded_or_not(world):
