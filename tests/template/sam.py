@@ -64,6 +64,19 @@ def offline(parameters: dict[str, str], doc: dict[str, Any] | None = None) -> St
     return stack
 
 
+def deployed(parameters: dict[str, str]) -> tuple[dict[str, Any], Stack]:
+    """The template as SAM hands it to CloudFormation for ``parameters``, and an evaluator of it with
+    made-up physical names (the cursor table's ARN an ARN, as grants build it for an adopted one)."""
+    document = sam_transform(Stack(parameters=dict(parameters)))
+    stack = offline(parameters, document)
+    stack.attributes[("CursorsTable", "Arn")] = table_arn(stack.physical["CursorsTable"])
+    return document, stack
+
+
+def table_arn(name: str) -> str:
+    return f"arn:aws:dynamodb:us-east-1:123456789012:table/{name}"
+
+
 def dependencies(document: dict[str, Any], stack: Stack, logical_id: str) -> set[str]:
     """Every resource ``logical_id`` waits for in ``document`` (transformed) as CloudFormation orders
     it for the stack's parameters: DependsOn, and each Ref, GetAtt and Sub of its properties and

@@ -4,18 +4,16 @@ and each function allowed only what its routes need."""
 from __future__ import annotations
 
 import json
-import os
 import re
 from typing import Any
 
 import boto3
 import pytest
-from cfnlint.decode import decode
-from samtranslator.translator.transform import transform
 
 from kontur_relay.aws.boxes import DynamoBoxRegistry
 from kontur_relay.aws.cursors import DynamoCursorStore
-from local_stack.template import TEMPLATE, Stack
+from local_stack.template import Stack
+from tests.template.sam import sam_transform
 
 FUNCTIONS = ("FeedsApiFunction", "PublishersApiFunction", "DiadocBoxesApiFunction")
 EXTERN_SECRET = {"Fn::If": ["CreateExternSecret", {"Ref": "ExternCredentials"}, {"Ref": "ExternCredentialsSecretArn"}]}
@@ -31,38 +29,15 @@ CURSORS_TABLE_ARN = {
 OPS = "arn:aws:iam::123456789012:user/ops"
 
 
-class _NoManagedPolicies:
-    def load(self) -> dict[str, str]:
-        return {}
-
-
 @pytest.fixture(scope="module")
 def template() -> dict[str, Any]:
-    decoded, problems = decode(str(TEMPLATE))
-    assert decoded is not None, problems
-    document: dict[str, Any] = json.loads(json.dumps(decoded))
-    return document
+    return Stack().doc
 
 
 @pytest.fixture(scope="module")
-def transformed(template: dict[str, Any]) -> dict[str, Any]:
+def transformed() -> dict[str, Any]:
     """template.yaml as SAM deploys it: the API's definition with each method's authorizer."""
-    document = json.loads(json.dumps(template))
-    document["Transform"] = "AWS::Serverless-2016-10-31"
-    for resource in document["Resources"].values():
-        for key in ("CodeUri", "ContentUri"):
-            if key in resource.get("Properties", {}):
-                resource["Properties"][key] = "s3://bucket/key"  # what `sam package` puts there
-    region = os.environ.get("AWS_DEFAULT_REGION")
-    os.environ["AWS_DEFAULT_REGION"] = "eu-central-1"
-    try:
-        result: dict[str, Any] = transform(document, {}, _NoManagedPolicies())
-    finally:
-        if region is None:
-            del os.environ["AWS_DEFAULT_REGION"]
-        else:
-            os.environ["AWS_DEFAULT_REGION"] = region
-    return result
+    return sam_transform(Stack())
 
 
 def test_every_route_of_every_rest_api_is_iam_authenticated(transformed):

@@ -12,25 +12,13 @@ from typing import Any
 import pytest
 
 from local_stack.template import Stack
-from tests.template.sam import dependencies, offline, sam_transform
+from tests.template.sam import dependencies, deployed, offline, table_arn
 
 STAGE = "AdminApiProdStage"
 #: What the template can be told about API Gateway's CloudWatch Logs role (one per account and Region).
 NO_ROLE: dict[str, str] = {}
 ROLE_CREATED = {"CreateApiGatewayLogsRole": "true"}
 ROLE_PRESENT = {"AccountHasApiGatewayLogsRole": "true"}
-
-
-def deployed(parameters: dict[str, str]) -> tuple[dict[str, Any], Stack]:
-    """The transformed template, and an evaluator of it for ``parameters``."""
-    document = sam_transform(Stack(parameters=dict(parameters)))
-    stack = offline(parameters, document)
-    stack.attributes[("CursorsTable", "Arn")] = table_arn(stack.physical["CursorsTable"])
-    return document, stack
-
-
-def table_arn(name: str) -> str:
-    return f"arn:aws:dynamodb:us-east-1:123456789012:table/{name}"
 
 
 def created(document: dict[str, Any], stack: Stack) -> dict[str, dict[str, Any]]:

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from local_stack.template import Stack
-from tests.template.sam import offline, sam_transform
+from tests.template.sam import deployed, offline
 
 KEY = "arn:aws:kms:eu-central-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 VIA_SECRETS_MANAGER = {"StringEquals": {"kms:ViaService": "secretsmanager.us-east-1.amazonaws.com"}}
@@ -15,8 +14,7 @@ VIA_SECRETS_MANAGER = {"StringEquals": {"kms:ViaService": "secretsmanager.us-eas
 
 def grants(parameters: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
     """Each function's statements, as deployed for ``parameters``: its role's and any policy attached to it."""
-    document = sam_transform(Stack(parameters=dict(parameters)))
-    stack = offline(parameters, document)
+    document, stack = deployed(parameters)
     roles = {
         resource["Properties"]["Role"]["Fn::GetAtt"][0]: logical_id
         for logical_id, resource in document["Resources"].items()
