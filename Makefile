@@ -14,7 +14,7 @@ DURATION ?=
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: help deps check-java lock run test test-fast lint bench bench-scale bench-diadoc openapi build deploy proto clean
+.PHONY: help deps check-java lock run test test-fast lint bench bench-scale bench-diadoc openapi parameters build deploy consumer-build consumer-deploy proto clean
 
 help:
 	@echo "make run [DURATION=30]  the relay on an embedded local stack (no AWS, no Kontur account); its URLs in .local/endpoints.json"
@@ -25,7 +25,9 @@ help:
 	@echo "make bench-scale [BENCH_ARGS=...]  the Diadoc poller at 10,000 boxes beside the per-box design (~6 min)"
 	@echo "make bench-diadoc [BENCH_ARGS=--full]  the Diadoc poller against every habit of Diadoc's feed (--full: 1,000 boxes, 1,000,000 events)"
 	@echo "make openapi            regenerate openapi.json, the admin API's description, from its handlers"
-	@echo "make build | deploy     sam build | sam deploy (--guided the first time)"
+	@echo "make parameters         regenerate docs/reference/parameters.md from template.yaml's parameters"
+	@echo "make build | deploy     sam build | sam deploy (--guided the first time) [CONFIG_ENV=staging]"
+	@echo "make consumer-build | consumer-deploy [RELAY_STACK=...]  the example consumer (examples/consumer)"
 	@echo "make lock               re-resolve the lock files from requirements*.in (after editing them)"
 
 deps: $(VENV)/.installed node_modules/.installed
@@ -90,6 +92,9 @@ bench-diadoc: deps
 openapi: deps
 	$(BIN)/python -m local_stack.openapi
 
+parameters: deps
+	$(BIN)/python -m tests.template.parameter_reference
+
 proto: deps
 	@# mypy-protobuf writes the stub: protoc's own --pyi_out breaks on Diadoc's names (a field named
 	@# like its type, an enum value None).
@@ -101,10 +106,26 @@ build: deps
 	$(BIN)/sam build
 
 # --guided asks for the stack's name, Region and parameters and writes them to samconfig.toml; once
-# they are there (a region in [default.deploy.parameters]), a plain deploy reuses them.
+# they are there (a region in [$(CONFIG_ENV).deploy.parameters]), a plain deploy reuses them.
+# CONFIG_ENV=staging: another stack beside the first, with answers of its own (README, Deploy).
+CONFIG_ENV ?= default
 deploy: build
-	@if awk '/^\[default\.deploy\.parameters\]/ { s = 1; next } /^\[/ { s = 0 } s && /^region *=/ { f = 1 } END { exit !f }' samconfig.toml; \
-	then $(BIN)/sam deploy; else $(BIN)/sam deploy --guided; fi
+	@if awk '/^\[$(CONFIG_ENV)\.deploy\.parameters\]/ { s = 1; next } /^\[/ { s = 0 } s && /^region *=/ { f = 1 } END { exit !f }' samconfig.toml; \
+	then $(BIN)/sam deploy --config-env $(CONFIG_ENV); \
+	else echo "sam deploy --guided asks for each parameter by name; Enter keeps its default (every default deploys)."; \
+		echo "What each one does: docs/reference/parameters.md"; \
+		$(BIN)/sam deploy --guided --config-env $(CONFIG_ENV); fi
+
+# The example consumer is a SAM application of its own (examples/consumer/README.md), built and
+# deployed from its folder with this SAM CLI and python3.13; RELAY_STACK is the relay it subscribes to.
+RELAY_STACK ?= kontur-feed-relay
+CONSUMER_BUILD_DIR ?= .aws-sam/build
+consumer-build: deps
+	cd examples/consumer && $(abspath $(BIN))/sam build --build-dir $(CONSUMER_BUILD_DIR)
+
+consumer-deploy: consumer-build
+	cd examples/consumer && $(abspath $(BIN))/sam deploy --template-file $(CONSUMER_BUILD_DIR)/template.yaml \
+		--parameter-overrides RelayStackName=$(RELAY_STACK)
 
 clean:
-	rm -rf $(VENV) node_modules .aws-sam .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) node_modules .aws-sam examples/consumer/.aws-sam .pytest_cache .mypy_cache .ruff_cache

@@ -43,12 +43,11 @@ def share_events(
 ) -> Shared:
     request = body or ShareEvents()
     subscriber = request.subscriber_or(extern().client_id())
-    events_filter = request.kontur_filter()
-    kontur = extern().share_events(accountId, credential, subscriber, events_filter)
+    kontur = extern().share_events(accountId, credential, subscriber, request.kontur_filter())
     shared = Shared(
         account_id=accountId,
         subscriber=subscriber,
-        events_filter=events_filter,
+        events_filter=request.given_filter(),
         kontur=kontur.body,
         trace_id=kontur.trace_id,
     )

@@ -37,7 +37,7 @@ from kontur_relay.feeds.extern.source import ExternSource, read_extern_error
 from kontur_relay.kontur import session as http
 from kontur_relay.kontur.client import KonturApi
 from kontur_relay.observability import logger as relay_logger
-from local_stack import api_gateway
+from local_stack import api_gateway, openapi
 from local_stack.constants import ACCOUNT, REGION
 from local_stack.context import LocalContext
 from local_stack.services import LOCAL_CREDENTIALS
@@ -262,10 +262,10 @@ def test_a_filter_shares_only_the_events_it_names(world):
     account = world.extern.add_account()
     wanted = "urn:docflow:fns534-report"
 
-    answer = world.share(account, {"events-filter": {"docflow-types": [wanted]}})
+    answer = world.share(account, {"eventsFilter": {"docflowTypes": [wanted]}})
 
     assert answer.status_code == 200, answer.text
-    assert answer.json()["eventsFilter"] == {"docflow-types": [wanted]}
+    assert answer.json()["eventsFilter"] == {"docflowTypes": [wanted]}
     world.extern.generate(60)
     secret = CredentialsSecret(world.secret_id, world.secretsmanager, max_age=0)
     session = http.session(retries=0)
@@ -273,6 +273,35 @@ def test_a_filter_shares_only_the_events_it_names(world):
     page = ExternSource(api, take=100).read_page(None)
     assert page.events
     assert {event.data["docflow-type"] for event in page.events} == {wanted}
+
+
+def test_an_answer_sent_back_as_a_request_shares_the_same_events_again(world):
+    account = world.extern.add_account()
+    given = {"docflowTypes": ["urn:docflow:fns534-report"], "documentForms": [{"knd": "1151001"}]}
+    first = world.share(account, {"eventsFilter": given})
+    assert first.status_code == 200, first.text
+
+    again = world.share(
+        account, {"subscriber": first.json()["subscriber"], "eventsFilter": first.json()["eventsFilter"]}
+    )
+
+    assert again.status_code == 200, again.text
+    assert again.json()["eventsFilter"] == first.json()["eventsFilter"] == given
+
+
+def test_kontur_own_kebab_case_spelling_is_still_accepted_and_answered_in_camel_case(world):
+    account = world.extern.add_account()
+    old = {"events-filter": {"docflow-types": ["urn:docflow:fns534-report"], "document-forms": [{"okud": "0710001"}]}}
+
+    answer = world.share(account, old)
+
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["eventsFilter"] == {
+        "docflowTypes": ["urn:docflow:fns534-report"],
+        "documentForms": [{"okud": "0710001"}],
+    }
+    both = world.share(account, {**old, "eventsFilter": {"docflowTypes": ["urn:docflow:fns534-report"]}})
+    assert problem(both, 422)["detail"], "two spellings of one field: which was meant?"
 
 
 def test_a_legacy_auth_sid_administrator_can_share(world):
@@ -329,37 +358,37 @@ def test_invalid_requests_name_the_field_and_rule_and_nothing_reaches_kontur(wor
         ),
         (
             f"/accounts/{account.id}/share-events",
-            {"events-filter": {"document-forms": [{"knd": "115100"}]}},
+            {"eventsFilter": {"documentForms": [{"knd": "115100"}]}},
             "Bearer x",
-            ["body", "events-filter", "document-forms", 0, "knd"],
+            ["body", "eventsFilter", "documentForms", 0, "knd"],
             "string_pattern_mismatch",
         ),
         (
             f"/accounts/{account.id}/share-events",
-            {"events-filter": {"document-forms": [{"knd": None, "okud": None}]}},
+            {"eventsFilter": {"documentForms": [{"knd": None, "okud": None}]}},
             "Bearer x",
-            ["body", "events-filter", "document-forms", 0],
+            ["body", "eventsFilter", "documentForms", 0],
             "value_error",
         ),
         (
             f"/accounts/{account.id}/share-events",
-            {"events-filter": {"docflow-types": []}},
+            {"eventsFilter": {"docflowTypes": []}},
             "Bearer x",
-            ["body", "events-filter", "docflow-types"],
+            ["body", "eventsFilter", "docflowTypes"],
             "too_short",
         ),
         (
             f"/accounts/{account.id}/share-events",
-            {"events-filter": {"docflow-types": None}},
+            {"eventsFilter": {"docflowTypes": None}},
             "Bearer x",
-            ["body", "events-filter", "docflow-types"],
+            ["body", "eventsFilter", "docflowTypes"],
             "list_type",
         ),
         (
             f"/accounts/{account.id}/share-events",
-            {"events-filter": {}},
+            {"eventsFilter": {}},
             "Bearer x",
-            ["body", "events-filter"],
+            ["body", "eventsFilter"],
             "value_error",
         ),
         (f"/accounts/{account.id}/share-events", {"subscriber": ""}, "Bearer x", ["body", "subscriber"], None),
@@ -509,6 +538,25 @@ def test_feeds_show_every_feed_cursor_and_health(world):
     assert box["stopped"] is True
     assert box["stoppedReason"] == box["lastError"] == "Diadoc answered 402: not paid"
     assert box["lastErrorAt"]
+
+
+def test_feeds_list_the_diadoc_pollers_own_row_and_the_description_says_what_it_is(world):
+    seed(world)
+    world.cursors().mark_not_configured("diadoc", "the credentials secret diadoc-credentials is empty")
+
+    rows = {feed["feed"]: feed for feed in world.api.request("GET", "/feeds").json()["feeds"]}
+
+    poller = rows["diadoc"]
+    assert (poller["kind"], poller["cursor"], poller["configured"]) == ("diadoc", None, False)
+    refused = problem(
+        world.api.request("PUT", "/feeds/diadoc/cursor", json_body={"cursor": "x", "expectedVersion": 0}), 422
+    )
+    assert "diadoc:<boxId>" in refused["message"]
+    described = json.loads(openapi.OPENAPI.read_text())
+    listing = described["paths"]["/feeds"]["get"]["description"]
+    assert "`diadoc`" in listing
+    assert "poller" in listing
+    assert "`diadoc`" in described["components"]["schemas"]["FeedView"]["properties"]["feed"]["description"]
 
 
 def test_one_feed_by_id_percent_encoded_or_not(world):

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import shlex
+import subprocess
 import uuid
 from typing import Any
 
@@ -170,3 +173,30 @@ def test_the_example_template_passes_cfn_lint_and_sam_validate():
     template = str(EXAMPLE / "template.yaml")
     run([str(BIN / "cfn-lint"), template])
     assert "is a valid SAM Template" in run([str(BIN / "sam"), "validate", "--lint", "--template-file", template])
+
+
+#: What both READMEs tell a newcomer to run, from the repository's root.
+BUILD_COMMAND = "make consumer-build"
+
+
+@pytest.mark.slow
+def test_the_example_builds_with_the_command_the_readmes_give_from_a_shell_without_the_virtualenv(tmp_path):
+    for readme in (ROOT / "README.md", EXAMPLE / "README.md"):
+        assert BUILD_COMMAND in readme.read_text(), f"{readme} does not say {BUILD_COMMAND}"
+    venv = str(ROOT / ".venv" / "bin")
+    path = os.pathsep.join(entry for entry in os.environ["PATH"].split(os.pathsep) if entry != venv)
+    build = tmp_path / "build"
+
+    result = subprocess.run(
+        [*shlex.split(BUILD_COMMAND), f"CONSUMER_BUILD_DIR={build}"],
+        cwd=ROOT,
+        env={**os.environ, "PATH": path, "SAM_CLI_TELEMETRY": "0"},
+        capture_output=True,
+        text=True,
+        timeout=280,
+        check=False,
+    )
+
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    assert (build / "ConsumerFunction" / "app.py").is_file()
+    assert (build / "ConsumerFunction" / "aws_lambda_powertools").is_dir(), "built without its requirements"

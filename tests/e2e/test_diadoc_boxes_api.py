@@ -248,7 +248,8 @@ def test_feeds_page_through_every_feed_once_and_leave_out_what_is_no_feed(world,
     feeds = {"extern", *(f"diadoc:{index:032x}@diadoc.ru" for index in range(1, 5))}
     for feed in feeds:
         cursors.advance(cursors.load(feed), "x", relayed=1)
-    assert cursors.acquire_lease("lease:diadoc", "poller", time.time() + 60)  # the poller's, no feed
+    # Neither a feed nor a kind's poller row (GET /feeds shows `diadoc`, the poller's own).
+    assert cursors.acquire_lease("lease:diadoc", "poller", time.time() + 60)
 
     seen: list[str] = []
     token = None

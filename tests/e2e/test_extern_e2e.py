@@ -314,7 +314,10 @@ def test_a_feed_whose_secret_is_still_empty_is_not_configured_not_failing(
     assert "secret" in warnings[0]
     emitted = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
     assert emitted
-    assert all("RunFailed" not in line and "Errors" not in line for line in emitted)
+    # What the notice alarm reads, and nothing a page reads (tests/template/test_alarm_timeline.py).
+    assert {m["Name"] for line in emitted for block in line["_aws"]["CloudWatchMetrics"] for m in block["Metrics"]} == {
+        "NotConfigured"
+    }
     assert violations(emitted) == []
     status = cursors(stack).status("extern")
     assert status is not None

@@ -4,58 +4,41 @@ and each function allowed only what its routes need."""
 from __future__ import annotations
 
 import json
-import os
 import re
 from typing import Any
 
 import boto3
 import pytest
-from cfnlint.decode import decode
-from samtranslator.translator.transform import transform
 
 from kontur_relay.aws import box_spellings
 from kontur_relay.aws.boxes import DynamoBoxRegistry
 from kontur_relay.aws.cursors import DynamoCursorStore
-from local_stack.template import TEMPLATE, Stack
+from local_stack.template import Stack
+from tests.template.sam import sam_transform
 
 FUNCTIONS = ("FeedsApiFunction", "PublishersApiFunction", "DiadocBoxesApiFunction")
 EXTERN_SECRET = {"Fn::If": ["CreateExternSecret", {"Ref": "ExternCredentials"}, {"Ref": "ExternCredentialsSecretArn"}]}
 DIADOC_SECRET = {"Fn::If": ["CreateDiadocSecret", {"Ref": "DiadocCredentials"}, {"Ref": "DiadocCredentialsSecretArn"}]}
+#: The stack's own cursor table, or the one ExistingCursorsTable adopts (tests/template/test_deployment.py).
+CURSORS_TABLE_ARN = {
+    "Fn::If": [
+        "CreateCursorsTable",
+        {"Fn::GetAtt": ["CursorsTable", "Arn"]},
+        {"Fn::Sub": "arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/${ExistingCursorsTable}"},
+    ]
+}
 OPS = "arn:aws:iam::123456789012:user/ops"
-
-
-class _NoManagedPolicies:
-    def load(self) -> dict[str, str]:
-        return {}
 
 
 @pytest.fixture(scope="module")
 def template() -> dict[str, Any]:
-    decoded, problems = decode(str(TEMPLATE))
-    assert decoded is not None, problems
-    document: dict[str, Any] = json.loads(json.dumps(decoded))
-    return document
+    return Stack().doc
 
 
 @pytest.fixture(scope="module")
-def transformed(template: dict[str, Any]) -> dict[str, Any]:
+def transformed() -> dict[str, Any]:
     """template.yaml as SAM deploys it: the API's definition with each method's authorizer."""
-    document = json.loads(json.dumps(template))
-    document["Transform"] = "AWS::Serverless-2016-10-31"
-    for resource in document["Resources"].values():
-        for key in ("CodeUri", "ContentUri"):
-            if key in resource.get("Properties", {}):
-                resource["Properties"][key] = "s3://bucket/key"  # what `sam package` puts there
-    region = os.environ.get("AWS_DEFAULT_REGION")
-    os.environ["AWS_DEFAULT_REGION"] = "eu-central-1"
-    try:
-        result: dict[str, Any] = transform(document, {}, _NoManagedPolicies())
-    finally:
-        if region is None:
-            del os.environ["AWS_DEFAULT_REGION"]
-        else:
-            os.environ["AWS_DEFAULT_REGION"] = region
-    return result
+    return sam_transform(Stack())
 
 
 def test_every_route_of_every_rest_api_is_iam_authenticated(transformed):
@@ -96,7 +79,7 @@ def test_the_feeds_function_reads_the_cursor_table_and_only_sets_cursors(transfo
 
     assert actions == {"dynamodb:GetItem", "dynamodb:Scan", "dynamodb:UpdateItem"}
     update = next(s for s in statements if "dynamodb:UpdateItem" in _actions(s))
-    assert update["Resource"] == {"Fn::GetAtt": ["CursorsTable", "Arn"]}
+    assert update["Resource"] == CURSORS_TABLE_ARN
     assert update["Condition"]["ForAllValues:StringEquals"]["dynamodb:Attributes"]
     for statement in statements:
         assert "CursorsTable" in json.dumps(statement["Resource"])
@@ -141,7 +124,7 @@ def test_the_diadoc_boxes_function_keeps_the_registry_and_can_renew_a_rotating_d
     }
     registry = statements["BoxRegistry"]
     assert _actions(registry) == {"dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Scan", "dynamodb:UpdateItem"}
-    assert registry["Resource"] == {"Fn::GetAtt": ["CursorsTable", "Arn"]}
+    assert registry["Resource"] == CURSORS_TABLE_ARN
     assert registry["Condition"]["ForAllValues:StringEquals"]["dynamodb:Attributes"]
     assert registry["Condition"]["ForAllValues:StringLike"] == {"dynamodb:LeadingKeys": ["diadoc:*"]}
     assert _actions(statements["ReadDiadocCredentials"]) == READ

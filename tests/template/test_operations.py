@@ -33,8 +33,12 @@ def of_type(document: dict[str, Any], resource_type: str) -> dict[str, dict[str,
 
 
 def alarms(stack: Stack) -> dict[str, dict[str, Any]]:
-    """Every alarm whose Condition holds for the stack's parameters."""
+    """Every metric alarm whose Condition holds for the stack's parameters."""
     return dict(stack.resources("AWS::CloudWatch::Alarm"))
+
+
+def composite_alarms(stack: Stack) -> dict[str, dict[str, Any]]:
+    return dict(stack.resources("AWS::CloudWatch::CompositeAlarm"))
 
 
 def globals_environment(stack: Stack) -> dict[str, Any]:
@@ -70,10 +74,12 @@ def test_api_gateway_invokes_every_route_through_the_function_policy_not_the_cal
 
 
 def test_the_api_logs_each_request_as_json_to_a_log_group_that_expires(stack: Stack):
-    props = stack.doc["Resources"]["AdminApi"]["Properties"]
-    target = props["AccessLogSetting"]["DestinationArn"]["Fn::GetAtt"][0]
+    # Where the account lets API Gateway log at all (tests/template/test_deployment.py).
+    condition, logged, _ = stack.doc["Resources"]["AdminApi"]["Properties"]["AccessLogSetting"]["Fn::If"]
+    assert condition == "AccessLogOn"
+    target = logged["DestinationArn"]["Fn::GetAtt"][0]
     assert stack.doc["Resources"][target]["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
-    fields = json.loads(props["AccessLogSetting"]["Format"])
+    fields = json.loads(logged["Format"])
     assert {"requestId", "caller", "status", "method", "path"} <= set(fields)
 
 
@@ -109,27 +115,39 @@ def test_every_alarm_watches_a_metric_of_the_contract_with_its_exact_dimensions(
         watched.add((metric, dimensions["kind"]))
     for kind in contract.KINDS:
         assert {
-            (m, kind) for m in ("RunSucceeded", "RunFailed", "StoppedFeeds", "Backlog", "KonturThrottled")
+            (m, kind)
+            for m in ("RunSucceeded", "NotConfigured", "RunFailed", "StoppedFeeds", "Backlog", "KonturThrottled")
         } <= watched
 
 
-def test_a_poller_that_is_never_invoked_trips_its_stale_alarm(stack: Stack):
-    stale = [a["Properties"] for a in alarms(stack).values() if a["Properties"].get("MetricName") == "RunSucceeded"]
-    assert len(stale) == len(contract.KINDS)
-    for props in stale:
-        assert props["TreatMissingData"] == "breaching"
-        assert props["ComparisonOperator"] == "LessThanThreshold"
-        assert props["EvaluationPeriods"] == props["DatapointsToAlarm"] == {"Ref": "StaleAfterMinutes"}
-        assert props["Period"] == 60
+def test_a_poller_that_is_never_invoked_trips_its_stale_alarm_which_pages_unless_the_kind_is_unconfigured():
+    # How the three play out over time: tests/template/test_alarm_timeline.py.
+    stack = offline(BOXES)
+    for kind in ("Extern", "Diadoc"):
+        no_success = alarms(stack)[f"{kind}NoSuccessAlarm"]["Properties"]
+        assert no_success["MetricName"] == "RunSucceeded"
+        assert no_success["TreatMissingData"] == "breaching"
+        assert no_success["ComparisonOperator"] == "LessThanThreshold"
+        assert no_success["EvaluationPeriods"] == no_success["DatapointsToAlarm"] == {"Ref": "StaleAfterMinutes"}
+        assert no_success["Period"] == 60
+        rule = stack.resolve(composite_alarms(stack)[f"{kind}StaleFeedAlarm"]["Properties"]["AlarmRule"])
+        assert rule == f'ALARM("{kind}NoSuccessAlarm-physical") AND NOT ALARM("{kind}NotConfiguredAlarm-physical")'
 
 
-def test_every_alarm_notifies_the_stacks_topic_or_the_given_one_and_is_documented(stack: Stack):
+def test_every_alarm_notifies_the_stacks_topic_or_the_given_one_and_is_documented():
+    stack = offline(BOXES)
     topic = {"Fn::If": ["CreateAlarmTopic", {"Ref": "AlarmTopic"}, {"Ref": "AlarmTopicArn"}]}
-    found = alarms(stack)
-    assert len(found) == 14
+    found = {**alarms(stack), **composite_alarms(stack)}
+    notify = {lid: a["Properties"].get("AlarmActions") for lid, a in found.items()}
+    silent = {lid for lid, actions in notify.items() if not actions}
+    # Each kind's stale page reads its NoSuccess alarm, which notifies nobody itself.
+    assert silent == {f"{kind}NoSuccessAlarm" for kind in ("Extern", "Diadoc")}
     for logical_id, alarm in found.items():
-        assert alarm["Properties"]["AlarmActions"] == [topic], logical_id
+        assert logical_id in silent or notify[logical_id] == [topic], logical_id
+        # A notice is said once, when it starts: its end is no news.
+        assert ("NotConfigured" in logical_id) is (logical_id not in silent and "OKActions" not in alarm["Properties"])
         assert f"`{logical_id}`" in README, f"README does not say what to do when {logical_id} fires"
+    assert len(found) == 18
     email = Stack(parameters={**BOXES, "AlarmEmail": "ops@example.com", "AlarmTopicArn": "arn:aws:sns:x:1:t"})
     assert not email.condition("CreateAlarmTopic")
     assert [lid for lid, _ in email.resources("AWS::SNS::Subscription")] == ["AlarmEmailSubscription"]
@@ -193,7 +211,8 @@ def test_tracing_follows_its_parameter_everywhere(tracing):
 
 
 def _alarm_kinds(stack: Stack) -> set[str]:
-    return {d["Value"] for a in alarms(stack).values() for d in a["Properties"]["Dimensions"] if d["Name"] == "kind"}
+    kinds = {d["Value"] for a in alarms(stack).values() for d in a["Properties"]["Dimensions"] if d["Name"] == "kind"}
+    return kinds | {lid.removesuffix("StaleFeedAlarm").lower() for lid in composite_alarms(stack)}
 
 
 def test_a_switched_off_kind_has_no_schedule_and_no_alarms():
@@ -222,3 +241,14 @@ def test_a_switched_off_extern_schedule_is_disabled_in_what_sam_deploys():
 def test_other_stacks_can_import_the_events_topic(stack: Stack):
     export = stack.doc["Outputs"]["EventsTopicArn"]["Export"]["Name"]
     assert stack.resolve(export) == f"{stack.name}-EventsTopicArn"
+
+
+def test_the_readme_costs_at_rest_the_alarms_dashboards_and_secrets_the_template_makes():
+    stack = offline({})
+    section = README.split("### What it costs at rest", 1)[1].split("\n## ", 1)[0]
+    rows = {cells[0]: cells[1] for cells in re.findall(r"^\| ([a-z ]+) \| ([^|]+) \|", section, flags=re.MULTILINE)}
+
+    metric, composite = len(alarms(stack)), len(composite_alarms(stack))
+    assert rows["alarms"].startswith(f"{metric} metric alarms, {composite} composite")
+    assert rows["dashboard"].strip() == str(len(list(stack.resources("AWS::CloudWatch::Dashboard"))))
+    assert rows["secrets"].startswith(f"{len(list(stack.resources('AWS::SecretsManager::Secret')))},")

@@ -33,7 +33,10 @@ FeedId = Annotated[
 class FeedView(CamelModel):
     """A feed as operators see it."""
 
-    feed: str = Field(description="The feed id: the key of its cursor")
+    feed: str = Field(
+        description="The feed id, the key of its cursor: `extern`, or `diadoc:<boxId>`. `diadoc` alone is the "
+        "Diadoc poller's own row (see GET /feeds), not a feed"
+    )
     kind: str = Field(description="`extern` or `diadoc`")
     cursor: str | None = Field(description="Where the next run reads from; null: where a new feed starts")
     version: int = Field(description="The cursor's version: send it as expectedVersion to change the cursor")
@@ -128,8 +131,20 @@ def feed_view(status: FeedStatus) -> FeedView:
 
 
 NO_FEED = "No feed with this id has run yet"
-LISTED = "A page of the feeds the relay has run"
-LIST: dict[str, Any] = {"tags": ["feeds"], "responses": responses(LISTED, {400: paging.NOT_OURS})}
+LISTED = "A page of the feeds the relay has run, and the Diadoc poller's own row"
+#: The table holds one row per feed kind's poller where the kind has one poller for many feeds; the
+#: list shows it because it says what no box's row can: whether the kind runs at all.
+KIND_ROWS = (
+    "One row per feed (`extern`, `diadoc:<boxId>`), and the Diadoc poller's own row, `diadoc`: not a feed "
+    "but the poller of every box, with its lease (`running`: a run is going on) and whether Diadoc is "
+    "configured at all (`configured`, `notConfigured`). It has no cursor, and PUT /feeds/diadoc/cursor is "
+    "refused: set a box's cursor instead."
+)
+LIST: dict[str, Any] = {
+    "tags": ["feeds"],
+    "description": KIND_ROWS,
+    "responses": responses(LISTED, {400: paging.NOT_OURS}),
+}
 GET_RESPONSES = responses("The feed", {404: NO_FEED})
 SET_CURSOR = (
     "Guarded by the cursor's version: send the version GET /feeds/{feedId} answered. "
@@ -147,7 +162,7 @@ SET_CURSOR_RESPONSES = responses(
 
 
 def page(cursors: DynamoCursorStore, limit: int, token: str | None) -> FeedList:
-    """A page of feeds; the table's other items (a poller's lease) are none."""
+    """A page of feeds and kinds' poller rows (KIND_ROWS); any other item of the table is neither."""
     found, last = cursors.page(limit, paging.start_key(token), keep=lambda feed: kind_name(feed) in KINDS)
     views = sorted((feed_view(status) for status in found), key=lambda shown: shown.feed)
     return FeedList(feeds=views, next_token=paging.next_token(last))

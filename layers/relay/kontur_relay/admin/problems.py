@@ -27,7 +27,7 @@ class StrictInput(BaseModel):
 class FieldProblem(BaseModel):
     """One rule a request broke."""
 
-    loc: list[str | int] = Field(description='Where: ["body", "events-filter", "docflow-types", 0], ["path", "feedId"]')
+    loc: list[str | int] = Field(description='Where: ["body", "eventsFilter", "docflowTypes", 0], ["path", "feedId"]')
     msg: str = Field(description="The rule, e.g. \"String should match pattern '^[0-9]{7}$'\"")
     type: str = Field(description="pydantic's error type, e.g. string_pattern_mismatch, missing, extra_forbidden")
 

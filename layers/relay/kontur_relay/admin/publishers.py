@@ -1,6 +1,10 @@
 """Admin API, publishers: the contract of its routes (parameters, bodies, what each answer means)
 and the HTTP answer to each of Kontur's refusals.
 
+Bodies are camelCase, as everywhere in the admin API; Kontur's own JSON passed through (its answer
+in ``kontur``, ``GET /event-publishers``) keeps Kontur's kebab-case. share-events also accepts
+Kontur's spelling of its body (``events-filter``, ``docflow-types``), which it took before.
+
 ``X-Kontur-Authorization`` carries an account administrator's own Kontur credential, since
 ``Authorization`` carries the caller's SigV4 signature: it is never logged, stored or echoed.
 """
@@ -11,7 +15,8 @@ from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.openapi.params import Header, Path
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AliasChoices, AliasGenerator, BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
 
 from kontur_relay.admin.api import answer
 from kontur_relay.admin.problems import ApiError, CamelModel, responses
@@ -49,9 +54,16 @@ def _kebab(name: str) -> str:
 
 
 class _KonturInput(BaseModel):
-    # Kontur's own shape and names. Unknown keys are refused: a misspelt "events-filter" must not
-    # turn into sharing every event.
-    model_config = ConfigDict(alias_generator=_kebab, extra="forbid")
+    # Kontur's shape in the API's camelCase (what the description shows and the answer echoes), or
+    # in Kontur's own kebab-case names, accepted as before. Unknown keys are refused: a misspelt
+    # "eventsFilter" must not turn into sharing every event, nor two spellings of one field pass.
+    model_config = ConfigDict(
+        alias_generator=AliasGenerator(
+            validation_alias=lambda name: AliasChoices(to_camel(name), _kebab(name)),
+            serialization_alias=to_camel,
+        ),
+        extra="forbid",
+    )
 
 
 class DocumentForm(_KonturInput):
@@ -94,7 +106,7 @@ class EventsFilter(_KonturInput):
     @model_validator(mode="after")
     def _filters_something(self) -> EventsFilter:
         if not self.model_fields_set & {"docflow_types", "document_forms"}:
-            raise ValueError("give docflow-types or document-forms, or leave events-filter out to share every event")
+            raise ValueError("give docflowTypes or documentForms, or leave eventsFilter out to share every event")
         return self
 
 
@@ -120,17 +132,26 @@ class ShareEvents(_KonturInput):
             )
         return subscriber
 
-    def kontur_filter(self) -> dict[str, Any] | None:
-        """The filter in Kontur's shape, as the caller gave it; None: every event."""
+    def given_filter(self) -> dict[str, Any] | None:
+        """The filter as the caller gave it, in the API's names (what a request takes back); None: every event."""
         if self.events_filter is None:
             return None
         return self.events_filter.model_dump(by_alias=True, exclude_unset=True)
+
+    def kontur_filter(self) -> dict[str, Any] | None:
+        """The same filter in Kontur's names (its forms' names, knd and okud, are one word)."""
+        if self.events_filter is None:
+            return None
+        return {_kebab(name): value for name, value in self.events_filter.model_dump(exclude_unset=True).items()}
 
 
 class Shared(CamelModel):
     account_id: str
     subscriber: str = Field(description="Who the account's events are shared with now")
-    events_filter: dict[str, Any] | None = Field(description="The filter sent to Kontur; null: every event")
+    events_filter: dict[str, Any] | None = Field(
+        description="The filter Kontur was sent, in this API's names: send it back as eventsFilter to share "
+        "the same events again; null: every event"
+    )
     kontur: Any = Field(description="Kontur's answer, unchanged (null when it had no body)")
     trace_id: str | None = Field(description="Kontur's X-Kontur-Trace-Id")
 
@@ -146,7 +167,9 @@ KONTUR_BUSY_OR_SILENT = {
 SHARE_EVENTS: dict[str, Any] = {
     "summary": "Share an account's events with the integrator, for its administrator",
     "description": "Calls Kontur's POST /v1/{accountId}/share-events with the administrator's own credential. "
-    "Sharing again replaces the filter.",
+    "Sharing again replaces the filter. The body is camelCase, as the answer's eventsFilter is, so an answer's "
+    "filter can be sent back; Kontur's own spelling (events-filter, docflow-types, document-forms) is accepted "
+    "too. The answer's kontur field is Kontur's JSON, unchanged.",
     "tags": ["publishers"],
     "responses": responses(
         "Kontur accepted: the account's events appear in the integrator's feed from now on",
