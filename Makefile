@@ -14,7 +14,7 @@ DURATION ?=
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: help deps check-java lock run test test-fast lint bench bench-scale openapi build deploy proto clean
+.PHONY: help deps check-java lock run test test-fast lint bench bench-scale openapi docs build deploy proto clean
 
 help:
 	@echo "make run [DURATION=30]  the relay on an embedded local stack (no AWS, no Kontur account)"
@@ -24,6 +24,7 @@ help:
 	@echo "make bench              the relay against reading alone, a naive poller and the targets [BENCH_ARGS=--help]"
 	@echo "make bench-scale [BENCH_ARGS=...]  the Diadoc poller at 10,000 boxes beside the per-box design (~6 min)"
 	@echo "make openapi            regenerate openapi.json, the admin API's description, from its handlers"
+	@echo "make docs               build the documentation site into site/ (open site/index.html)"
 	@echo "make build | deploy     sam build | sam deploy (--guided the first time)"
 	@echo "make lock               re-resolve the lock files from requirements*.in (after editing them)"
 
@@ -85,6 +86,10 @@ bench-scale: deps
 openapi: deps
 	$(BIN)/python -m local_stack.openapi
 
+# Strict: a broken link or anchor, or a page missing from the navigation, fails the build.
+docs: deps
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 proto: deps
 	@# mypy-protobuf writes the stub: protoc's own --pyi_out breaks on Diadoc's names (a field named
 	@# like its type, an enum value None).
@@ -102,4 +107,4 @@ deploy: build
 	then $(BIN)/sam deploy; else $(BIN)/sam deploy --guided; fi
 
 clean:
-	rm -rf $(VENV) node_modules .aws-sam .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) node_modules .aws-sam site .pytest_cache .mypy_cache .ruff_cache
