@@ -14,7 +14,7 @@ DURATION ?=
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: help deps check-java lock run test test-fast lint bench bench-scale bench-diadoc openapi parameters build deploy consumer-build consumer-deploy proto clean
+.PHONY: help deps check-java lock run test test-fast lint bench bench-scale bench-diadoc openapi parameters docs build deploy consumer-build consumer-deploy proto clean
 
 help:
 	@echo "make run [DURATION=30]  the relay on an embedded local stack (no AWS, no Kontur account); its URLs in .local/endpoints.json"
@@ -26,6 +26,7 @@ help:
 	@echo "make bench-diadoc [BENCH_ARGS=--full]  the Diadoc poller against every habit of Diadoc's feed (--full: 1,000 boxes, 1,000,000 events)"
 	@echo "make openapi            regenerate openapi.json, the admin API's description, from its handlers"
 	@echo "make parameters         regenerate docs/reference/parameters.md from template.yaml's parameters"
+	@echo "make docs               build the documentation site into site/ (open site/index.html)"
 	@echo "make build | deploy     sam build | sam deploy (--guided the first time) [CONFIG_ENV=staging]"
 	@echo "make consumer-build | consumer-deploy [RELAY_STACK=...]  the example consumer (examples/consumer)"
 	@echo "make lock               re-resolve the lock files from requirements*.in (after editing them)"
@@ -95,6 +96,10 @@ openapi: deps
 parameters: deps
 	$(BIN)/python -m tests.template.parameter_reference
 
+# Strict: a broken link or anchor, or a page missing from the navigation, fails the build.
+docs: deps
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 proto: deps
 	@# mypy-protobuf writes the stub: protoc's own --pyi_out breaks on Diadoc's names (a field named
 	@# like its type, an enum value None).
@@ -128,4 +133,4 @@ consumer-deploy: consumer-build
 		--parameter-overrides RelayStackName=$(RELAY_STACK)
 
 clean:
-	rm -rf $(VENV) node_modules .aws-sam examples/consumer/.aws-sam .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) node_modules .aws-sam site examples/consumer/.aws-sam .pytest_cache .mypy_cache .ruff_cache
