@@ -37,6 +37,7 @@ from kontur_relay.feeds.diadoc.events import MESSAGE_EVENT_TYPE, PATCH_EVENT_TYP
 from kontur_relay.feeds.diadoc.ticks import to_rfc3339
 from local_stack.context import LocalContext
 from local_stack.scenarios import SimulatedDiadoc, SimulationOptions
+from local_stack.simulators.base import Exchange
 from local_stack.simulators.diadoc import DiadocSimulator
 from local_stack.simulators.diadoc_events import (
     FUTURE_ATTACHMENT_TYPE,
@@ -189,7 +190,7 @@ def metric(printed: dict[str, Any], name: str) -> float | None:
 
 def queried(diadoc: Diadoc, name: str) -> list[str | None]:
     """The value of a query parameter in each GetNewEvents request, as the simulator decoded it."""
-    return [call.query.get(name) for call in diadoc.sim.calls(EVENTS)]
+    return [call.query.get(name) for call in polls(diadoc.sim)]
 
 
 def assert_failed(stack: Stack, result: dict[str, Any], box: str, error: str, before: Any = None) -> str:
@@ -204,6 +205,17 @@ def assert_failed(stack: Stack, result: dict[str, Any], box: str, error: str, be
         after = cursors(stack).load(feed_id(box))
         assert (after.position, after.version) == (before.position, before.version), "the cursor moved"
     return found.last_error.removeprefix(f"{error}: ")
+
+
+def polls(sim: DiadocSimulator) -> list[Exchange]:
+    """GetNewEvents from a box's cursor: the polls these tests are about. Reconciliation's reads of a
+    box's window (from ``timestampFromTicks`` to ``timestampToTicks``) follow a turn that read the box
+    to its end, and have tests of their own (tests/adapters/test_diadoc_reconciliation.py)."""
+    return [call for call in sim.calls(EVENTS) if not _window(call)]
+
+
+def _window(call: Exchange) -> bool:
+    return "timestampFromTicks" in call.query and "timestampToTicks" in call.query
 
 
 # -- the whole path ---------------------------------------------------------------------------------
@@ -222,7 +234,7 @@ def test_every_event_of_the_box_reaches_the_queue_as_diadoc_sent_it(stack, diado
 
     result = tick(handler)
 
-    assert (result["outcome"], result["events"], len(sim.calls(EVENTS))) == ("caught_up", 250, 3)
+    assert (result["outcome"], result["events"], len(polls(sim))) == ("caught_up", 250, 3)
     assert (result["boxes"], result["due"], result["polled"], result["with_events"], result["failed"]) == (
         1,
         1,
@@ -283,7 +295,7 @@ def test_every_event_of_the_box_reaches_the_queue_as_diadoc_sent_it(stack, diado
     # A tick before the box is due again asks Diadoc nothing.
     idle = tick(handler)
     assert (idle["boxes"], idle["due"], idle["polled"], idle["events"]) == (1, 0, 0, 0)
-    assert len(sim.calls(EVENTS)) == 3
+    assert len(polls(sim)) == 3
 
     # Once it is due, the tick relays exactly what arrived since, from the cursor.
     new = sim.generate(box, 7)
@@ -353,9 +365,9 @@ def test_each_box_is_a_feed_of_its_own_with_its_registered_settings(stack, diado
     assert result["events"] == 30 + len(wanted)
     assert sorted(ids(receive(aws, queue))) == sorted(sim.event_ids(first) + wanted)
     assert sorted(ids(receive(aws, second_only))) == sorted(wanted)
-    first_calls = [c for c in sim.calls(EVENTS) if c.query["boxId"] == first]
+    first_calls = [c for c in polls(sim) if c.query["boxId"] == first]
     assert {(c.query.get("messageType"), c.query["limit"]) for c in first_calls} == {(None, "500")}
-    second_calls = [c for c in sim.calls(EVENTS) if c.query["boxId"] == second]
+    second_calls = [c for c in polls(sim) if c.query["boxId"] == second]
     # Pages after the first are one larger: they start with the event the page before ended on.
     assert {(c.query["messageType"], c.query["documentDirection"], c.query["limit"]) for c in second_calls} == {
         ("Letter", "Inbound,Outbound", "7"),
@@ -368,7 +380,7 @@ def test_each_box_is_a_feed_of_its_own_with_its_registered_settings(stack, diado
     # The container keeps its relays and its token: a later tick of both boxes signs in no more.
     later(stack)
     assert tick(module.handler)["events"] == 0
-    assert len(sim.calls(EVENTS)) == len(first_calls) + len(second_calls) + 2
+    assert len(polls(sim)) == len(first_calls) + len(second_calls) + 2
     assert sim.authentications == 1
 
 
@@ -414,7 +426,7 @@ def test_every_filter_of_the_method_is_sent_on_every_page_and_holds(stack, diado
         assert len(wanted) < 90, "the filter leaves some events out"
     assert result["events"] == len(wanted)
     assert sorted(ids(receive(aws, queue))) == sorted(wanted)
-    pages = len(sim.calls(EVENTS))
+    pages = len(polls(sim))
     assert queried(diadoc, name) == [value] * pages
     assert pages == len(wanted) // 10 + 1
 
@@ -530,7 +542,7 @@ def test_the_documented_maximum_limit_is_accepted_and_more_is_refused(stack, dia
     handler = poller(stack, diadoc, aws, monkeypatch).handler
 
     result = tick(handler)
-    assert (result["events"], len(diadoc.sim.calls(EVENTS))) == (520, 2)
+    assert (result["events"], len(polls(diadoc.sim))) == (520, 2)
     assert queried(diadoc, "limit") == ["500", "500"]
 
     # What the admin API refuses to store...
@@ -540,7 +552,7 @@ def test_the_documented_maximum_limit_is_accepted_and_more_is_refused(stack, dia
         register(stack, second, afterEventId="x")
     # ...stored by hand fails that box's polls, each recorded on it, and reads nothing.
     capsys.readouterr()
-    calls = len(diadoc.sim.calls(EVENTS))
+    calls = len(polls(diadoc.sim))
     register_by_hand(stack, second, {"limit": 501})
     assert "limit must be between 1 and 500" in assert_failed(stack, tick(handler), second, "ConfigurationError")
     register_by_hand(stack, second, {"afterEventId": "x"})
@@ -548,7 +560,7 @@ def test_the_documented_maximum_limit_is_accepted_and_more_is_refused(stack, dia
     outcome = tick(handler)
     assert "unknown Diadoc feed settings afterEventId" in assert_failed(stack, outcome, second, "ConfigurationError")
     assert (outcome["polled"], outcome["events"]) == (2, 0), "the other box is polled all the same"
-    assert len(diadoc.sim.calls(EVENTS)) == calls + 1
+    assert len(polls(diadoc.sim)) == calls + 1
     assert cursors(stack).load(feed_id(second)).position is None
     errors = [m for m in metrics_printed(capsys.readouterr().out) if m.get("error") == "configuration"]
     assert [m["kind"] for m in errors] == ["diadoc"] * 2
@@ -561,7 +573,10 @@ def test_the_deprecated_v7_method_is_read_alike(stack, diadoc, aws, monkeypatch)
     result = tick(poller(stack, diadoc, aws, monkeypatch, DIADOC_API_VERSION="V7").handler)
     assert result["events"] == 25
     assert sorted(ids(receive(aws, queue))) == sorted(diadoc.sim.event_ids(diadoc.box))
-    assert [c.path for c in diadoc.sim.calls("/V")] == ["/V3/Authenticate", "/V7/GetNewEvents"]
+    assert [c.path for c in diadoc.sim.calls("/V") if "timestampToTicks" not in c.query] == [
+        "/V3/Authenticate",
+        "/V7/GetNewEvents",
+    ]
 
 
 #: Remaining seconds as the run asks for them: its lease, the box's turn, then after each page; the
@@ -649,7 +664,7 @@ def test_a_cursor_diadoc_refuses_is_recorded_on_the_box_and_stays(stack, diadoc,
     message = assert_failed(stack, result, first, "FeedRejected", before)
     assert "Diadoc answered 400 to GET /V8/GetNewEvents: cursor must have valid value" in message
     assert "error=Http.BadRequest" in message
-    assert [c.query.get("afterIndexKey") for c in diadoc.sim.calls(EVENTS) if c.query["boxId"] == first] == [bad]
+    assert [c.query.get("afterIndexKey") for c in polls(diadoc.sim) if c.query["boxId"] == first] == [bad]
     assert store.load(feed).position == bad
     status = store.status(feed)
     assert status is not None
@@ -662,7 +677,7 @@ def test_a_cursor_diadoc_refuses_is_recorded_on_the_box_and_stays(stack, diadoc,
     assert sorted(ids(receive(aws, queue))) == sorted(diadoc.sim.event_ids(second))
     later(stack)
     assert tick(handler)["failed"] == 1
-    assert [c.query.get("afterIndexKey") for c in diadoc.sim.calls(EVENTS) if c.query["boxId"] == first] == [bad] * 2
+    assert [c.query.get("afterIndexKey") for c in polls(diadoc.sim) if c.query["boxId"] == first] == [bad] * 2
 
 
 @pytest.mark.parametrize("cause", ["not_paid", "no_box_access"])
@@ -686,7 +701,7 @@ def test_402_and_403_stop_the_box_until_an_operator_resumes_it(stack, diadoc, aw
     state = cursors(stack).load(feed)
     assert state.stopped_reason == f"FeedStopped: {message}"
     assert receive(aws, queue) == []
-    calls = len(sim.calls(EVENTS))
+    calls = len(polls(sim))
 
     # Later ticks skip the box without asking Diadoc, even once the cause is gone.
     sim.set_paid(box, True)
@@ -694,7 +709,7 @@ def test_402_and_403_stop_the_box_until_an_operator_resumes_it(stack, diadoc, aw
     later(stack)
     skipped = tick(handler)
     assert (skipped["boxes"], skipped["stopped"], skipped["due"], skipped["polled"]) == (1, 1, 0, 0)
-    assert len(sim.calls(EVENTS)) == calls
+    assert len(polls(sim)) == calls
 
     cursors(stack).set_cursor(feed, state.position, expected_version=state.version, by="operator@example")
     later(stack)
@@ -714,7 +729,7 @@ def test_a_401_gets_one_fresh_token(stack, diadoc, aws, monkeypatch):
     later(stack)
     assert tick(handler)["events"] == 3
     assert diadoc.sim.authentications == 2
-    assert [c.status for c in diadoc.sim.calls(EVENTS)] == [200, 401, 200]
+    assert [c.status for c in polls(diadoc.sim)] == [200, 401, 200]
 
     diadoc.sim.faults.add(Fault.expired_token(), prefix=EVENTS, times=2)
     before = cursors(stack).load(feed_id(diadoc.box))
@@ -731,7 +746,7 @@ def test_refused_login_and_password_are_recorded_on_the_box_as_auth_errors(stack
     message = assert_failed(stack, tick(handler), diadoc.box, "FeedAuthError", cursors(stack).load(feed_id(diadoc.box)))
     assert "error=Authorization.InvalidCredentials" in message
     assert "wrong" not in message
-    assert diadoc.sim.calls(EVENTS) == []
+    assert polls(diadoc.sim) == []
     assert registered(stack, diadoc.box).cursor.stopped_reason is None
 
 
@@ -756,7 +771,7 @@ def test_openid_connect_bearer_tokens(stack, diadoc, aws, monkeypatch):
     later(stack)
     assert tick(handler)["events"] == 2
     assert diadoc.identity.issued["password"] == 2
-    assert {c.headers["authorization"].split()[0] for c in sim.calls(EVENTS)} == {"Bearer"}
+    assert {c.headers["authorization"].split()[0] for c in polls(sim)} == {"Bearer"}
     assert sim.authentications == 0
 
 
@@ -784,7 +799,7 @@ def test_transient_answers_are_retried_and_outlasting_ones_keep_the_cursor(stack
 
     sim.faults.add(fault, prefix=EVENTS, times=2)
     assert tick(handler)["events"] == 30
-    assert [c.status for c in sim.calls(EVENTS)] == [fault.status, fault.status, 200, 200]
+    assert [c.status for c in polls(sim)] == [fault.status, fault.status, 200, 200]
     assert sorted(ids(receive(aws, queue))) == sorted(sim.event_ids(box))
 
     sim.generate(box, 5)
