@@ -1,4 +1,4 @@
-"""The metrics the relay emits: what alarms, the dashboard and the README's "Metrics" section are
+"""The metrics the relay emits: what alarms, the dashboard and docs/operating.md's "Metrics" section are
 written against. Renaming a metric here, in the code or in the template alone fails a test."""
 
 from __future__ import annotations

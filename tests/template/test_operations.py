@@ -15,7 +15,9 @@ from tests import metric_contract as contract
 from tests.template.sam import offline, resources, sam_transform
 
 BOXES = {"DiadocBoxIds": "2f8d0000-0000-0000-0000-000000000001@diadoc.ru"}
-README = (ROOT / "README.md").read_text()
+#: Where operators read what to do: the runbook (alarms, metrics) and the deployment's page (its cost).
+OPERATING = (ROOT / "docs" / "operating.md").read_text()
+DEPLOY = (ROOT / "docs" / "deploy.md").read_text()
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +148,7 @@ def test_every_alarm_notifies_the_stacks_topic_or_the_given_one_and_is_documente
         assert logical_id in silent or notify[logical_id] == [topic], logical_id
         # A notice is said once, when it starts: its end is no news.
         assert ("NotConfigured" in logical_id) is (logical_id not in silent and "OKActions" not in alarm["Properties"])
-        assert f"`{logical_id}`" in README, f"README does not say what to do when {logical_id} fires"
+        assert f"`{logical_id}`" in OPERATING, f"docs/operating.md does not say what to do when {logical_id} fires"
     assert len(found) == 18
     email = Stack(parameters={**BOXES, "AlarmEmail": "ops@example.com", "AlarmTopicArn": "arn:aws:sns:x:1:t"})
     assert not email.condition("CreateAlarmTopic")
@@ -172,7 +174,7 @@ def test_the_dashboard_shows_each_kind_from_the_contract_and_the_real_timeout(st
 
 
 def test_the_readme_states_the_metric_contract():
-    section = README.split("### Metrics", 1)[1].split("\n## ", 1)[0].split("\n### ", 1)[0]
+    section = OPERATING.split("## Metrics", 1)[1].split("\n## ", 1)[0]
     rows = dict(re.findall(r"^\| `(\w+)` \| (\w+) \|", section, flags=re.MULTILINE))
     assert rows == {**contract.METRICS, **contract.DIADOC_METRICS}
     for text in (contract.NAMESPACE, contract.SERVICE, "`error`"):
@@ -245,7 +247,7 @@ def test_other_stacks_can_import_the_events_topic(stack: Stack):
 
 def test_the_readme_costs_at_rest_the_alarms_dashboards_and_secrets_the_template_makes():
     stack = offline({})
-    section = README.split("### What it costs at rest", 1)[1].split("\n## ", 1)[0]
+    section = DEPLOY.split("## What it costs at rest", 1)[1].split("\n## ", 1)[0]
     rows = {cells[0]: cells[1] for cells in re.findall(r"^\| ([a-z ]+) \| ([^|]+) \|", section, flags=re.MULTILINE)}
 
     metric, composite = len(alarms(stack)), len(composite_alarms(stack))

@@ -13,6 +13,12 @@ from tests.template.parameter_reference import REFERENCE, reference
 from tests.template.sam import refusals
 
 README = (ROOT / "README.md").read_text()
+#: The README and every page of the documentation but the reference itself.
+DOCS = {
+    path: path.read_text()
+    for path in [ROOT / "README.md", *(ROOT / "docs").rglob("*.md")]
+    if path.name != "parameters.md"
+}
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +119,7 @@ def test_the_region_offered_is_the_one_the_docs_use():
     region = config["default"]["global"]["parameters"].get("region")
 
     assert region == "eu-central-1"
-    assert f"--region {region}" in README
+    assert any(f"--region {region}" in text for text in DOCS.values())
 
 
 def test_the_parameter_reference_is_what_the_template_says():
@@ -131,5 +137,5 @@ def test_every_parameter_has_one_row_in_the_reference(stack: Stack):
 
 def test_the_readme_links_the_reference_and_documents_no_parameter_of_its_own():
     assert "docs/reference/parameters.md" in README
-    tables = re.findall(r"^\| parameter \|", README, flags=re.MULTILINE)
-    assert not tables, "a parameter table in the README: parameters are documented in docs/reference/parameters.md"
+    tables = [path.name for path, text in DOCS.items() if re.search(r"^\| parameter \|", text, flags=re.MULTILINE)]
+    assert not tables, f"parameter tables in {tables}: parameters are documented in docs/reference/parameters.md alone"
