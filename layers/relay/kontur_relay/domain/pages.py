@@ -127,8 +127,10 @@ class Pages:
                 if follows and self._reader is None:
                     land()
                     if self.pace.fits(time_left(), self.safety_margin):
+                        # Read before it is the page ahead: a read that fails leaves nothing to wait for.
+                        read = self.read(position)
                         ahead = Future()
-                        ahead.set_result(self.read(position))
+                        ahead.set_result(read)
                 if ahead is None:
                     land()
                     progress.caught_up = last
