@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -98,6 +99,11 @@ class Fault:
         return cls("expired_token", status=401, expire_tokens=True)
 
 
+#: A token lives minutes at the least: a random ``expired_token`` fault this soon after the last one
+#: expires nothing (the token was got since, so it is fresh) and the request is answered as usual.
+#: Queued faults are served as queued, so a test can still make a fresh token fail.
+MIN_TOKEN_LIFE = 5.0
+
 #: What ``FaultPlan.randomly`` picks from unless told otherwise: transient faults a client retries.
 TRANSIENT_FAULTS: tuple[Fault, ...] = (
     Fault.throttle(retry_after=1),
@@ -128,6 +134,7 @@ class FaultPlan:
         self._random_prefix = "/"
         #: Names of the faults served so far, in order: what a test or the local stack reports.
         self.served: list[str] = []
+        self._expired_at = float("-inf")
 
     def add(self, fault: Fault, *, prefix: str = "/", times: int = 1, method: str | None = None) -> FaultPlan:
         """The next ``times`` requests whose path starts with ``prefix`` (and of ``method``) get ``fault``."""
@@ -173,6 +180,10 @@ class FaultPlan:
                     return item.fault
             if self._rate and path.startswith(self._random_prefix) and self._rng.random() < self._rate:
                 fault = self._rng.choice(self._random_faults)
+                if fault.expire_tokens:
+                    if time.monotonic() - self._expired_at < MIN_TOKEN_LIFE:
+                        return None
+                    self._expired_at = time.monotonic()
                 self.served.append(fault.name)
                 return fault
         return None

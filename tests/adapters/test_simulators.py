@@ -350,3 +350,15 @@ def _inn_is_valid(inn: str) -> bool:
     return (
         check((7, 2, 4, 10, 3, 5, 9, 4, 6, 8)) == digits[10] and check((3, 7, 2, 4, 10, 3, 5, 9, 4, 6, 8)) == digits[11]
     )
+
+
+def test_random_faults_never_expire_a_token_got_since_the_last_expiry():
+    """A token lives minutes: Kontur does not refuse one it has just issued. Random expiries a moment
+    apart would refuse a fresh token twice in a row, which the relay rightly takes for a bad credential."""
+    plan = FaultPlan().randomly(1.0, seed=1, faults=(Fault.expired_token(),))
+
+    served = [plan.take("GET", "/v1/events") for _ in range(5)]
+
+    assert [fault.name if fault else None for fault in served] == ["expired_token", None, None, None, None]
+    queued = FaultPlan().add(Fault.expired_token(), times=2)
+    assert [queued.take("GET", "/"), queued.take("GET", "/")] == [Fault.expired_token()] * 2, "queued: as queued"
