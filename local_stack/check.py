@@ -140,7 +140,8 @@ def summarise_feed(runtime: Runtime, run: FeedRun, rows: Sequence[FeedRow], line
             f"{len(received - expected - withheld)} unknown"
         )
         if missing:
-            lines.append("    missing, e.g.: " + ", ".join(f"{feed}/{event}" for feed, event in missing[:5]))
+            lines.append("    missing, e.g.:")
+            lines += [f"      {feed}/{event}: {run.simulated.explain((feed, event))}" for feed, event in missing[:5]]
         delivered = delivered and not missing and not leaked
     if run.simulated is not None:
         if not unfiltered:

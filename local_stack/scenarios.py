@@ -61,6 +61,11 @@ class SimulatedFeed(Protocol):
 
     def faults_served(self) -> list[str]: ...
 
+    def explain(self, key: tuple[str, str]) -> str:
+        """What the simulators did with one event the relay must publish, for the check's report of a
+        missing one (Diadoc: when it is served, beside what); empty when nothing is worth saying."""
+        ...
+
     def describe(self) -> list[str]:
         """Lines for the view's header: endpoints, accounts, traffic."""
         ...
@@ -149,6 +154,9 @@ class SimulatedExtern:
 
     def faults_served(self) -> list[str]:
         return [*self.identity.faults.served, *self.extern.faults.served]
+
+    def explain(self, key: tuple[str, str]) -> str:
+        return ""
 
     def describe(self) -> list[str]:
         full, partial, foreign = self.accounts
@@ -250,7 +258,8 @@ class SimulatedDiadoc:
         return {
             (f"{self.feed}:{box}", event_id)
             for box, filters in self.relayed.items()
-            for event_id in self.diadoc.event_ids(box, **filters)
+            # Late ones included: the catch-up waits for them (reconciliation's, at the clock's pace).
+            for event_id in self.diadoc.generated_ids(box, **filters)
         }
 
     def withheld(self) -> set[tuple[str, str]]:
@@ -263,6 +272,16 @@ class SimulatedDiadoc:
 
     def faults_served(self) -> list[str]:
         return [*self.identity.faults.served, *self.diadoc.faults.served]
+
+    def explain(self, key: tuple[str, str]) -> str:
+        box, event_id = key[0].partition(":")[2], key[1]
+        entries = self.diadoc.entries(box)
+        mine = [entry for entry in entries if entry.event_id == event_id]
+        keys = {entry.index_key for entry in mine}
+        siblings = sum(1 for entry in entries if entry.index_key in keys and entry.event_id != event_id)
+        served = min(entry.visible_at for entry in mine)
+        when = f"served {served - self.diadoc.clock():+.1f} s from now" if served else "served from the start"
+        return f"{when}, {len(mine)} entries, {siblings} sibling(s) sharing its IndexKey"
 
     def describe(self) -> list[str]:
         whole, filtered = self.relayed

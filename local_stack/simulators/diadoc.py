@@ -235,6 +235,13 @@ class DiadocSimulator(DiadocAuthority):
             served = (event.event_id for event in self._feeds[box_id].visible(self.clock()) if matches(event))
             return list(dict.fromkeys(served))
 
+    def generated_ids(self, box_id: str, **filters: str) -> list[str]:
+        """As ``event_ids``, with the events the feed will serve later too (a late event, a late
+        sibling): what a relay that waits long enough must publish."""
+        with self._lock:
+            matches = matcher(filters)
+            return list(dict.fromkeys(event.event_id for event in self._feeds[box_id].events if matches(event)))
+
     def served_at(self, box_id: str, event_id: str) -> float:
         """When (the simulator's clock) the event is first served; 0: from the start."""
         with self._lock:

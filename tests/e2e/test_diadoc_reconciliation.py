@@ -22,6 +22,7 @@ import boto3
 import pytest
 
 from kontur_relay.aws.boxes import DynamoBoxRegistry
+from kontur_relay.aws.cursors import DynamoCursorStore
 from kontur_relay.feeds.diadoc.boxes import feed_id, filters_key
 from kontur_relay.feeds.diadoc.config import box_feed
 from kontur_relay.feeds.diadoc.kind import box_poller
@@ -154,6 +155,49 @@ def test_a_new_container_remembers_what_an_earlier_one_published(world):
     second, _ = world.poller(publisher)  # a cold start: its memory is read from the table
     assert world.run(second)["duplicates"] == 1
     assert publisher.ids == events
+
+
+@pytest.mark.parametrize("container", ["the same container", "a new container"])
+def test_an_operators_replay_publishes_again_what_the_box_published_before(world, container):
+    box = world.box()
+    events = world.sim.generate(box, 12)
+    poller, publisher = world.poller()
+    world.run(poller)
+    assert publisher.ids == events
+
+    world.minutes(1)
+    cursors = DynamoCursorStore(world.registry.table, clock=world.clock)
+    # As PUT /feeds/{feedId}/cursor does it: back to where the box started, by a named operator.
+    cursors.set_cursor(feed_id(box), None, expected_version=cursors.load(feed_id(box)).version, by="operator")
+    world.minutes(1)
+    if container == "a new container":
+        poller, _ = world.poller(publisher)
+    world.run(poller)
+
+    assert publisher.ids == events + events, "the replay the operator asked for, every event once more"
+    world.sim.serve_again(box, events[5])
+    world.minutes(1)
+    assert world.run(poller)["duplicates"] == 1, "what the replay published is remembered again"
+    assert publisher.ids == events + events
+
+
+def test_an_event_late_across_an_operators_replay_is_recovered_once(world):
+    box = world.box()
+    early = world.sim.generate(box, 5)
+    missing = late(world, box, 300)
+    newer = world.sim.generate(box, 3)
+    poller, publisher = world.poller()
+    world.run(poller)
+    world.minutes(1)
+    cursors = DynamoCursorStore(world.registry.table, clock=world.clock)
+    cursors.set_cursor(feed_id(box), None, expected_version=cursors.load(feed_id(box)).version, by="operator")
+    world.run(poller)  # the replay reads past the late event before Diadoc serves it
+    assert missing not in publisher.ids
+    for _ in range(10):
+        world.minutes(1)
+        world.run(poller)
+
+    assert Counter(publisher.ids) == Counter({**dict.fromkeys(early + newer, 2), missing: 1})
 
 
 # -- late events and late siblings ----------------------------------------------------------------------

@@ -146,8 +146,8 @@ class DynamoCursorStore(FeedStatusReads):
             values[":position"] = position
         if by is not None:
             # An operator's write also resumes a stopped feed: acting on it is what the stop asked for.
-            sets.append("updated_by = :by")
-            values[":by"] = by
+            sets += ["updated_by = :by", "rewound_at = :rewound"]
+            values |= {":by": by, ":rewound": Decimal(str(round(self.clock(), 3)))}
             removes.append("stopped_reason")
         condition = "#version = :expected"
         if expected_version == 0:

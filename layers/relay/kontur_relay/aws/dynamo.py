@@ -59,4 +59,5 @@ def cursor_state(item: Mapping[str, Any]) -> CursorState:
         stopped_reason=text(item.get("stopped_reason")),
         last_success_at=text(item.get("last_success_at")),
         not_before=None if item.get("not_before") is None else float(item["not_before"]),
+        rewound_at=None if item.get("rewound_at") is None else float(item["rewound_at"]),
     )

@@ -70,6 +70,9 @@ class CursorState:
     last_success_at: str | None = None
     #: Kontur asked to be left alone until then (epoch seconds): runs before it do not call it.
     not_before: float | None = None
+    #: When an operator last set the cursor (epoch seconds): a replay from there publishes again what
+    #: the feed published before, whatever a memory of published events holds.
+    rewound_at: float | None = None
 
 
 @dataclass(frozen=True)

@@ -72,6 +72,7 @@ class BoxMemory:
         self._entries: Counter[bytes] = Counter()
         self._ticks: dict[bytes, int] = {}
         self._fresh = False
+        self._rewound_at = 0.0
         #: Events sorted as new and not yet published, by EventId: what ``remember`` writes.
         self._outgoing: dict[str, ReadEvent] = {}
         #: Entries served again and dropped, written with the next chunk (so that counts agree).
@@ -124,6 +125,15 @@ class BoxMemory:
         """The earliest moment (epoch seconds) from which everything published is remembered."""
         return self.clock() - self.keep
 
+    def rewound(self, at: float | None) -> None:
+        """An operator set the box's cursor at ``at``: what was published before is forgotten, so that
+        the replay they asked for publishes it again (only the events it re-serves twice are dropped).
+        ``reach`` stays: a pass still reads back over the rewind, for events Diadoc serves late, and
+        publishes what the replay has not published yet (which the replay then drops as known)."""
+        if at is not None and at > self._rewound_at:
+            self._rewound_at = at
+            self._expire()
+
     def take_duplicates(self) -> int:
         taken, self._duplicates = self._duplicates, 0
         return taken
@@ -136,7 +146,7 @@ class BoxMemory:
         if self._fresh:
             self._expire()
             return
-        after = max(self._chunks[-1][0] if self._chunks else "", chunk_key(self.reach()))
+        after = max(self._chunks[-1][0] if self._chunks else "", chunk_key(self._forgets_before()))
         for chunk in self.store.chunks(self.feed, after):
             self._add(chunk)
         self._fresh = True
@@ -150,8 +160,11 @@ class BoxMemory:
             self._entries[entry_digest] += 1
             self._ticks[entry_digest] = ticks
 
+    def _forgets_before(self) -> float:
+        return max(self.reach(), self._rewound_at)
+
     def _expire(self) -> None:
-        reach = self.reach()
+        reach = self._forgets_before()
         while self._chunks and self._chunks[0][1] < reach:
             _, _, records = self._chunks.popleft()
             for event_digest, entry_digest, _ in records:

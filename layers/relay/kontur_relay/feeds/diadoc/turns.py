@@ -52,6 +52,12 @@ class BoxTurns:
             self._memories[feed] = BoxMemory(feed, self.memories, keep=self.polling.memory_seconds, clock=self.clock)
         return self._memories[feed]
 
+    def recall(self, box: RegisteredBox) -> BoxMemory:
+        """The box's memory as its cursor allows: nothing from before an operator last set it."""
+        memory = self.memory(box.feed)
+        memory.rewound(box.cursor.rewound_at)
+        return memory
+
     def stale(self) -> None:
         """A new run: what other containers wrote into the boxes' memories is read at first use."""
         for memory in self._memories.values():
@@ -61,6 +67,7 @@ class BoxTurns:
         """A few pages of one box, and when it is polled next (``started``: the run's start)."""
         began = self.clock()
         state = box.cursor
+        self.recall(box)
         logger.thread_safe_append_keys(feed=box.feed, cursor=state.position)
 
         def landed(progress: Progress, page: Page) -> None:
