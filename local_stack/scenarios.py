@@ -5,6 +5,7 @@ traffic and faults, and so which events the relay must deliver and which it must
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import quote
@@ -255,11 +256,18 @@ class SimulatedDiadoc:
         self.diadoc.stop_traffic()
 
     def expected(self) -> set[tuple[str, str]]:
+        # Late ones included: the catch-up waits for them (reconciliation's, at the clock's pace).
+        return self._relayed(self.diadoc.generated_ids)
+
+    def served(self) -> set[tuple[str, str]]:
+        """As ``expected``, without the events the feed serves only later (late ones)."""
+        return self._relayed(self.diadoc.event_ids)
+
+    def _relayed(self, ids: Callable[..., list[str]]) -> set[tuple[str, str]]:
         return {
             (f"{self.feed}:{box}", event_id)
             for box, filters in self.relayed.items()
-            # Late ones included: the catch-up waits for them (reconciliation's, at the clock's pace).
-            for event_id in self.diadoc.generated_ids(box, **filters)
+            for event_id in ids(box, **filters)
         }
 
     def withheld(self) -> set[tuple[str, str]]:

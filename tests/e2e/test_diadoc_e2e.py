@@ -964,11 +964,12 @@ def test_the_local_stacks_diadoc_is_relayed_through_the_registered_boxes_and_the
             result = handler(schedule.input, LocalContext(FUNCTION))
             assert (result["boxes"], result["polled"]) == (2, 2)
             delivered |= {(body["feed"], body["id"]) for body in bodies(receive(aws, queue))}
-            if round_ >= 2 and simulated.expected() <= delivered:
+            if round_ >= 2 and simulated.served() <= delivered:
                 break
             later(stack)
 
-        assert simulated.expected() <= delivered, "every event of the relayed boxes, as filtered"
+        # What Diadoc serves late is reconciliation's (test_diadoc_reconciliation), not this test's.
+        assert simulated.served() <= delivered, "every event of the relayed boxes, as filtered"
         assert not delivered & simulated.withheld()
         assert len(simulated.expected()) > 60
         if fault_rate:
