@@ -18,7 +18,8 @@ from kontur_relay.admin import api as admin_api
 from kontur_relay.admin import box_lookup, box_merge
 from kontur_relay.admin import box_registration as registration
 from kontur_relay.admin import box_routes as contract
-from kontur_relay.admin.boxes import BoxChange, BoxId, BoxList, BoxView, Discover, Discovered, MergeRequest
+from kontur_relay.admin.box_discovery import Discover, Discovered
+from kontur_relay.admin.boxes import BoxChange, BoxId, BoxList, BoxView, MergeRequest
 from kontur_relay.admin.paging import Limit, NextToken
 from kontur_relay.aws.boxes import DynamoBoxRegistry
 from kontur_relay.feeds.diadoc.kind import DiadocSettings

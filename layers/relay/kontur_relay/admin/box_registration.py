@@ -15,18 +15,9 @@ from typing import Any
 
 from kontur_relay.admin import box_lookup
 from kontur_relay.admin.api import Caller
+from kontur_relay.admin.box_discovery import Discovered, Skipped, VisibleBox
 from kontur_relay.admin.box_lookup import Found
-from kontur_relay.admin.boxes import (
-    BoxChange,
-    BoxList,
-    BoxView,
-    Discovered,
-    Merge,
-    Skipped,
-    VisibleBox,
-    reconciliation_view,
-    settings_view,
-)
+from kontur_relay.admin.boxes import BoxChange, BoxList, BoxView, Merge, reconciliation_view, settings_view
 from kontur_relay.admin.paging import next_token, start_key
 from kontur_relay.admin.problems import ApiError
 from kontur_relay.aws import box_spellings

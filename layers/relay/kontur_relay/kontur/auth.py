@@ -5,7 +5,7 @@ Tokens live in the module-level objects built once per Lambda container, so warm
 them; they are renewed ahead of expiry and once more on a 401. Two requests refused at once renew
 once: each says which token was refused, and only the token still in use is dropped. A token refused
 again right after its renewal is refused for a reason no renewal mends: the credential is left alone
-for a while (``refresh.REFUSAL_BACKOFF``), or until the secret changes.
+for a while (``refusals.REFUSAL_BACKOFF``), or until the secret changes.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from typing import Any
 from kontur_relay.aws.dynamo import iso
 from kontur_relay.aws.secrets import CredentialsSecret
 from kontur_relay.domain.errors import ConfigurationError, FeedAuthError
-from kontur_relay.kontur.token_store import Token, backoff
+from kontur_relay.kontur.refusals import backoff
+from kontur_relay.kontur.token_store import Token
 from kontur_relay.observability import logger
 
 

@@ -35,9 +35,10 @@ from typing import Any
 from kontur_relay.aws.dynamo import iso
 from kontur_relay.aws.secrets import CredentialsSecret, SecretVersion
 from kontur_relay.domain.errors import FeedAuthError, FeedUnavailable
+from kontur_relay.kontur.refusals import backoff, hold, refusal, spent, why_refused
 from kontur_relay.kontur.secret_fields import described
 from kontur_relay.kontur.secret_fields import field as secret_field
-from kontur_relay.kontur.token_store import Shared, Token, TokenStore, backoff
+from kontur_relay.kontur.token_store import Shared, Token, TokenStore
 from kontur_relay.observability import logger
 
 #: Renew this long before a token's expiry, or once half its life is gone when it lives shorter.
@@ -92,7 +93,7 @@ class SharedTokens:
                 if shared.pending or self._unsaved:
                     self._flush()
                 return Token(shared.token, shared.renew_at, trial=shared.refusals > 0)
-            self._refuse_early(shared, now)
+            hold(shared, now, lambda: self.secret.current().version_id)
             if shared.lock_owner and shared.lock_until > now:
                 if now >= deadline:
                     raise FeedUnavailable("another container is renewing the Kontur token; try again later")
@@ -129,7 +130,7 @@ class SharedTokens:
         refresh = self._live_refresh(shared, read)
         config = read.values
         answer = None
-        if refresh is not None and not _spent(refresh, shared, read):
+        if refresh is not None and not spent(refresh, shared, read):
             try:
                 answer = self.grant(config, refresh)
             except RedemptionUnknown:
@@ -141,14 +142,14 @@ class SharedTokens:
                 self.store.save(self._owner, {"spent_after": read.version_id, "pending": None}, unlock=False)
         if answer is None and refresh is not None:
             if not (secret_field(config, "username") and secret_field(config, "password")):
-                raise FeedAuthError(self._why_refused(shared, read), status=400)
+                raise FeedAuthError(why_refused(shared, read), status=400)
             logger.warning("The refresh token was refused; falling back to the password grant")
             refresh = None
         if answer is None:
             answer = self.grant(config, None)
         if answer is None:
             # A wrong password tried every run could lock the user out: tried again after a backoff.
-            self.store.save(self._owner, self._refusal(shared, read.version_id), unlock=False)
+            self.store.save(self._owner, refusal(shared, read.version_id, self.clock()), unlock=False)
             raise FeedAuthError("the identity provider refused the password grant", status=400)
         return self._keep(answer, refresh, read, shared, due)
 
@@ -242,34 +243,3 @@ class SharedTokens:
             self._live_refresh(shared, read)
         finally:
             self.store.unlock(owner)
-
-    # -- refusals ----------------------------------------------------------------------------------
-
-    def _refuse_early(self, shared: Shared, now: float) -> None:
-        """No renewal while a refusal is on record for the secret as it still is."""
-        if shared.refused_until <= now or shared.refused_after is None:
-            return
-        if self.secret.current().version_id != shared.refused_after:
-            return  # someone changed the secret: its credential is tried at once
-        raise FeedAuthError(
-            f"Kontur refused this credential {shared.refusals} time(s) in a row; the relay tries again after "
-            f"{iso(shared.refused_until)}, or as soon as the credentials secret changes"
-        )
-
-    def _refusal(self, shared: Shared, version: str) -> dict[str, Any]:
-        refusals = shared.refusals + 1 if shared.refused_after == version else 1
-        return {"refused_after": version, "refused_until": self.clock() + backoff(refusals), "refusals": refusals}
-
-    @staticmethod
-    def _why_refused(shared: Shared, read: SecretVersion) -> str:
-        if shared.uncertain_after == read.version_id:
-            return (
-                "the refresh token was refused after a renewal whose answer was lost (the identity provider "
-                "redeemed it, and its successor never arrived): put a fresh refresh_token into the credentials secret"
-            )
-        return "the identity provider refused the refresh token: put a fresh refresh_token into the credentials secret"
-
-
-def _spent(refresh: str, shared: Shared, read: SecretVersion) -> bool:
-    """``refresh`` is the secret's refresh token, and the identity provider refused it already."""
-    return shared.spent_after == read.version_id and refresh == secret_field(read.values, "refresh_token")

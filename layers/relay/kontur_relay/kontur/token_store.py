@@ -9,11 +9,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-#: After Kontur refused a fresh token a second time in a row: the first wait before renewing again,
-#: doubled with each refusal after, up to the cap. After one refusal the next renewal is a trial, not
-#: a wait: one 401 to a fresh token can be chance (a token revoked just then), two are not.
-REFUSAL_BACKOFF = (60.0, 3600.0)
-
 
 @dataclass(frozen=True)
 class Token:
@@ -99,9 +94,3 @@ class MemoryTokenStore:
     def refuse(self, token: str, changes: Mapping[str, Any]) -> None:
         if self.shared.token == token:
             self.shared = replace(self.shared, token=None, renew_at=0.0, **changes)
-
-
-def backoff(refusals: int) -> float:
-    """How long a credential refused ``refusals`` times in a row is left alone."""
-    first, cap = REFUSAL_BACKOFF
-    return 0.0 if refusals < 2 else float(min(first * 2 ** (refusals - 2), cap))
