@@ -231,16 +231,13 @@ class DiadocSimulator(DiadocAuthority):
         """The EventIds the box's feed serves now, each once, in feed order; with GetNewEvents' filters
         (as query parameters), the ones a feed with those filters must publish."""
         with self._lock:
-            matches = matcher(filters)
-            served = (event.event_id for event in self._feeds[box_id].visible(self.clock()) if matches(event))
-            return list(dict.fromkeys(served))
+            return _distinct_ids(self._feeds[box_id].visible(self.clock()), filters)
 
     def generated_ids(self, box_id: str, **filters: str) -> list[str]:
         """As ``event_ids``, with the events the feed will serve later too (a late event, a late
         sibling): what a relay that waits long enough must publish."""
         with self._lock:
-            matches = matcher(filters)
-            return list(dict.fromkeys(event.event_id for event in self._feeds[box_id].events if matches(event)))
+            return _distinct_ids(self._feeds[box_id].events, filters)
 
     def served_at(self, box_id: str, event_id: str) -> float:
         """When (the simulator's clock) the event is first served; 0: from the start."""
@@ -380,3 +377,9 @@ def _ticks_of(event: pb.BoxEvent) -> int:
 
 
 __all__ = ["DiadocSimulator"]
+
+
+def _distinct_ids(entries: Iterable[StoredEvent], filters: Mapping[str, str]) -> list[str]:
+    """The EventIds of the entries that pass GetNewEvents' filters, each once, in feed order."""
+    matches = matcher(filters)
+    return list(dict.fromkeys(entry.event_id for entry in entries if matches(entry)))

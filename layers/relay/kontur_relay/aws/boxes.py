@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Mapping
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
 from kontur_relay.aws.box_items import PREFIX, RegisteredBox, registered_box
-from kontur_relay.aws.dynamo import conditional_failed, first, iso, scanned
+from kontur_relay.aws.dynamo import conditional_failed, first, iso, number, scanned
 from kontur_relay.domain.errors import CursorConflict
 from kontur_relay.observability import logger
 
@@ -59,8 +58,8 @@ class DynamoBoxRegistry:
         now = iso(self.clock())
         sets = ["next_poll_at = :next", "poll_interval = :interval", "last_poll_at = :now"]
         values: dict[str, Any] = {
-            ":next": Decimal(str(round(next_poll_at, 3))),
-            ":interval": Decimal(str(round(interval, 3))),
+            ":next": number(next_poll_at),
+            ":interval": number(interval),
             ":now": now,
         }
         if error is None:
@@ -75,7 +74,7 @@ class DynamoBoxRegistry:
             sets.append("last_events_at = :now")
         if reconciled_since is not None:
             sets.append("reconciled_since = if_not_exists(reconciled_since, :since)")
-            values[":since"] = Decimal(str(round(reconciled_since, 3)))
+            values[":since"] = number(reconciled_since)
         if stop_at is not None:
             stopped = {":version": stop_at, **values}
             unchanged = "#version = :version" if stop_at else "(attribute_not_exists(#version) OR #version = :version)"
@@ -105,7 +104,7 @@ class DynamoBoxRegistry:
         values: dict[str, Any] = {":last": last, ":zero": 0, ":found": recovered}
         if window and until is not None:
             sets.append("reconciled_to = :until")
-            values[":until"] = Decimal(str(round(until, 3)))
+            values[":until"] = number(until)
         self._update(box.feed, sets, values)
 
     def _update(self, feed: str, sets: list[str], values: dict[str, Any], condition: str | None = None) -> bool:
@@ -151,7 +150,7 @@ class DynamoBoxRegistry:
             ":key": filters_key,
             ":by": by,
             ":now": iso(self.clock()),
-            ":due": Decimal(str(round(first_poll_at, 3))),
+            ":due": number(first_poll_at),
             ":expected": expected_version,
         }
         sets = [

@@ -10,12 +10,11 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from kontur_relay.aws.dynamo import conditional_failed, cursor_state, iso
+from kontur_relay.aws.dynamo import conditional_failed, cursor_state, iso, number
 from kontur_relay.aws.feed_status import FeedStatusReads
 from kontur_relay.domain.errors import CursorConflict
 from kontur_relay.domain.model import CursorState, Success
@@ -52,8 +51,8 @@ class DynamoCursorStore(FeedStatusReads):
                 ConditionExpression=condition,
                 ExpressionAttributeValues={
                     ":owner": owner,
-                    ":until": Decimal(str(round(until, 3))),
-                    **({":now": Decimal(str(round(self.clock(), 3)))} if ":now" in condition else {}),
+                    ":until": number(until),
+                    **({":now": number(self.clock())} if ":now" in condition else {}),
                 },
                 ReturnValues="ALL_NEW",
             )
@@ -105,7 +104,7 @@ class DynamoCursorStore(FeedStatusReads):
             expression += ", stopped_reason = :error"
         if not_before is not None:
             expression += ", not_before = :not_before"
-            values[":not_before"] = Decimal(str(round(not_before, 3)))
+            values[":not_before"] = number(not_before)
         self.table.update_item(Key={"feed": feed}, UpdateExpression=expression, ExpressionAttributeValues=values)
 
     def mark_not_configured(self, feed: str, problem: str) -> None:
@@ -147,7 +146,7 @@ class DynamoCursorStore(FeedStatusReads):
         if by is not None:
             # An operator's write also resumes a stopped feed: acting on it is what the stop asked for.
             sets += ["updated_by = :by", "rewound_at = :rewound"]
-            values |= {":by": by, ":rewound": Decimal(str(round(self.clock(), 3)))}
+            values |= {":by": by, ":rewound": number(self.clock())}
             removes.append("stopped_reason")
         condition = "#version = :expected"
         if expected_version == 0:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from botocore.exceptions import ClientError
@@ -23,6 +24,11 @@ def conditional_failed(error: ClientError) -> bool:
 
 def iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def number(value: float) -> Decimal:
+    """A float as DynamoDB takes a number (times, intervals): to the thousandth."""
+    return Decimal(str(round(value, 3)))
 
 
 def text(value: object) -> str | None:

@@ -9,12 +9,11 @@ belongs to: after the stack is pointed at another secret, nothing of the old one
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from kontur_relay.aws.dynamo import conditional_failed
+from kontur_relay.aws.dynamo import conditional_failed, number
 from kontur_relay.kontur.token_store import Shared
 
 if TYPE_CHECKING:
@@ -69,7 +68,7 @@ class DynamoTokenStore:
                 Key=self.key,
                 UpdateExpression="SET lock_owner = :owner, lock_until = :until",
                 ConditionExpression="attribute_not_exists(lock_owner) OR lock_until < :now OR lock_owner = :owner",
-                ExpressionAttributeValues={":owner": owner, ":until": _number(until), ":now": _number(self.clock())},
+                ExpressionAttributeValues={":owner": owner, ":until": number(until), ":now": number(self.clock())},
                 ReturnValues="ALL_NEW",
             )
         except ClientError as error:
@@ -88,7 +87,7 @@ class DynamoTokenStore:
         if unlock:
             removes += list(_LOCK)
         values = {
-            f":{attribute}": _number(value) if isinstance(value, float | int) else value
+            f":{attribute}": number(value) if isinstance(value, float | int) else value
             for attribute, value in sets.items()
         }
         expression = "SET " + ", ".join(f"{attribute} = :{attribute}" for attribute in ["secret", *sets])
@@ -102,7 +101,7 @@ class DynamoTokenStore:
     def refuse(self, token: str, changes: Mapping[str, Any]) -> None:
         sets = {ATTRIBUTES[name]: value for name, value in changes.items()}
         values = {
-            f":{attribute}": _number(value) if isinstance(value, float | int) else value
+            f":{attribute}": number(value) if isinstance(value, float | int) else value
             for attribute, value in sets.items()
         }
         try:
@@ -130,7 +129,3 @@ class DynamoTokenStore:
                 return False
             raise
         return True
-
-
-def _number(value: float) -> Decimal:
-    return Decimal(str(round(value, 3)))

@@ -157,7 +157,7 @@ class Schedule:
     def _background(self, task: Task) -> Found:
         logger.thread_safe_append_keys(feed=task.box.feed, cursor=None)
         try:
-            memory = self.turns.recall(task.box)
+            memory = self.turns.memory(task.box)
             if task.kind == "check":
                 return self.reconciler.check(task.box, memory)
             if task.kind == "moment":

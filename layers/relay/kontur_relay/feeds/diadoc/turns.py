@@ -47,14 +47,13 @@ class BoxTurns:
     _relays: dict[tuple[str, str], Pages] = field(default_factory=dict)
     _memories: dict[str, BoxMemory] = field(default_factory=dict)
 
-    def memory(self, feed: str) -> BoxMemory:
-        if feed not in self._memories:
-            self._memories[feed] = BoxMemory(feed, self.memories, keep=self.polling.memory_seconds, clock=self.clock)
-        return self._memories[feed]
-
-    def recall(self, box: RegisteredBox) -> BoxMemory:
+    def memory(self, box: RegisteredBox) -> BoxMemory:
         """The box's memory as its cursor allows: nothing from before an operator last set it."""
-        memory = self.memory(box.feed)
+        if box.feed not in self._memories:
+            self._memories[box.feed] = BoxMemory(
+                box.feed, self.memories, keep=self.polling.memory_seconds, clock=self.clock
+            )
+        memory = self._memories[box.feed]
         memory.rewound(box.cursor.rewound_at)
         return memory
 
@@ -67,7 +66,6 @@ class BoxTurns:
         """A few pages of one box, and when it is polled next (``started``: the run's start)."""
         began = self.clock()
         state = box.cursor
-        self.recall(box)
         logger.thread_safe_append_keys(feed=box.feed, cursor=state.position)
 
         def landed(progress: Progress, page: Page) -> None:
@@ -97,7 +95,7 @@ class BoxTurns:
                 # At the version this turn last wrote: an operator's resume since is not undone.
                 stop_at=state.version if isinstance(error, FeedStopped) else None,
             )
-            return Turn(box.feed, error=error.kind, duplicates=self.memory(box.feed).take_duplicates())
+            return Turn(box.feed, error=error.kind, duplicates=self.memory(box).take_duplicates())
         finally:
             # None hides the keys the engine sets on the shared logger, too.
             logger.thread_safe_append_keys(feed=None, cursor=None)
@@ -135,18 +133,19 @@ class BoxTurns:
             progress.events,
             again=again,
             backlog=progress.backlog,
-            duplicates=self.memory(box.feed).take_duplicates(),
+            duplicates=self.memory(box).take_duplicates(),
             caught_up_at=began if progress.caught_up else None,
         )
 
     def _relay(self, box: RegisteredBox) -> Pages:
+        """The box's pages, kept for the container's life; its memory as this turn's cursor allows."""
+        memory = self.memory(box)
         key = (box.feed, box.filters_key or "")
         if key not in self._relays:
             feed = box_feed({**(box.settings or {}), "boxId": box.box_id})
             if filters_key(feed) != (box.filters_key or ""):
                 # Settings written by hand, not by the admin API: their cursor may not match them.
                 logger.warning("A box's stored filters key does not match its settings")
-            memory = self.memory(box.feed)
             # Not pipelined: the boxes' turns already overlap each other within the budget, and a
             # page read ahead would spend budget on a page the turn may end before.
             self._relays[key] = Pages(
