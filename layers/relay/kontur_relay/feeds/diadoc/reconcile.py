@@ -18,10 +18,10 @@ of an event under the same IndexKey can come seconds after its twin (diadocsdk-c
 
 When each runs is ``background``'s to say: it is the relay's background work (``domain.fleet``),
 whose every request goes through the budget's background lane: one at a time, only while no poll
-waits, within its share of the per-second budget. A pass writes the box's item
-once, when it ends; a crash at any step before leaves the box where its last pass left it, so the
-next pass reads the same window again: nothing is lost, and what was published but not yet
-remembered is published again (a duplicate, the consumer's (source, id) dedupe drops it).
+waits, within its share of the per-second budget. A pass writes the box's item once, when it
+ends; a crash at any step before leaves the box where its last pass left it, so the next pass reads
+the same window again: nothing is lost, and what was published but not yet remembered is published
+again (a duplicate, the consumer's (source, id) dedupe drops it).
 """
 
 from __future__ import annotations
