@@ -56,8 +56,7 @@ from kontur_relay.domain.engine import Relay
 from kontur_relay.domain.model import Feed
 from kontur_relay.feeds.diadoc.boxes import feed_id
 from kontur_relay.feeds.diadoc.config import box_feed
-from kontur_relay.feeds.diadoc.kind import DiadocSettings, box_poller, source_uri
-from kontur_relay.feeds.diadoc.poller import BoxPoller
+from kontur_relay.feeds.diadoc.kind import BoxPoller, DiadocSettings, box_poller, source_uri
 from kontur_relay.feeds.diadoc.source import DiadocSource
 from kontur_relay.kontur.budget import Budget
 from kontur_relay.observability import metrics
@@ -165,7 +164,9 @@ def build_poller(world: World, settings: dict[str, str]) -> tuple[PollerDesign, 
 
     poller = box_poller(environment, publisher=world.publisher, clock=world.clock, tables=tables)
     started = time.monotonic()
-    world.population.register(poller.registry, poller.polling.min_interval, poller.polling.max_interval)
+    world.population.register(
+        poller.boxes.registry, poller.engine.polling.min_interval, poller.engine.polling.max_interval
+    )
     print(f"  registered {world.population.mix.boxes:,} boxes in {time.monotonic() - started:.0f} s", flush=True)
     world.table.take_writes()  # registration is not polling
     return PollerDesign(poller), poller
@@ -311,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         theirs,
         mix,
         budget=poller.budget,
-        min_interval=poller.polling.min_interval,
+        min_interval=poller.engine.polling.min_interval,
         previous_threads=args.previous_threads,
     )
     print("\n".join(lines))

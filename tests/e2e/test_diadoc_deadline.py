@@ -86,7 +86,7 @@ def test_with_sns_slowed_to_seconds_a_page_every_run_returns_before_its_deadline
         time.sleep(SLOW_PAGE)
 
     publisher.before_publish = slow
-    poller.turns.publisher = publisher
+    poller.boxes.publisher = publisher
 
     outcomes = []
     for _ in range(2):

@@ -25,8 +25,7 @@ from kontur_relay.domain.errors import PublishError
 from kontur_relay.feeds.diadoc.boxes import feed_id, filters_key
 from kontur_relay.feeds.diadoc.config import box_feed
 from kontur_relay.feeds.diadoc.cursor import Position
-from kontur_relay.feeds.diadoc.kind import box_poller
-from kontur_relay.feeds.diadoc.poller import BoxPoller
+from kontur_relay.feeds.diadoc.kind import BoxPoller, box_poller
 from kontur_relay.observability import metrics
 from kontur_relay.settings import Env
 from local_stack.simulators.diadoc import DiadocSimulator
@@ -249,7 +248,7 @@ def test_a_stale_turn_does_not_stop_again_a_box_an_operator_just_resumed(world: 
     poller.run({}, lambda: LONG)
     world.sim.set_access("relay@example.ru", box, False)  # then Diadoc answers 403
     cursors = DynamoCursorStore(world.registry.table, clock=clock)
-    poller.turns.registry = ResumedInBetween(world.registry.table, clock, cursors)
+    poller.boxes.registry = ResumedInBetween(world.registry.table, clock, cursors)
     clock.advance(120)
 
     report = poller.run({}, lambda: LONG)

@@ -25,8 +25,7 @@ from kontur_relay.aws.boxes import DynamoBoxRegistry
 from kontur_relay.aws.cursors import DynamoCursorStore
 from kontur_relay.feeds.diadoc.boxes import feed_id, filters_key
 from kontur_relay.feeds.diadoc.config import box_feed
-from kontur_relay.feeds.diadoc.kind import box_poller
-from kontur_relay.feeds.diadoc.poller import BoxPoller
+from kontur_relay.feeds.diadoc.kind import BoxPoller, box_poller
 from kontur_relay.settings import Env
 from local_stack.simulators.diadoc import DiadocSimulator
 from local_stack.simulators.diadoc_habits import Habits

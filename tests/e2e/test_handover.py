@@ -21,10 +21,11 @@ from typing import Any
 
 import pytest
 
-from kontur_relay.domain.engine import Cadence
+from kontur_relay.domain.engine import Cadence, Relay
 from kontur_relay.domain.model import Feed, FeedEvent
 from kontur_relay.domain.ports import Publisher
-from kontur_relay.feeds.extern.kind import KIND, ExternPoller
+from kontur_relay.feeds import EnginePoller
+from kontur_relay.feeds.extern.kind import KIND
 from kontur_relay.observability import metrics
 from kontur_relay.settings import Env
 from local_stack.simulators.extern import ExternSimulator
@@ -82,7 +83,7 @@ class Minutes:
     topic saw meanwhile."""
 
     extern: ExternSimulator
-    containers: list[ExternPoller]
+    containers: list[EnginePoller[Relay]]
     accepted: dict[str, float] = field(default_factory=dict)
     appeared: dict[str, float] = field(default_factory=dict)
     reports: list[dict[str, object]] = field(default_factory=list)
@@ -112,7 +113,7 @@ class Minutes:
             (event_id,) = self.extern.generate(1)
             self.appeared[event_id] = time.monotonic()
 
-    def _invoke(self, container: ExternPoller) -> None:
+    def _invoke(self, container: EnginePoller[Relay]) -> None:
         invoked = time.monotonic()
         self.reports.append(container.run({}, lambda: TIMEOUT - (time.monotonic() - invoked)))
 
@@ -142,8 +143,8 @@ def minutes(stack: Stack, kontur: Kontur, aws: dict[str, Any]) -> Minutes:
     )
     world = Minutes(extern, [KIND.poller(environment) for _ in range(2)])
     for container in world.containers:
-        container.relay.cadence = CADENCE
-        container.relay.pages.publisher = Stamped(container.relay.pages.publisher, world.accepted)
+        container.engine.cadence = CADENCE
+        container.engine.pages.publisher = Stamped(container.engine.pages.publisher, world.accepted)
     return world
 
 
@@ -166,7 +167,7 @@ def test_every_minute_has_a_run_polling_across_handovers_while_events_arrive_wit
 
 def test_a_previous_run_slow_to_hand_over_is_waited_for_and_the_next_minute_still_polls(stack, kontur, aws):
     world = minutes(stack, kontur, aws)
-    first = world.containers[0].relay.pages.publisher
+    first = world.containers[0].engine.pages.publisher
     assert isinstance(first, Stamped)
     start = time.monotonic() + 0.2
     # The first run's last polls meet SNS answering slowly: it hands over 2 s late, longer than the

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 
-from kontur_relay.feeds.diadoc.polling import Polling
+from kontur_relay.feeds.diadoc.polling import Reconciling
 from kontur_relay.settings import Env
 from local_stack.template import ROOT, TEMPLATE, Stack
 from tests.template.sam import offline, sam_transform
@@ -75,7 +75,7 @@ def test_reconciliation_reaches_the_poller_from_its_parameters_and_reads_the_mem
     defaults = offline({}).function(FUNCTION).environment
     assert [defaults[_upper_snake(name)] for name in RECONCILIATION] == ["3600", "300", "21600", "10"]
     assert defaults["EVENT_MEMORY_TABLE"] == "EventMemoryTable-physical"
-    assert Polling.from_env(Env(defaults)).memory_seconds == 2 * (3600 + 300)
+    assert Reconciling.from_env(Env(defaults)).memory_seconds == 2 * (3600 + 300)
 
     policies = Stack().doc["Resources"][FUNCTION]["Properties"]["Policies"]
     (memory,) = [

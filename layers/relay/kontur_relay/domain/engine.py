@@ -27,8 +27,8 @@ from kontur_relay.domain.lease import LEASE_SECONDS, Lease, LeaseLost
 from kontur_relay.domain.model import CursorState, Feed, Page, Success
 from kontur_relay.domain.pace import Pace
 from kontur_relay.domain.pages import Pages, Progress
-from kontur_relay.domain.ports import CursorStore, Publisher, Source
-from kontur_relay.domain.report import Outcome, RunReport
+from kontur_relay.domain.ports import CursorStore, Publisher, RequestBudget, Source
+from kontur_relay.domain.report import Outcome, Requests, RunReport
 from kontur_relay.observability import count_error, logger
 
 #: An idle tick refreshes the feed's "last checked" time once this many seconds have passed.
@@ -64,10 +64,13 @@ class Relay:
         lease_seconds: float = LEASE_SECONDS,
         cadence: Cadence | None = None,
         pipelined: bool = True,
+        budget: RequestBudget | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.feed = feed
+        #: Counts the run's requests to Kontur for its report (Extern's limit is Kontur's to enforce).
+        self.budget = budget
         self.source = source
         self.cursors = cursors
         self.pages = Pages(
@@ -87,6 +90,7 @@ class Relay:
         """
         report = RunReport(feed=self.feed.id)
         started = self.clock()
+        before = Requests.of(self.budget) if self.budget is not None else None
         self.pages.pace.reset()
         logger.append_keys(feed=self.feed.id)
         try:
@@ -108,6 +112,8 @@ class Relay:
             raise
         finally:
             report.seconds = self.clock() - started
+            if self.budget is not None and before is not None:
+                report.requests = Requests.of(self.budget).since(before)
             report.record(self.feed.kind)
             logger.info("Run ended", extra=report.as_dict())
         return report

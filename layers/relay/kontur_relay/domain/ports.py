@@ -1,8 +1,10 @@
-"""The three things the relay engine talks to. Adapters implement them; tests fake them."""
+"""What the relay engine talks to: a feed, a sink, the cursors, and the request budget that counts (and
+for many feeds, paces) its calls to Kontur. Adapters implement them; tests fake them."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from typing import Protocol
 
 from kontur_relay.domain.model import CursorState, Feed, FeedEvent, Page, Success
@@ -55,4 +57,30 @@ class CursorStore(Protocol):
     def record_failure(self, feed: str, error: str, *, stop: bool = False, not_before: float | None = None) -> None:
         """Keep the error for operators; ``stop`` halts the feed until someone resumes it;
         ``not_before``: no run calls Kontur for this feed before then (epoch seconds)."""
+        ...
+
+
+class RequestCounts(Protocol):
+    """What a budget counted: requests sent (retries and token requests included), those refused
+    with a 429, and those sent as background work."""
+
+    @property
+    def requests(self) -> int: ...
+
+    @property
+    def throttled(self) -> int: ...
+
+    @property
+    def background(self) -> int: ...
+
+
+class RequestBudget(Protocol):
+    """The budget every request to Kontur goes through (``kontur.budget.Budget``)."""
+
+    @property
+    def counts(self) -> RequestCounts: ...
+
+    def background(self, share: float) -> AbstractContextManager[None]:
+        """Make this thread's requests background work: behind every ordinary request, within
+        ``share`` (0..1) of the per-second budget."""
         ...

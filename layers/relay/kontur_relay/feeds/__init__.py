@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
+from kontur_relay.domain.report import RunReport
 from kontur_relay.settings import Env
 
 #: Every kind, as its package under ``kontur_relay.feeds`` is named.
@@ -38,6 +40,25 @@ class Poller(Protocol):
     def run(self, event: Mapping[str, Any], time_left: Callable[[], float]) -> dict[str, object]:
         """One tick: relay until caught up or ``time_left()`` runs short; a report for the logs."""
         ...
+
+
+class Engine(Protocol):
+    """A run of the relay: one feed's (``domain.engine.Relay``) or many's (``domain.fleet.run.Fleet``)."""
+
+    def run(self, time_left: Callable[[], float]) -> RunReport: ...
+
+
+E = TypeVar("E", bound=Engine)
+
+
+@dataclass(frozen=True)
+class EnginePoller(Generic[E]):
+    """A kind's poller: its engine, one run a tick; a scheduled event carries nothing it needs."""
+
+    engine: E
+
+    def run(self, event: Mapping[str, Any], time_left: Callable[[], float]) -> dict[str, object]:
+        return self.engine.run(time_left).as_dict()
 
 
 class FeedKind(Protocol):

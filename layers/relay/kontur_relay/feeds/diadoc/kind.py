@@ -12,20 +12,22 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from kontur_relay import wiring
+from kontur_relay.aws.box_items import RegisteredBox
 from kontur_relay.aws.boxes import DynamoBoxRegistry
 from kontur_relay.aws.cursors import DynamoCursorStore
 from kontur_relay.aws.event_memory import DynamoEventMemory
+from kontur_relay.domain.fleet.run import Fleet
 from kontur_relay.domain.ports import Publisher
-from kontur_relay.feeds import PositionRefused
+from kontur_relay.feeds import EnginePoller, PositionRefused
 from kontur_relay.feeds.diadoc.auth import diadoc_authenticator
+from kontur_relay.feeds.diadoc.background import Reconciliation
 from kontur_relay.feeds.diadoc.config import api_version
 from kontur_relay.feeds.diadoc.cursor import Position
-from kontur_relay.feeds.diadoc.poller import BoxPoller
-from kontur_relay.feeds.diadoc.polling import Polling
+from kontur_relay.feeds.diadoc.fleet import BoxFeeds
+from kontur_relay.feeds.diadoc.polling import Reconciling, polling
 from kontur_relay.feeds.diadoc.reconcile import Reconciler
 from kontur_relay.feeds.diadoc.source import DIADOC_RETRYABLE_STATUSES, DiadocApi, cursor_at, read_diadoc_error
 from kontur_relay.feeds.diadoc.ticks import to_ticks
-from kontur_relay.feeds.diadoc.turns import BoxTurns
 from kontur_relay.kontur import session as http
 from kontur_relay.kontur.budget import Budget
 from kontur_relay.settings import Env, RelaySettings
@@ -101,6 +103,15 @@ class DiadocKind:
         return box_poller(env)
 
 
+@dataclass(frozen=True)
+class BoxPoller(EnginePoller[Fleet[RegisteredBox]]):
+    """The poller of every box: the relay's many-feed loop over Diadoc's boxes, with the boxes and
+    the budget at hand for what watches them (the tests, the benchmarks)."""
+
+    boxes: BoxFeeds
+    budget: Budget
+
+
 def box_poller(
     env: Env,
     *,
@@ -109,33 +120,36 @@ def box_poller(
     tables: Callable[[str], Table] = wiring.table,
 ) -> BoxPoller:
     """The poller of every box, built from configuration: its budget, the box registry, the boxes'
-    memories, turns and reconciliation. ``publisher``, ``clock`` and ``tables`` replace the sink, the
-    clock and the DynamoDB tables where the tests and the benchmarks measure them."""
+    memories, their sources and reconciliation, in the relay's many-feed loop. ``publisher``,
+    ``clock`` and ``tables`` replace the sink, the clock and the DynamoDB tables where the tests
+    and the benchmarks measure them."""
     relay_settings = RelaySettings.from_env(env)
     settings = DiadocSettings.from_env(env)
-    polling = Polling.from_env(env)
-    budget = Budget(max_in_flight=polling.max_in_flight, per_second=polling.per_second)
-    api = settings.api(budget, pool_size=polling.max_in_flight * 2)
+    schedule = polling(env)
+    reconciling = Reconciling.from_env(env)
+    budget = Budget(max_in_flight=schedule.max_in_flight, per_second=schedule.per_second)
+    api = settings.api(budget, pool_size=schedule.max_in_flight * 2)
     cursors_table = tables(relay_settings.cursors_table)
     cursors = DynamoCursorStore(cursors_table, clock=clock)
     registry = DynamoBoxRegistry(cursors_table, clock=clock)
     sink = publisher or wiring.publisher(relay_settings.topic_arn)
     uri = partial(source_uri, settings.api_url)
     memories = DynamoEventMemory(tables(env.text("EVENT_MEMORY_TABLE")), clock=clock)
-    margin = relay_settings.safety_margin
-    turns = BoxTurns(api, settings.version, sink, cursors, registry, memories, polling, margin, uri, clock)
-    reconciler = Reconciler(api, budget, sink, registry, polling, settings.version, uri, clock)
-    return BoxPoller(
-        budget=budget,
+    boxes = BoxFeeds(api, settings.version, sink, registry, memories, reconciling.memory_seconds, uri, clock)
+    reconciler = Reconciler(api, sink, registry, reconciling, settings.version, uri, clock)
+    fleet = Fleet(
+        kind=KIND.name,
+        feeds=boxes,
+        background=Reconciliation(reconciler, boxes, reconciling),
         cursors=cursors,
-        registry=registry,
-        polling=polling,
-        turns=turns,
-        reconciler=reconciler,
-        safety_margin=margin,
+        budget=budget,
+        polling=schedule,
+        safety_margin=relay_settings.safety_margin,
         lease_seconds=relay_settings.lease_seconds,
+        noun=("box", "boxes"),
         clock=clock,
     )
+    return BoxPoller(fleet, boxes, budget)
 
 
 KIND = DiadocKind()

@@ -5,22 +5,23 @@ of an event under the same IndexKey can come seconds after its twin (diadocsdk-c
 #1083). Read by time (``timestampFromTicks``), they are there. So:
 
 - **a pass**: after a turn that read a box to its end, a box that had events within the last window
-  is read again over its trailing window, at most every ``reconcile_every``. The window runs from
-  where the box's last pass ended, less ``window``, to a little before the turn began (what the turn
-  could not read then was late, not new), and never before the cursor's floor or what the box's
-  memory holds (``reconciled_since``: a box that published before it had a memory is reconciled
-  from its first turn with one). Diadoc's TotalCount for the window is compared with the
-  entries the memory holds there: when they agree the pass is that one request; else the window is
-  read like a feed, page by page, and what the memory does not know is published.
+  is read again over its trailing window, at most ``every`` seconds apart (``polling.Reconciling``).
+  The window runs from where the box's last pass ended, less ``window``, to a little before the turn
+  began (what the turn could not read then was late, not new), and never before the cursor's floor
+  or what the box's memory holds (``reconciled_since``: a box that published before it had a memory
+  is reconciled from its first turn with one). Diadoc's TotalCount for the window is compared with
+  the entries the memory holds there: when they agree the pass is that one request; else the window
+  is read like a feed, page by page, and what the memory does not know is published.
 - **a check**: every ``check_every``, each box's newest event (``GET /V2/GetLastEvent``, 204 for an
   empty box) is looked up in its cursor and memory. One never published (and not skipped on purpose)
   makes the box polled at once, then the moment of that event read like a window of its own.
 
-Every request goes through the budget as background work (``Budget.background``): one at a time,
-only while no poll waits, within ``share`` of the per-second budget. A pass writes the box's item
-once, when it ends; a crash at any step before leaves the box where its last pass left it, so the
-next pass reads the same window again: nothing is lost, and what was published but not yet
-remembered is published again (a duplicate, the consumer's (source, id) dedupe drops it).
+When each runs is ``background``'s to say: it is the relay's background work (``domain.fleet``),
+whose every request goes through the budget's background lane: one at a time, only while no poll
+waits, within its share of the per-second budget. A pass writes the box's item once, when it
+ends; a crash at any step before leaves the box where its last pass left it, so the next pass reads
+the same window again: nothing is lost, and what was published but not yet remembered is published
+again (a duplicate, the consumer's (source, id) dedupe drops it).
 """
 
 from __future__ import annotations
@@ -33,16 +34,16 @@ from datetime import UTC, datetime
 from kontur_relay.aws.box_items import RegisteredBox
 from kontur_relay.aws.boxes import DynamoBoxRegistry
 from kontur_relay.domain.errors import ConfigurationError, FeedError
+from kontur_relay.domain.fleet.model import Found
 from kontur_relay.domain.model import Feed
 from kontur_relay.domain.ports import Publisher
 from kontur_relay.feeds.diadoc import diadoc_events_pb2 as pb
 from kontur_relay.feeds.diadoc.config import box_feed
 from kontur_relay.feeds.diadoc.cursor import FROM_OLDEST, Position
 from kontur_relay.feeds.diadoc.memory import BoxMemory, Remembering
-from kontur_relay.feeds.diadoc.polling import Found, Polling
+from kontur_relay.feeds.diadoc.polling import Reconciling
 from kontur_relay.feeds.diadoc.source import MAX_LIMITS, DiadocSource, ticks_of
 from kontur_relay.feeds.diadoc.ticks import MAX_TICKS, TICKS_PER_SECOND, to_ticks
-from kontur_relay.kontur.budget import Budget
 from kontur_relay.kontur.client import KonturApi
 from kontur_relay.observability import logger
 
@@ -56,22 +57,18 @@ MAX_PAGES = 20
 @dataclass
 class Reconciler:
     api: KonturApi
-    budget: Budget
     publisher: Publisher
     registry: DynamoBoxRegistry
-    polling: Polling
+    settings: Reconciling
     version: str
     source_uri: Callable[[str], str]
     clock: Callable[[], float] = time.time
 
     def due(self, box: RegisteredBox, caught_up_at: float, had_events: bool) -> bool:
         """Whether a pass should follow the turn that read ``box`` to its end at ``caught_up_at``."""
-        recent = (
-            had_events
-            or _epoch(box.last_events_at) >= self.clock() - self.polling.window - self.polling.reconcile_every
-        )
+        recent = had_events or _epoch(box.last_events_at) >= self.clock() - self.settings.window - self.settings.every
         previous = box.reconciled_to
-        return recent and (previous is None or caught_up_at - SETTLE_SECONDS >= previous + self.polling.reconcile_every)
+        return recent and (previous is None or caught_up_at - SETTLE_SECONDS >= previous + self.settings.every)
 
     def reconcile(self, box: RegisteredBox, memory: BoxMemory, caught_up_at: float) -> Found:
         """A pass over the box's trailing window, up to a little before the turn it follows."""
@@ -80,7 +77,7 @@ class Reconciler:
         # Never before what the memory holds: what the relay published before remembering (its
         # first turn with a memory) would go out again.
         complete = box.reconciled_since if box.reconciled_since is not None else until
-        since = max(previous - self.polling.window, complete, memory.reach())
+        since = max(previous - self.settings.window, complete, memory.reach())
         return self._read(box, memory, since, until, window=True)
 
     def moment(self, box: RegisteredBox, memory: BoxMemory, ticks: int) -> Found:
@@ -88,26 +85,27 @@ class Reconciler:
         moment = (ticks - _EPOCH_TICKS) / TICKS_PER_SECOND
         return self._read(box, memory, moment, moment, window=False, exact=ticks)
 
-    def check(self, box: RegisteredBox, memory: BoxMemory) -> Found:
-        """Whether the box's newest event went out; ``unpublished`` its time if it never did."""
+    def check(self, box: RegisteredBox, memory: BoxMemory) -> tuple[Found, int | None]:
+        """Whether the box's newest event went out; if it never did, the box to be polled at once,
+        and the event's time (ticks), for a read of its own moment."""
+        found = Found(box.feed, check=True)
         try:
             position = Position.parse(box.cursor.position)
         except ValueError:
-            return Found(box.feed)  # the box's polls fail on its cursor and say so
+            return found, None  # the box's polls fail on its cursor and say so
         try:
-            with self.budget.background(self.polling.share):
-                event = self._source(box, None).last_event()
+            event = self._source(box, None).last_event()
         except (FeedError, ConfigurationError) as error:
             logger.warning("A box's check failed", extra={"feed": box.feed, "error": str(error)})
-            return Found(box.feed, error=error.kind)
+            return replace(found, error=error.kind), None
         if event is None:
-            return Found(box.feed)
+            return found, None
         floor = position.reconciles_from
         ticks = ticks_of(event)
         if event.EventId in position.seen or (floor is not None and ticks < floor) or memory.knows(event.EventId):
-            return Found(box.feed)
+            return found, None
         logger.info("A box's newest event was never published", extra={"feed": box.feed, "event_id": event.EventId})
-        return Found(box.feed, unpublished=ticks)
+        return replace(found, poll=True), ticks
 
     def _read(
         self,
@@ -125,8 +123,7 @@ class Reconciler:
         recovered = 0
         if bounds is not None:
             try:
-                with self.budget.background(self.polling.share):
-                    recovered = self._window(box, memory, bounds)
+                recovered = self._window(box, memory, bounds)
             except (FeedError, ConfigurationError) as error:
                 logger.warning("A box's reconciliation failed", extra={"feed": box.feed, "error": str(error)})
                 return Found(box.feed, duplicates=memory.take_duplicates(), error=error.kind)

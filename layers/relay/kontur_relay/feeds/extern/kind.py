@@ -3,23 +3,20 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from kontur_relay import wiring
 from kontur_relay.domain.engine import Cadence, Relay
 from kontur_relay.domain.errors import ConfigurationError
 from kontur_relay.domain.model import Feed
-from kontur_relay.feeds import PositionRefused
+from kontur_relay.feeds import EnginePoller, PositionRefused
 from kontur_relay.feeds.extern.auth import extern_authenticator
 from kontur_relay.feeds.extern.source import ExternSource, read_extern_error
 from kontur_relay.kontur import session as http
 from kontur_relay.kontur.auth import secure_url
 from kontur_relay.kontur.budget import Budget
 from kontur_relay.kontur.client import KonturApi
-from kontur_relay.observability import MetricUnit, metrics
 from kontur_relay.settings import Env, RelaySettings
 
 #: An Extern cursor is an event id (``4ca_137``), or one kept after an old server's
@@ -60,24 +57,6 @@ class ExternSettings:
         return Cadence(every=self.poll_interval, period=self.schedule_period)
 
 
-@dataclass
-class ExternPoller:
-    """The one Extern feed's relay; a scheduled event carries nothing it needs."""
-
-    relay: Relay
-    #: Counts the requests to Kontur (Extern's own limit is Kontur's to enforce; it answers 429).
-    budget: Budget
-
-    def run(self, event: Mapping[str, Any], time_left: Callable[[], float]) -> dict[str, object]:
-        before = replace(self.budget.counts)
-        try:
-            return self.relay.run(time_left).as_dict()
-        finally:
-            counts = self.budget.counts
-            metrics.add_metric(name="KonturRequests", unit=MetricUnit.Count, value=counts.requests - before.requests)
-            metrics.add_metric(name="KonturThrottled", unit=MetricUnit.Count, value=counts.throttled - before.throttled)
-
-
 class ExternKind:
     name = "extern"
 
@@ -90,7 +69,7 @@ class ExternKind:
             )
         return cursor
 
-    def poller(self, env: Env) -> ExternPoller:
+    def poller(self, env: Env) -> EnginePoller[Relay]:
         settings = ExternSettings.from_env(env)
         relay_settings = RelaySettings.from_env(env)
         budget = Budget()
@@ -116,8 +95,9 @@ class ExternKind:
             safety_margin=relay_settings.safety_margin,
             lease_seconds=relay_settings.lease_seconds,
             cadence=settings.cadence,
+            budget=budget,
         )
-        return ExternPoller(relay, budget)
+        return EnginePoller(relay)
 
 
 KIND = ExternKind()
