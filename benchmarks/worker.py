@@ -24,8 +24,6 @@ from benchmarks.latency import Latency, VirtualClock, measure_latency
 from benchmarks.rig import DYNAMODB_CALL_SECONDS, SNS_CALL_SECONDS, Kontur, RoundTrips
 from kontur_relay import wiring
 from kontur_relay.aws.cursors import DynamoCursorStore
-from kontur_relay.aws.sns import SnsPublisher
-from kontur_relay.aws.sns_message import sns_message
 from kontur_relay.domain.engine import Cadence, Outcome, Relay
 from kontur_relay.domain.model import Feed
 from kontur_relay.domain.ports import Publisher
@@ -34,7 +32,12 @@ from kontur_relay.kontur import client
 from kontur_relay.kontur.auth import StaticCredential
 from kontur_relay.kontur.session import session as http_session
 from kontur_relay.observability import metrics
+from kontur_relay.settings import Env
+from kontur_relay.sinks import sns
+from kontur_relay.sinks.message import message as sink_message
+from kontur_relay.sinks.sns import SnsPublisher
 
+_TOPIC = "arn:aws:sns:us-east-1:123456789012:"
 #: What a DynamoDB call that writes is called: an idle tick must make none of them.
 WRITES = frozenset({"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"})
 
@@ -75,9 +78,9 @@ class Worker:
         # The deployed clients (wiring's configuration). SNS is the stand-in, whose server holds
         # each call for its round trip; moto's, for comparison, with the round trip added here.
         os.environ["AWS_ENDPOINT_URL_SNS"] = setup.sns_url
-        self.publisher = self._threads(wiring.publisher("arn:aws:sns:us-east-1:123456789012:stand-in"))
+        self.publisher = self._threads(sns.from_env(Env({"EVENTS_TOPIC_ARN": f"{_TOPIC}stand-in"})))
         del os.environ["AWS_ENDPOINT_URL_SNS"]
-        self.to_moto = self._threads(wiring.publisher("arn:aws:sns:us-east-1:123456789012:none"))
+        self.to_moto = self._threads(sns.from_env(Env({"EVENTS_TOPIC_ARN": f"{_TOPIC}none"})))
         self.sns_trips.attach(self.to_moto.client)
         self.store = wiring.cursor_store(setup.table)
         self.dynamodb_trips.attach(self.store.table.meta.client)
@@ -179,8 +182,8 @@ class Worker:
                 if not found.events:
                     break
                 for event in found.events[: events - done]:
-                    message = sns_message(feed, event)
-                    sns.publish(TopicArn=topic, Message=message.body, MessageAttributes=message.sns_attributes)
+                    message = sink_message(feed, event)
+                    sns.publish(TopicArn=topic, Message=message.body, MessageAttributes=message.message_attributes)
                     table.update_item(
                         Key={"feed": feed.id},
                         UpdateExpression="SET #position = :position",

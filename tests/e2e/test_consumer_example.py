@@ -15,10 +15,10 @@ from typing import Any
 import boto3
 import pytest
 
-from kontur_relay.aws.offload import PayloadOffloader
-from kontur_relay.aws.sns import SnsPublisher
-from kontur_relay.aws.sns_message import POINTER_CLASS
 from kontur_relay.domain.model import Feed
+from kontur_relay.sinks.message import POINTER_CLASS
+from kontur_relay.sinks.offload import PayloadOffloader
+from kontur_relay.sinks.sns import SnsPublisher
 from local_stack.context import LocalContext
 from local_stack.template import ROOT, Stack, provision
 from tests.conftest import load_handler
