@@ -67,6 +67,7 @@ def start(options: Options, resources: ExitStack, out: Callable[[str], None]) ->
         "dynamodb": boto3.client("dynamodb"),
         "sns": boto3.client("sns"),
         "sqs": boto3.client("sqs"),
+        "events": boto3.client("events"),
         "s3": boto3.client("s3"),
         "secretsmanager": boto3.client("secretsmanager"),
     }
