@@ -164,8 +164,9 @@ class SigningKeys:
 def from_env(env: Env) -> WebhookPublisher:
     """The endpoint WEBHOOK_URL, signed with the secret WEBHOOK_SECRET, WEBHOOK_BATCH_SIZE events a
     request, offloading to PAYLOAD_BUCKET."""
+    url = secure_url(env.text("WEBHOOK_URL"), "WEBHOOK_URL")  # before anything is read for it
     return WebhookPublisher(
-        env.text("WEBHOOK_URL"),
+        url,
         SigningKeys(env.text("WEBHOOK_SECRET")),
         batch_size=env.whole("WEBHOOK_BATCH_SIZE", MAX_BATCH_EVENTS, high=MAX_BATCH_EVENTS),
         offloader=offloader(env),
