@@ -94,4 +94,3 @@ def describe(receiver: WebhookReceiver) -> str:
         f"webhook receiver: {len(receiver.deliveries)} requests verified ({taken} events), "
         f"{len(receiver.refused)} refused, faults served {len(receiver.faults.served)}"
     )
-

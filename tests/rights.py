@@ -141,7 +141,8 @@ def _note(function: str, service: str, operation: str, params: dict[str, Any]) -
     name = str(params.get(RESOURCE_PARAMETERS.get(service, ""), ""))
     if service == "events":
         # PutEvents names its bus in each entry.
-        name = str(next(iter(params.get("Entries", [])), {}).get("EventBusName", ""))
+        entries: list[dict[str, Any]] = params.get("Entries", [])
+        name = str(entries[0].get("EventBusName", "")) if entries else ""
     variable = next((key for key, value in os.environ.items() if value == name and name), None)
     key = None
     if service == "dynamodb":
