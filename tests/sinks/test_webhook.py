@@ -100,3 +100,13 @@ def test_a_secret_that_is_not_base64_is_refused_without_showing_it(aws) -> None:
 def test_a_webhook_url_in_clear_is_refused() -> None:
     with pytest.raises(ConfigurationError, match="WEBHOOK_URL must be an https:// URL"):
         webhook.from_env(Env({"WEBHOOK_URL": "http://erp.example/kontur", "WEBHOOK_SECRET": "arn"}))
+
+
+def test_a_page_goes_in_one_request_whatever_its_groups(sink: WebhookHarness) -> None:
+    # A request is taken or refused as a whole, so its events keep their order without splitting
+    # the page by docflow as a FIFO call is split.
+    page = events(20, groups=3)
+
+    sink.publisher().publish(EXTERN, page)
+
+    assert [[event["id"] for event in d.events] for d in sink.receiver.deliveries] == [[e.id for e in page]]

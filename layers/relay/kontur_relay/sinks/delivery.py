@@ -2,8 +2,9 @@
 
 A page is split into calls by the sink's count and byte limits, in the page's order, and sent: in
 parallel where the sink promises no order, one call after another where it does (FIFO queues and
-topics, the webhook). An ordered sink's call holds at most one message of each group, so that an
-entry the sink refused is sent again before any later message of its group goes out. Refused
+topics, the webhook). Where an ordered sink may take part of a call (FIFO), a call holds at most one
+message of each group, so that an entry it refused is sent again before any later message of its
+group goes out; a webhook request is taken or refused whole, so it needs no such split. Refused
 entries are retried with growing, jittered pauses until the sink takes them; an entry refused as
 the sender's fault, or still refused when the attempts are spent, ends the page in a PublishError,
 and the cursor stays. A sink adapter supplies only what differs: its limits, how it measures a
@@ -113,6 +114,8 @@ class Delivery:
         limits: Limits,
         *,
         ordered: bool,
+        #: The sink may take part of a call: an ordered one then gets one message of a group a call.
+        partial: bool = True,
         measure: Callable[[Message], int] = size_of,
         parallel: int = 10,
         attempts: int = 5,
@@ -124,6 +127,7 @@ class Delivery:
         self.send = send
         self.limits = limits
         self.ordered = ordered
+        self.one_per_group = ordered and partial
         self.measure = measure
         self.parallel = 1 if ordered else parallel
         self.attempts = attempts
@@ -134,7 +138,7 @@ class Delivery:
 
     def deliver(self, messages: Sequence[Message]) -> None:
         chunks = list(
-            batches(messages, self.limits, sink=self.sink, measure=self.measure, distinct_groups=self.ordered)
+            batches(messages, self.limits, sink=self.sink, measure=self.measure, distinct_groups=self.one_per_group)
         )
         if self._pool is None or len(chunks) == 1:
             for chunk in chunks:

@@ -92,6 +92,7 @@ class WebhookPublisher:
             self._send,
             Limits(batch_size, MAX_BODY_BYTES - 1),
             ordered=True,
+            partial=False,
             measure=measure,
             attempts=attempts,
             base_delay=base_delay,
