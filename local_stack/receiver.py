@@ -23,8 +23,9 @@ from local_stack.simulators.base import Request, Response, Simulator
 from local_stack.simulators.faults import Fault
 
 PATH = "/events"
-#: What ``--webhook-faults`` serves at random: a receiver that is down, overloaded, or slow.
-RECEIVER_FAULTS = (Fault.server_error(503), Fault.server_error(500), Fault.throttle(retry_after=1), Fault.slow(12.0))
+#: What ``--webhook-faults`` serves at random: a receiver that is down, overloaded, or slow (within
+#: the relay's 10 s read timeout: a scaled run of the local stack is only seconds long).
+RECEIVER_FAULTS = (Fault.server_error(503), Fault.server_error(500), Fault.throttle(retry_after=1), Fault.slow(3.0))
 
 
 @dataclass(frozen=True)

@@ -231,15 +231,13 @@ class Stack:
         """A schedule's State (a feed switched off by its parameter has a DISABLED one)."""
         return str(self.resolve(schedule.get("State", "ENABLED"))) != "DISABLED"
 
-    def event_topics(self) -> list[str]:
-        """The topics the functions publish events to (named in an environment), not the alarms' topic."""
-        globals_ = self.doc.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {})
-        named = [globals_] + [
-            resource["Properties"].get("Environment", {}).get("Variables", {})
-            for _, resource in self.resources("AWS::Serverless::Function")
-        ]
-        refs = {value.get("Ref") for variables in named for value in variables.values() if isinstance(value, dict)}
-        return [logical_id for logical_id, _ in self.resources("AWS::SNS::Topic") if logical_id in refs]
+    def sink(self) -> tuple[str, dict[str, str]]:
+        """The sink the pollers deliver to (their SINK) and their environment, which names it (the
+        topic, bus, queue or webhook); resolvable once the stack's resources exist."""
+        for function in self.functions():
+            if "SINK" in function.environment:
+                return function.environment["SINK"], function.environment
+        raise ValueError("no function of template.yaml has a SINK")
 
     def function(self, logical_id: str) -> Function:
         return next(f for f in self.functions() if f.logical_id == logical_id)
