@@ -13,12 +13,16 @@ from datetime import UTC, datetime
 import pytest
 from standardwebhooks import Webhook
 
+from kontur_relay.domain.engine import Outcome, Relay
 from kontur_relay.domain.errors import ConfigurationError, PublishError
+from kontur_relay.domain.lease import LEASE_SECONDS
 from kontur_relay.observability import metrics
 from kontur_relay.settings import Env
 from kontur_relay.sinks import webhook
+from local_stack.receiver import WebhookReceiver
+from tests.fakes import FakeClock, FakeCursorStore, FakeSource
 from tests.sinks.harness import WebhookHarness
-from tests.sinks.test_contract import EXTERN, events
+from tests.sinks.test_contract import EXTERN, events, run
 
 
 def new_secret() -> str:
@@ -110,3 +114,23 @@ def test_a_page_goes_in_one_request_whatever_its_groups(sink: WebhookHarness) ->
     sink.publisher().publish(EXTERN, page)
 
     assert [[event["id"] for event in d.events] for d in sink.receiver.deliveries] == [[e.id for e in page]]
+
+
+def test_a_receiver_that_is_down_holds_the_cursor_and_gets_every_event_once_it_is_back(sink: WebhookHarness) -> None:
+    clock, source = FakeClock(), FakeSource(20, page_size=10)
+    store = FakeCursorStore(clock=clock)
+    down = WebhookReceiver(sink.secret).start()
+    endpoint = down.endpoint
+    down.stop()  # nothing listens there any more: every connection is refused
+    publisher = sink.publisher()
+    publisher.url = endpoint  # type: ignore[attr-defined]
+
+    with pytest.raises(PublishError, match="did not accept 10 of 10 messages after 5 attempts"):
+        run(Relay(EXTERN, source, publisher, store, safety_margin=30, clock=clock), clock)
+    assert store.load(EXTERN.id).position is None, "the cursor waits for the receiver"
+    assert len(sink.sleeps) == 4, "retried with pauses between the attempts"
+
+    publisher.url = sink.receiver.endpoint  # type: ignore[attr-defined]
+    clock.advance(LEASE_SECONDS + 1)
+    assert run(Relay(EXTERN, source, publisher, store, safety_margin=30, clock=clock), clock) is Outcome.CAUGHT_UP
+    assert sink.ids() == source.ids
