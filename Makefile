@@ -11,13 +11,14 @@ BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(if $(PY313_BIN),$(PY313_BIN):)$(PATH)
 
 DURATION ?=
+SINK ?=
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
 .PHONY: help deps check-java lock run test test-fast lint bench bench-scale bench-diadoc openapi parameters docs build deploy consumer-build consumer-deploy proto clean
 
 help:
-	@echo "make run [DURATION=30]  the relay on an embedded local stack (no AWS, no Kontur account); its URLs in .local/endpoints.json"
+	@echo "make run [DURATION=30] [SINK=sns|eventbridge|sqs|webhook]  the relay on an embedded local stack (no AWS, no Kontur account); its URLs in .local/endpoints.json"
 	@echo "make test               every test, the linters and the template checks"
 	@echo "make test-fast          the unit tests, in seconds: the inner loop"
 	@echo "make lint               ruff and mypy"
@@ -63,7 +64,7 @@ node_modules/.installed: package.json
 	touch $@
 
 run: check-java deps
-	$(BIN)/python -m local_stack $(if $(DURATION),--duration $(DURATION)) $(RUN_ARGS)
+	$(BIN)/python -m local_stack $(if $(DURATION),--duration $(DURATION)) $(if $(SINK),--sink $(SINK)) $(RUN_ARGS)
 
 test: check-java deps
 	$(BIN)/ruff check .

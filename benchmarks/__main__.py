@@ -33,6 +33,8 @@ from local_stack.template import Stack, provision
 #: Lambda on arm64, per GB-second (us-east-1, first tier) and per million requests.
 ARM64_GB_SECOND = 0.0000133334
 KINDS = ("relay", "relay_moto", "read", "naive")
+#: The relay to each other sink's stand-in, at one core ("relay" is SNS's).
+SINK_KINDS = ("eventbridge", "sqs", "webhook")
 MEMORY_SIZES = (256, 512, 1024, 1769)
 #: PollIntervalSeconds measured for latency: the sub-minute option, and the schedule alone.
 LATENCY_INTERVALS = (5.0, 60.0)
@@ -129,7 +131,7 @@ def measure(args: argparse.Namespace) -> Results:
         dynamodb = stack.enter_context(dynamodb_local())
         moto = stack.enter_context(rig.moto())
         kontur = stack.enter_context(rig.kontur(args.events, args.event_bytes))
-        sns_url = stack.enter_context(rig.sns_stand_in())
+        sns_url = stack.enter_context(rig.sink_stand_in())
         os.environ.update(aws_environment(moto, dynamodb))
         clients = {name: boto3.client(name) for name in ("dynamodb", "sns", "sqs", "s3", "secretsmanager")}
         provisioned = provision(Stack(name=f"bench{uuid.uuid4().hex[:6]}"), clients)
@@ -139,6 +141,8 @@ def measure(args: argparse.Namespace) -> Results:
         results.throttle = next((w.throttle.method for w in running if w.throttle is not None), "none")
         print(f"  services up in {time.perf_counter() - started:.0f} s; CPU share by {results.throttle}", flush=True)
         running[0].ask("relay", max(args.pages), args.events)  # warm up: pools, the JVM's JIT, moto
+        for kind in SINK_KINDS:  # and each sink's client (SQS reads the queue's limit once)
+            running[1].ask(kind, max(args.pages), args.events)
         for worker in running:
             worker.ask("naive", min(args.pages), 5)
 
@@ -146,6 +150,7 @@ def measure(args: argparse.Namespace) -> Results:
             print(running[0].ask("profile", 100, args.events, args.profile), flush=True)
         plan = [(worker, kind, page) for worker in running[: len(limits)] for kind in KINDS for page in args.pages]
         plan += [(worker, "relay", 100) for worker in running[len(limits) :]]  # the memory sizes' table
+        plan += [(running[1], kind, page) for kind in SINK_KINDS for page in args.pages]
         for round_ in range(args.rounds):
             shift = round_ * 7 % len(plan)
             began = time.perf_counter()
@@ -202,6 +207,7 @@ def report(args: argparse.Namespace, results: Results) -> list[bool]:
         "message and so, on this machine, sets that column's pace. CPU ms/event: the relay's process."
     )
     print(f"CPU share emulated by {results.throttle} (one vCPU = {1769} MB, as Lambda allots it).")
+    print_sinks(args, results)
 
     if args.memory_table:
         print()
@@ -265,6 +271,27 @@ def report(args: argparse.Namespace, results: Results) -> list[bool]:
     print(f"  (to moto's server on one core, the relay {median(results.ratio(one, 'relay_moto', 'read', 100)):.2f}x)")
     print(f"Load average at the start {results.load_before}, at the end {_load()}.")
     return [passed for _, passed, _ in targets]
+
+
+def print_sinks(args: argparse.Namespace, results: Results) -> None:
+    """Each sink's relay against reading alone, at one core, the same page sizes and round trips."""
+    one = one_core().name
+    print()
+    print("Per sink, one core: the relay to each sink's stand-in (the same 20 ms a call), events/s and CPU")
+    header = f"{'sink':<12} {'page':>4}  {'relay':>17} {'relay/reading':>13} {'CPU ms/event':>17}"
+    print(header)
+    print("-" * len(header))
+    for sink, kind in [("sns", "relay"), *((name, name) for name in SINK_KINDS)]:
+        for page in args.pages:
+            print(
+                f"{sink:<12} {page:>4}  {spread(results.rates(one, kind, page)):>17} "
+                f"{median(results.ratio(one, kind, 'read', page)):>12.2f}x "
+                f"{spread(results.cpu_ms(one, page, kind), 2):>17}"
+            )
+    print(
+        "sns, eventbridge, sqs: 10 entries a call, calls in parallel; webhook: a page in requests of up to 100\n"
+        "events, one after another, each signed (HMAC-SHA256)."
+    )
 
 
 def print_latency(args: argparse.Namespace, latency: dict[float, Latency]) -> None:

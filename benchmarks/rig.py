@@ -1,7 +1,7 @@
 """The services a benchmark measures against, each in a process of its own so that none of them
-spends the measured process's CPU: DynamoDB Local (Java), moto's server (SNS, SQS), an SNS stand-in
-that costs only its round trip (``benchmarks.sns``), and Kontur (the identity and Extern simulators
-over HTTP, plus a small control server to generate events)."""
+spends the measured process's CPU: DynamoDB Local (Java), moto's server (SNS, SQS), a stand-in for
+every sink that costs only its round trip (``benchmarks.sinks``), and Kontur (the identity and
+Extern simulators over HTTP, plus a small control server to generate events)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from typing import Any
 
 import requests
 
-from benchmarks.sns import serve_sns
+from benchmarks.sinks import serve_sinks
 from local_stack.services import moto_server
 from local_stack.simulators.base import Request, Response, Simulator
 from local_stack.simulators.extern import ExternSimulator
@@ -145,9 +145,9 @@ def moto() -> Any:
     return in_a_process(_serve_moto, what="moto server")
 
 
-def sns_stand_in() -> Any:
-    """SNS's round trip and nothing else, over HTTP in a process of its own (``benchmarks.sns``)."""
-    return in_a_process(serve_sns, SNS_CALL_SECONDS, what="SNS stand-in")
+def sink_stand_in() -> Any:
+    """Each sink's round trip and nothing else, over HTTP in a process of its own (``benchmarks.sinks``)."""
+    return in_a_process(serve_sinks, SNS_CALL_SECONDS, what="sink stand-in")
 
 
 class RoundTrips:

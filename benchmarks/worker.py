@@ -22,10 +22,9 @@ import boto3
 from benchmarks.cpu import Limit
 from benchmarks.latency import Latency, VirtualClock, measure_latency
 from benchmarks.rig import DYNAMODB_CALL_SECONDS, SNS_CALL_SECONDS, Kontur, RoundTrips
+from benchmarks.sinks import WEBHOOK_PATH
 from kontur_relay import wiring
 from kontur_relay.aws.cursors import DynamoCursorStore
-from kontur_relay.aws.sns import SnsPublisher
-from kontur_relay.aws.sns_message import sns_message
 from kontur_relay.domain.engine import Cadence, Outcome, Relay
 from kontur_relay.domain.model import Feed
 from kontur_relay.domain.ports import Publisher
@@ -34,7 +33,12 @@ from kontur_relay.kontur import client
 from kontur_relay.kontur.auth import StaticCredential
 from kontur_relay.kontur.session import session as http_session
 from kontur_relay.observability import metrics
+from kontur_relay.settings import Env
+from kontur_relay.sinks import eventbridge, sns, sqs, webhook
+from kontur_relay.sinks.message import message as sink_message
+from kontur_relay.sinks.sns import SnsPublisher
 
+_TOPIC = "arn:aws:sns:us-east-1:123456789012:"
 #: What a DynamoDB call that writes is called: an idle tick must make none of them.
 WRITES = frozenset({"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"})
 
@@ -46,7 +50,7 @@ class Setup:
     kontur: Kontur
     table: str
     limit: Limit
-    #: The SNS stand-in's endpoint (``benchmarks.sns``): the relay's own pace, as against AWS.
+    #: The sinks' stand-in's endpoint (``benchmarks.sinks``): the relay's own pace, as against AWS.
     sns_url: str
     publisher_threads: int | None = None
 
@@ -75,9 +79,10 @@ class Worker:
         # The deployed clients (wiring's configuration). SNS is the stand-in, whose server holds
         # each call for its round trip; moto's, for comparison, with the round trip added here.
         os.environ["AWS_ENDPOINT_URL_SNS"] = setup.sns_url
-        self.publisher = self._threads(wiring.publisher("arn:aws:sns:us-east-1:123456789012:stand-in"))
+        self.publisher = self._threads(sns.from_env(Env({"EVENTS_TOPIC_ARN": f"{_TOPIC}stand-in"})))
         del os.environ["AWS_ENDPOINT_URL_SNS"]
-        self.to_moto = self._threads(wiring.publisher("arn:aws:sns:us-east-1:123456789012:none"))
+        self.sinks = other_sinks(setup.sns_url)
+        self.to_moto = self._threads(sns.from_env(Env({"EVENTS_TOPIC_ARN": f"{_TOPIC}none"})))
         self.sns_trips.attach(self.to_moto.client)
         self.store = wiring.cursor_store(setup.table)
         self.dynamodb_trips.attach(self.store.table.meta.client)
@@ -112,11 +117,11 @@ class Worker:
         events = work()
         return Sample(events, time.perf_counter() - started, time.process_time() - cpu_started)
 
-    def relay(self, page: int, events: int, *, to_moto: bool = False) -> Sample:
-        publisher = self.publisher
+    def relay(self, page: int, events: int, *, to_moto: bool = False, sink: str = "sns") -> Sample:
+        publisher: Publisher = self.publisher if sink == "sns" else self.sinks[sink]
         if to_moto:
+            self.to_moto.topic_arn = self._topic()
             publisher = self.to_moto
-            publisher.topic_arn = self._topic()
         relay = Relay(self._feed(), ExternSource(self.api, take=page), publisher, self.store, safety_margin=0)
 
         def run() -> int:
@@ -143,6 +148,15 @@ class Worker:
         stats.strip_dirs().sort_stats("tottime").print_stats(top)
         stats.sort_stats("cumulative").print_stats(top)
         return f"{events} events, page {page}\n" + text.getvalue()
+
+    def eventbridge(self, page: int, events: int) -> Sample:
+        return self.relay(page, events, sink="eventbridge")
+
+    def sqs(self, page: int, events: int) -> Sample:
+        return self.relay(page, events, sink="sqs")
+
+    def webhook(self, page: int, events: int) -> Sample:
+        return self.relay(page, events, sink="webhook")
 
     def relay_moto(self, page: int, events: int) -> Sample:
         """The relay publishing to moto's server, whose own CPU per message sets the pace here."""
@@ -179,8 +193,8 @@ class Worker:
                 if not found.events:
                     break
                 for event in found.events[: events - done]:
-                    message = sns_message(feed, event)
-                    sns.publish(TopicArn=topic, Message=message.body, MessageAttributes=message.sns_attributes)
+                    message = sink_message(feed, event)
+                    sns.publish(TopicArn=topic, Message=message.body, MessageAttributes=message.message_attributes)
                     table.update_item(
                         Key={"feed": feed.id},
                         UpdateExpression="SET #position = :position",
@@ -229,6 +243,23 @@ class Worker:
             )
 
         return measure_latency(self.kontur, container, minutes=minutes, per_second=per_second, seed=seed)
+
+
+def other_sinks(url: str) -> dict[str, Publisher]:
+    """The other sinks as the pollers build them (their modules' ``from_env``), all at the stand-in."""
+    variables = {"AWS_ENDPOINT_URL_EVENTBRIDGE": url, "AWS_ENDPOINT_URL_SQS": url}
+    os.environ.update(variables)
+    try:
+        built: dict[str, Publisher] = {
+            "eventbridge": eventbridge.from_env(Env({"EVENT_BUS_NAME": "bench"})),
+            "sqs": sqs.from_env(Env({"EVENTS_QUEUE_URL": f"{url}/123456789012/bench"})),
+        }
+    finally:
+        for name in variables:
+            del os.environ[name]
+    # The signing secret's value, as the pollers read it from Secrets Manager (once, then cached).
+    built["webhook"] = webhook.WebhookPublisher(url + WEBHOOK_PATH, lambda: [b"bench-signing-key-of-24-b"])
+    return built
 
 
 def serve(connection: Connection, setup: Setup) -> None:

@@ -20,8 +20,8 @@ from local_stack import endpoints, feeds
 from local_stack.admin_client import AdminClient
 from local_stack.cli import Options
 from local_stack.constants import LOOPBACK
+from local_stack.consumers import start_consumer, start_receiver
 from local_stack.feeds import FeedKit, FrontContext
-from local_stack.queues import DemoQueue, QueueConsumer, create_demo_queues, delete_demo_queues
 from local_stack.real import deployed, real_kontur, write_back_rotated
 from local_stack.runtime import LOG_DIR, FeedRun, Runtime
 from local_stack.scheduler import FunctionRunner, Invocation, Scheduler, lambda_environment
@@ -67,9 +67,11 @@ def start(options: Options, resources: ExitStack, out: Callable[[str], None]) ->
         "dynamodb": boto3.client("dynamodb"),
         "sns": boto3.client("sns"),
         "sqs": boto3.client("sqs"),
+        "events": boto3.client("events"),
         "s3": boto3.client("s3"),
         "secretsmanager": boto3.client("secretsmanager"),
     }
+    receiver = start_receiver(options, options.parameters, resources, out)
     stack = evaluate_stack(options, runs, clients, out, header)
 
     # Functions resolve only once their resources exist; the margin scales with the clock.
@@ -82,9 +84,11 @@ def start(options: Options, resources: ExitStack, out: Callable[[str], None]) ->
             stack.parameters[name] = f"{float(stack.parameters[name]) / speed:g}"
     functions = {function.logical_id: function for function in stack.functions()}
 
-    consumer = start_demo_queues(options, stack, runs, clients, resources)
-    if consumer is not None:
-        header.append("demo queues: " + ", ".join(queue.name for queue in consumer.queues))
+    consumer = start_consumer(options, stack, runs, clients, resources, receiver=receiver)
+    if receiver is not None:
+        header.append(f"webhook receiver: {receiver.endpoint}, verifying signatures")
+    elif consumer is not None:
+        header.append(f"demo queues ({stack.sink()[0]}): " + ", ".join(queue.name for queue in consumer.queues))
     runners, scheduled = make_runners(options, stack, functions, runs, speed)
 
     runtime = Runtime(
@@ -153,7 +157,7 @@ def local_aws(out: Callable[[str], None]) -> Iterator[None]:
         dynamodb = stack.enter_context(dynamodb_local())
         moto = stack.enter_context(moto_server())
         os.environ.update(aws_environment(moto, dynamodb))
-        out(f"  DynamoDB Local {dynamodb}, moto (SNS, SQS, Secrets Manager) {moto}")
+        out(f"  DynamoDB Local {dynamodb}, moto (SNS, SQS, EventBridge, S3, Secrets Manager) {moto}")
         yield
         out("stopping moto and DynamoDB Local ...")
 
@@ -189,29 +193,6 @@ def speed_for(options: Options, functions: Sequence[Function]) -> float:
         return options.speed
     periods = [schedule.seconds for function in functions for schedule in function.schedules]
     return (min(periods) if periods else 60.0) / options.period
-
-
-def start_demo_queues(
-    options: Options, stack: Stack, runs: Sequence[FeedRun], clients: dict[str, Any], resources: ExitStack
-) -> QueueConsumer | None:
-    """On every events topic, a queue with no filter and one per feed with its example filter, drained."""
-    wanted = options.demo_queues if options.demo_queues is not None else options.aws == "local"
-    if not wanted:
-        return None
-    # In a real account the queues are this run's own, and deleted at its end.
-    suffix = "" if options.aws == "local" else f"-{os.getpid()}"
-    demo: list[DemoQueue] = []
-    for logical_id in stack.event_topics():
-        prefix = f"{stack.name}-demo{suffix}" + ("" if logical_id == "EventsTopic" else f"-{logical_id}")
-        filters = [(f"{run.kit.feed}-filtered", run.kit.example_filter) for run in runs]
-        created = create_demo_queues(clients["sns"], clients["sqs"], stack.physical[logical_id], prefix, filters)
-        if options.aws == "real":
-            resources.callback(delete_demo_queues, clients["sns"], clients["sqs"], created)
-        demo.extend(created)
-    consumer = QueueConsumer(clients["sqs"], demo)
-    consumer.start()
-    resources.callback(consumer.stop)
-    return consumer
 
 
 def make_runners(

@@ -27,6 +27,8 @@ class Options:
     simulation: SimulationOptions = field(default_factory=SimulationOptions)
     catch_up: float = 60.0
     demo_queues: bool | None = None
+    #: Share of the webhook receiver's requests that fail or come slowly (Sink webhook).
+    webhook_faults: float = 0.0
     view: str = "auto"
     log_level: str = "INFO"
 
@@ -59,6 +61,14 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         metavar="LIST",
         help=f"Diadoc's habits in the simulated traffic: all (default), none, or some of {','.join(NAMES)}",
     )
+    parser.add_argument(
+        "--sink",
+        choices=("sns", "eventbridge", "sqs", "webhook"),
+        help="where events go (the Sink parameter; default sns): the webhook to a local receiver",
+    )
+    parser.add_argument(
+        "--webhook-faults", type=float, default=0.0, help="share of webhook requests the receiver fails or slows"
+    )
     parser.add_argument("--catch-up", type=float, default=60.0, help="seconds allowed to catch up after --duration")
     queues = parser.add_mutually_exclusive_group()
     queues.add_argument(
@@ -79,6 +89,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         if not sep:
             parser.error(f"--parameter {item}: expected NAME=VALUE")
         parameters[name] = value
+    sink_parameters(parser, args, parameters)
     if args.aws == "real" and not args.stack_name:
         parser.error("--aws real needs --stack-name (the deployed stack)")
     if args.aws == "real" and args.kontur == "sim":
@@ -119,6 +130,17 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         ),
         catch_up=args.catch_up,
         demo_queues=args.demo_queues,
+        webhook_faults=args.webhook_faults,
         view=args.view,
         log_level=args.log_level,
     )
+
+
+def sink_parameters(parser: argparse.ArgumentParser, args: argparse.Namespace, parameters: dict[str, str]) -> None:
+    """--sink as the Sink parameter (a --parameter Sink=... given too wins), checked with its faults."""
+    if args.sink:
+        parameters.setdefault("Sink", args.sink)
+    if args.aws == "real" and args.sink:
+        parser.error("--aws real runs the deployed stack's sink; --sink is for the local stack")
+    if not 0 <= args.webhook_faults <= 1:
+        parser.error("--webhook-faults is a share between 0 and 1")

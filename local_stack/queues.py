@@ -1,8 +1,10 @@
-"""Demo SQS queues subscribed to the relay's topics, and the consumers that drain them.
+"""Demo SQS queues that take the relay's events, and the consumer that drains them.
 
-Each queue is read by a thread that records every message (the CloudEvents envelope inside the SNS
-notification, and its message attributes) and deletes it, so the live view can show what arrives
-and the summary can check that every generated event did.
+A queue is subscribed to the topic (SNS), targeted by a rule on the bus (EventBridge), or is the
+sink's own queue (SQS); the webhook's receiver hands its events to a queue without a URL. Each queue
+is read by a thread that records every message (the CloudEvents envelope inside the SNS notification
+or the EventBridge event, and the filter fields beside it) and deletes it, so the live view can show
+what arrives and the summary can check that every generated event did.
 """
 
 from __future__ import annotations
@@ -31,14 +33,16 @@ class Received:
 
 @dataclass
 class DemoQueue:
-    """A queue subscribed to a topic, with or without a filter policy."""
+    """A queue subscribed to a topic or targeted by a rule, with or without a filter policy."""
 
     name: str
     #: The short name the view shows: ``all``, ``extern-filtered``.
     label: str
+    #: Empty for the webhook receiver's record: nothing to drain, the receiver hands events over.
     url: str
     arn: str
-    topic_arn: str
+    #: The topic or bus it takes events from; empty for the sink's own queue and the receiver.
+    source_arn: str
     filter_policy: dict[str, Any] | None
     subscription_arn: str = ""
     received: Counter[tuple[str, str]] = field(default_factory=Counter)
@@ -78,6 +82,23 @@ def matches(policy: Mapping[str, Any], attributes: Mapping[str, str]) -> bool:
     return True
 
 
+def create_queue(sqs: Any, name: str, *, fifo: bool, service: str, source_arn: str) -> tuple[str, str]:
+    """A queue (URL, ARN) that ``service`` (``sns``, ``events``) may send to from ``source_arn``:
+    what a real account needs and moto ignores."""
+    url = sqs.create_queue(QueueName=name, Attributes={"FifoQueue": "true"} if fifo else {})["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    statement = {
+        "Effect": "Allow",
+        "Principal": {"Service": f"{service}.amazonaws.com"},
+        "Action": "sqs:SendMessage",
+        "Resource": arn,
+        "Condition": {"ArnEquals": {"aws:SourceArn": source_arn}},
+    }
+    policy = {"Version": "2012-10-17", "Statement": [statement]}
+    sqs.set_queue_attributes(QueueUrl=url, Attributes={"Policy": json.dumps(policy)})
+    return url, arn
+
+
 def create_demo_queues(
     sns: Any,
     sqs: Any,
@@ -91,23 +112,7 @@ def create_demo_queues(
     queues = []
     for label, policy in [("all", None), *filters]:
         name = f"{prefix}-{label}" + (".fifo" if fifo else "")
-        attributes = {"FifoQueue": "true"} if fifo else {}
-        url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
-        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        # The topic may deliver to the queue: what a real account needs and moto ignores.
-        policy_document = {
-            "Version": "2012-10-17",
-            "Statement": [
-                {
-                    "Effect": "Allow",
-                    "Principal": {"Service": "sns.amazonaws.com"},
-                    "Action": "sqs:SendMessage",
-                    "Resource": arn,
-                    "Condition": {"ArnEquals": {"aws:SourceArn": topic_arn}},
-                }
-            ],
-        }
-        sqs.set_queue_attributes(QueueUrl=url, Attributes={"Policy": json.dumps(policy_document)})
+        url, arn = create_queue(sqs, name, fifo=fifo, service="sns", source_arn=topic_arn)
         subscription_attributes = {"FilterPolicy": json.dumps(policy)} if policy else {}
         subscription = sns.subscribe(
             TopicArn=topic_arn,
@@ -128,14 +133,21 @@ def delete_demo_queues(sns: Any, sqs: Any, queues: Iterable[DemoQueue]) -> None:
         sqs.delete_queue(QueueUrl=queue.url)
 
 
-def parse(queue: str, body: str, at: float) -> Received | None:
-    """The relay message inside an SNS notification (or a raw delivery); None when it is neither."""
+def parse(queue: str, body: str | dict[str, Any], at: float) -> Received | None:
+    """The relay message inside an SNS notification or an EventBridge event, or delivered raw (the
+    sink's own queue, the webhook's events); None when it is none of them."""
     try:
-        outer = json.loads(body)
+        outer = json.loads(body) if isinstance(body, str) else body
         if isinstance(outer, dict) and outer.get("Type") == "Notification":
             envelope = json.loads(outer["Message"])
             attributes = {
                 name: str(value.get("Value")) for name, value in (outer.get("MessageAttributes") or {}).items()
+            }
+        elif isinstance(outer, dict) and "detail-type" in outer:
+            envelope = outer["detail"]["event"]
+            attributes = {
+                name: value if isinstance(value, str) else json.dumps(value)
+                for name, value in outer["detail"]["attributes"].items()
             }
         else:
             envelope, attributes = outer, {}
@@ -166,6 +178,8 @@ class QueueConsumer:
 
     def start(self) -> None:
         for queue in self.queues:
+            if not queue.url:
+                continue
             thread = threading.Thread(target=self._drain, args=(queue,), name=f"consume-{queue.name}", daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -186,6 +200,21 @@ class QueueConsumer:
             merged = [message for queue in self.queues for message in queue.recent]
         return sorted(merged, key=lambda message: message.at)[-count:]
 
+    def take(self, queue: DemoQueue, bodies: Iterable[str | dict[str, Any]]) -> None:
+        """Record what arrived on ``queue``: each message's body, or each event the receiver took."""
+        now = time.time()
+        with self._lock:
+            for body in bodies:
+                received = parse(queue.label, body, now)
+                if received is None:
+                    queue.unreadable += 1
+                    continue
+                queue.received[(received.feed, received.id)] += 1
+                if queue.filter_policy and not matches(queue.filter_policy, received.attributes):
+                    queue.outside_filter += 1
+                queue.recent.append(received)
+            self.last_message_at = time.monotonic()
+
     def _drain(self, queue: DemoQueue) -> None:
         while not self._stop.is_set():
             try:
@@ -203,18 +232,7 @@ class QueueConsumer:
             messages = answer.get("Messages", [])
             if not messages:
                 continue
-            now = time.time()
-            with self._lock:
-                for message in messages:
-                    received = parse(queue.label, message["Body"], now)
-                    if received is None:
-                        queue.unreadable += 1
-                        continue
-                    queue.received[(received.feed, received.id)] += 1
-                    if queue.filter_policy and not matches(queue.filter_policy, received.attributes):
-                        queue.outside_filter += 1
-                    queue.recent.append(received)
-                self.last_message_at = time.monotonic()
+            self.take(queue, [message["Body"] for message in messages])
             try:
                 self.sqs.delete_message_batch(
                     QueueUrl=queue.url,

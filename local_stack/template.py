@@ -1,15 +1,17 @@
 """template.yaml, read and evaluated for the local stack, so that local resources come from the
 same description as deployed ones, not from a second hand-kept copy.
 
-Only what the template uses is evaluated: Ref, Fn::Sub, Fn::If, Fn::GetAtt, Fn::Join, Fn::Equals,
-Fn::Not, Fn::And, Fn::Or and Condition. Resources are created in moto and DynamoDB Local by
-``provision``; functions, their environment and their schedules are read by the local scheduler.
+Only what the template uses is evaluated: Ref, Fn::Sub, Fn::If, Fn::GetAtt, Fn::Join, Fn::Select,
+Fn::Split, Fn::Equals, Fn::Not, Fn::And, Fn::Or and Condition. Resources are created in moto and
+DynamoDB Local by ``provision``; functions, their environment and their schedules are read by the local scheduler.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import secrets
+import string
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,6 +119,12 @@ class Stack:
             if key == "Fn::Join":
                 sep, items = arg
                 return sep.join(str(i) for i in self._value(items))
+            if key == "Fn::Split":
+                sep, text = arg
+                return str(self._value(text)).split(sep)
+            if key == "Fn::Select":
+                index, items = arg
+                return self._value(items)[int(index)]
             if key == "Fn::GetAtt":
                 logical, attribute = arg if isinstance(arg, list) else arg.split(".", 1)
                 return self.attributes[(logical, attribute)]
@@ -223,15 +231,13 @@ class Stack:
         """A schedule's State (a feed switched off by its parameter has a DISABLED one)."""
         return str(self.resolve(schedule.get("State", "ENABLED"))) != "DISABLED"
 
-    def event_topics(self) -> list[str]:
-        """The topics the functions publish events to (named in an environment), not the alarms' topic."""
-        globals_ = self.doc.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {})
-        named = [globals_] + [
-            resource["Properties"].get("Environment", {}).get("Variables", {})
-            for _, resource in self.resources("AWS::Serverless::Function")
-        ]
-        refs = {value.get("Ref") for variables in named for value in variables.values() if isinstance(value, dict)}
-        return [logical_id for logical_id, _ in self.resources("AWS::SNS::Topic") if logical_id in refs]
+    def sink(self) -> tuple[str, dict[str, str]]:
+        """The sink the pollers deliver to (their SINK) and their environment, which names it (the
+        topic, bus, queue or webhook); resolvable once the stack's resources exist."""
+        for function in self.functions():
+            if "SINK" in function.environment:
+                return function.environment["SINK"], function.environment
+        raise ValueError("no function of template.yaml has a SINK")
 
     def function(self, logical_id: str) -> Function:
         return next(f for f in self.functions() if f.logical_id == logical_id)
@@ -272,14 +278,15 @@ def provision_tables(stack: Stack, dynamodb: Any) -> dict[str, str]:
 
 
 def provision(stack: Stack, clients: Mapping[str, Any]) -> Stack:
-    """Create the template's tables, topics, queues, buckets and secrets through ``clients`` (by service
-    name: ``dynamodb``, ``sns``, ``sqs``, ``s3``, ``secretsmanager``) and record their names in ``stack``."""
+    """Create the template's tables, topics, queues, buses, buckets and secrets through ``clients`` (by
+    service name: ``dynamodb``, ``sns``, ``sqs``, ``events``, ``s3``, ``secretsmanager``) and record
+    their names in ``stack``."""
     provision_tables(stack, clients["dynamodb"])
     for logical_id, resource in stack.resources("AWS::SQS::Queue"):
         props = stack.resolve(resource.get("Properties", {}))
-        fifo = bool(props.get("FifoQueue"))
+        fifo = str(props.get("FifoQueue", "")).lower() == "true"
         name = props.get("QueueName") or f"{stack.name}-{logical_id}" + (".fifo" if fifo else "")
-        attributes = {"FifoQueue": "true"} if fifo else {}
+        attributes = {"FifoQueue": "true", "ContentBasedDeduplication": "false"} if fifo else {}
         url = clients["sqs"].create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
         stack.physical[logical_id] = url
         stack.attributes[(logical_id, "Arn")] = f"arn:aws:sqs:{REGION}:{ACCOUNT}:{name}"
@@ -293,6 +300,7 @@ def provision(stack: Stack, clients: Mapping[str, Any]) -> Stack:
         stack.physical[logical_id] = arn
         stack.attributes[(logical_id, "TopicName")] = name
         stack.attributes[(logical_id, "TopicArn")] = arn
+    provision_buses(stack, clients)
     for logical_id, _ in stack.resources("AWS::S3::Bucket"):
         # Bucket names are global and lower-case; the stack name keeps tests' buckets apart.
         name = f"{stack.name}-{logical_id}".lower()
@@ -302,6 +310,35 @@ def provision(stack: Stack, clients: Mapping[str, Any]) -> Stack:
     for logical_id, resource in stack.resources("AWS::SecretsManager::Secret"):
         props = stack.resolve(resource.get("Properties", {}))
         name = props.get("Name") or f"{stack.name}-{logical_id}"
-        arn = clients["secretsmanager"].create_secret(Name=name, SecretString=props.get("SecretString", "{}"))["ARN"]
+        value = generated(props["GenerateSecretString"]) if "GenerateSecretString" in props else None
+        value = value or props.get("SecretString", "{}")
+        arn = clients["secretsmanager"].create_secret(Name=name, SecretString=value)["ARN"]
         stack.physical[logical_id] = arn
     return stack
+
+
+def provision_buses(stack: Stack, clients: Mapping[str, Any]) -> None:
+    """The template's EventBridge buses, then their archives (which name a bus)."""
+    for logical_id, resource in stack.resources("AWS::Events::EventBus"):
+        name = str(stack.resolve(resource["Properties"]["Name"]))
+        arn = clients["events"].create_event_bus(Name=name)["EventBusArn"]
+        stack.physical[logical_id] = name
+        stack.attributes[(logical_id, "Arn")] = arn
+        stack.attributes[(logical_id, "Name")] = name
+    for logical_id, resource in stack.resources("AWS::Events::Archive"):
+        props = stack.resolve(resource["Properties"])
+        name = f"{stack.name}-{logical_id}"[:48]
+        arn = clients["events"].create_archive(
+            ArchiveName=name, EventSourceArn=props["SourceArn"], RetentionDays=int(props["RetentionDays"])
+        )["ArchiveArn"]
+        stack.physical[logical_id] = name
+        stack.attributes[(logical_id, "Arn")] = arn
+
+
+def generated(spec: Mapping[str, Any]) -> str:
+    """What GenerateSecretString makes of ``spec``, for the properties the template uses (a length,
+    no punctuation): letters and digits."""
+    if set(spec) - {"PasswordLength", "ExcludePunctuation"} or not spec.get("ExcludePunctuation"):
+        raise ValueError(f"GenerateSecretString {dict(spec)}: only a PasswordLength without punctuation is known here")
+    alphabet = string.ascii_letters + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(int(spec.get("PasswordLength", 32))))

@@ -55,7 +55,7 @@ def aws(monkeypatch: pytest.MonkeyPatch, moto_endpoint: str, dynamodb_endpoint: 
     """boto3 pointed at the local services through its own AWS_ENDPOINT_URL variables; clients by name."""
     for name, value in aws_environment(moto_endpoint, dynamodb_endpoint).items():
         monkeypatch.setenv(name, value)
-    return {name: boto3.client(name) for name in ("dynamodb", "sns", "sqs", "s3", "secretsmanager")}
+    return {name: boto3.client(name) for name in ("dynamodb", "sns", "sqs", "events", "s3", "secretsmanager")}
 
 
 @pytest.fixture

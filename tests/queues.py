@@ -11,7 +11,7 @@ import boto3
 import fastjsonschema
 
 from kontur_relay.aws.cursors import DynamoCursorStore
-from kontur_relay.aws.sns_message import POINTER_CLASS
+from kontur_relay.sinks.message import POINTER_CLASS
 from local_stack.template import ROOT, Stack
 
 validate_message = fastjsonschema.compile(json.loads((ROOT / "schemas" / "message.schema.json").read_text()))

@@ -37,13 +37,27 @@ class Call:
     attributes: frozenset[str] = frozenset()
     #: S3: the object's key.
     object_key: str | None = None
+    #: The sink the function was deployed with (its SINK; ``sqs-compatible`` with a queue endpoint):
+    #: its calls are judged against the template as that sink's parameters make it.
+    sink: str | None = None
 
 
 CALLS: list[Call] = []
 #: Operations whose IAM action is named otherwise.
-ACTIONS = {("sns", "PublishBatch"): "sns:Publish", ("s3", "HeadObject"): "s3:GetObject"}
+ACTIONS = {
+    ("sns", "PublishBatch"): "sns:Publish",
+    ("s3", "HeadObject"): "s3:GetObject",
+    ("sqs", "SendMessageBatch"): "sqs:SendMessage",
+}
 #: The parameter that names the resource, per service.
-RESOURCE_PARAMETERS = {"dynamodb": "TableName", "secretsmanager": "SecretId", "sns": "TopicArn", "s3": "Bucket"}
+RESOURCE_PARAMETERS = {
+    "dynamodb": "TableName",
+    "secretsmanager": "SecretId",
+    "sns": "TopicArn",
+    "s3": "Bucket",
+    "sqs": "QueueUrl",
+    "events": "EventBusName",
+}
 _WORDS = {"SET", "REMOVE", "ADD", "DELETE", "AND", "OR", "NOT", "IN", "BETWEEN"}
 
 
@@ -125,6 +139,10 @@ def _record(params: dict[str, Any], model: Any, **_: Any) -> None:
 
 def _note(function: str, service: str, operation: str, params: dict[str, Any]) -> None:
     name = str(params.get(RESOURCE_PARAMETERS.get(service, ""), ""))
+    if service == "events":
+        # PutEvents names its bus in each entry.
+        entries: list[dict[str, Any]] = params.get("Entries", [])
+        name = str(entries[0].get("EventBusName", "")) if entries else ""
     variable = next((key for key, value in os.environ.items() if value == name and name), None)
     key = None
     if service == "dynamodb":
@@ -140,9 +158,15 @@ def _note(function: str, service: str, operation: str, params: dict[str, Any]) -
         key=key,
         attributes=frozenset(_attributes(params)) if service == "dynamodb" else frozenset(),
         object_key=params.get("Key") if service == "s3" else None,
+        sink=deployed_sink(),
     )
     with _lock:
         CALLS.append(call)
+
+
+def deployed_sink() -> str | None:
+    sink = os.environ.get("SINK")
+    return "sqs-compatible" if sink == "sqs" and os.environ.get("EVENTS_QUEUE_ENDPOINT_URL") else sink
 
 
 def _attributes(params: dict[str, Any]) -> set[str]:

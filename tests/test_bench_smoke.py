@@ -3,6 +3,7 @@ and the cold-import measurement against a stand-in of what ``sam build`` packs."
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -33,6 +34,8 @@ def test_the_benchmark_runs_end_to_end_and_judges_every_target() -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     out = done.stdout
     assert "relay -> moto" in out
+    for sink in ("sns", "eventbridge", "sqs", "webhook"):
+        assert re.search(rf"^{sink} +100 +[\d,]+/", out, re.MULTILINE), f"no throughput of the {sink} sink"
     assert "0 DynamoDB writes" in out, "a caught-up feed's tick must write nothing"
     assert out.count("PASS") + out.count("FAIL") == 6
     assert "PollIntervalSeconds=5: runs" in out, "the latency of each minute, and how its runs ended"

@@ -10,13 +10,15 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from kontur_relay import wiring
-from kontur_relay.aws.offload import MAX_MESSAGE_BYTES, PayloadOffloader
-from kontur_relay.aws.sns import SnsPublisher
-from kontur_relay.aws.sns_message import POINTER_CLASS, sns_message
 from kontur_relay.domain.errors import PublishError
 from kontur_relay.domain.model import Feed, FeedEvent
 from kontur_relay.feeds.diadoc.kind import source_uri
+from kontur_relay.settings import Env
+from kontur_relay.sinks import sns
+from kontur_relay.sinks.message import POINTER_CLASS
+from kontur_relay.sinks.message import message as sink_message
+from kontur_relay.sinks.offload import PayloadOffloader
+from kontur_relay.sinks.sns import MAX_PAYLOAD_BYTES, SnsPublisher
 from local_stack.template import Stack
 from tests.queues import receive, subscribe
 
@@ -61,6 +63,11 @@ def page() -> list[FeedEvent]:
     return [event(0), event(1), event(2, pad=300_000), event(3), event(4)]
 
 
+def publisher(topic: str, bucket: str | None = None) -> SnsPublisher:
+    """The SNS sink as the pollers build it from their environment."""
+    return sns.from_env(Env({"EVENTS_TOPIC_ARN": topic, **({"PAYLOAD_BUCKET": bucket} if bucket else {})}))
+
+
 def objects(aws: dict[str, Any], bucket: str) -> list[str]:
     return [o["Key"] for o in aws["s3"].list_objects_v2(Bucket=bucket).get("Contents", [])]
 
@@ -70,10 +77,10 @@ def test_an_oversized_event_arrives_as_a_pointer_to_its_exact_bytes_and_its_neig
     queue = subscribe(aws, topic)
     filtered = subscribe(aws, topic, filter_policy={"message_type": ["Letter"], "type_named_id": ["Nonformalized"]})
     events = page()
-    big = sns_message(FEED, events[2])
-    assert big.size > MAX_MESSAGE_BYTES
+    big = sink_message(FEED, events[2])
+    assert big.size > MAX_PAYLOAD_BYTES
 
-    wiring.publisher(topic, bucket).publish(FEED, events)
+    publisher(topic, bucket).publish(FEED, events)
 
     for url in (queue, filtered):
         messages = receive(aws, url)  # pointers resolved from S3 as a consumer would
@@ -93,11 +100,11 @@ def test_an_oversized_event_arrives_as_a_pointer_to_its_exact_bytes_and_its_neig
 def test_a_republished_page_overwrites_its_payload_instead_of_adding_one(stack: Stack, aws):
     bucket, topic = stack.physical["PayloadBucket"], stack.physical["EventsTopic"]
     queue = subscribe(aws, topic)
-    publisher = wiring.publisher(topic, bucket)
+    sink = publisher(topic, bucket)
 
-    publisher.publish(FEED, page())
+    sink.publish(FEED, page())
     first = objects(aws, bucket)
-    publisher.publish(FEED, page())  # a crash before the cursor write: the same page once more
+    sink.publish(FEED, page())  # a crash before the cursor write: the same page once more
 
     assert objects(aws, bucket) == first
     messages = receive(aws, queue)
@@ -122,10 +129,9 @@ def test_a_payload_that_cannot_be_stored_fails_the_page_before_anything_is_publi
         aws["s3"].head_bucket(Bucket=missing)
 
 
-def test_without_a_payload_bucket_an_oversized_event_is_still_refused_whole(stack: Stack, aws, monkeypatch):
-    monkeypatch.delenv("PAYLOAD_BUCKET", raising=False)
+def test_without_a_payload_bucket_an_oversized_event_is_still_refused_whole(stack: Stack, aws):
     topic = stack.physical["EventsTopic"]
     queue = subscribe(aws, topic)
     with pytest.raises(PublishError, match="no payload bucket \\(PAYLOAD_BUCKET\\) is configured"):
-        wiring.publisher(topic).publish(FEED, page())
+        publisher(topic).publish(FEED, page())
     assert receive(aws, queue) == []

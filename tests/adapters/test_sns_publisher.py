@@ -17,12 +17,13 @@ from typing import TYPE_CHECKING, Any, cast
 import pytest
 from botocore.exceptions import ClientError
 
-from kontur_relay.aws import sns as sns_module
-from kontur_relay.aws.sns import MAX_PAYLOAD_BYTES, SnsPublisher
-from kontur_relay.aws.sns_message import SnsMessage, deduplication_id, sns_message
 from kontur_relay.domain.errors import PublishError
 from kontur_relay.domain.model import AttributeValue, Feed, FeedEvent
 from kontur_relay.feeds.extern.source import EXTERN_EVENT_TYPE
+from kontur_relay.sinks import delivery
+from kontur_relay.sinks.message import Message, deduplication_id
+from kontur_relay.sinks.message import message as sink_message
+from kontur_relay.sinks.sns import MAX_PAYLOAD_BYTES, SnsPublisher
 
 if TYPE_CHECKING:
     from mypy_boto3_sns import SNSClient
@@ -39,7 +40,7 @@ def message(
     pad: int = 0,
     ordering_key: str | None = None,
     attributes: Mapping[str, AttributeValue | None] | None = None,
-) -> SnsMessage:
+) -> Message:
     event_id = f"ev{index:04d}"
     event = FeedEvent(
         id=event_id,
@@ -50,10 +51,10 @@ def message(
         attributes=attributes or {},
         ordering_key=ordering_key,
     )
-    return sns_message(Feed(id=FEED, kind="extern", source_uri=SOURCE), event)
+    return sink_message(Feed(id=FEED, kind="extern", source_uri=SOURCE), event)
 
 
-def message_of_size(index: int, size: int) -> SnsMessage:
+def message_of_size(index: int, size: int) -> Message:
     """A message SNS counts as exactly ``size`` bytes (body and attributes)."""
     bare = message(index)
     padded = message(index, pad=size - bare.size)
@@ -352,7 +353,7 @@ def test_a_fifo_topic_keeps_each_docflow_in_order_and_a_republished_page_keeps_i
 
 
 def test_entries_sns_failed_are_retried_with_growing_backoff_until_accepted(aws, monkeypatch) -> None:
-    monkeypatch.setattr(sns_module.random, "uniform", lambda low, high: high)  # the backoff's ceiling
+    monkeypatch.setattr(delivery.random, "uniform", lambda low, high: high)  # the backoff's ceiling
     topic = subscribe(aws)
     flaky_ids = {"ev0003", "ev0007"}
     client = FailingEntries(
@@ -476,5 +477,5 @@ def test_an_attribute_with_what_sns_refuses_is_cleaned_and_the_body_keeps_the_ev
 
 def test_an_attribute_left_empty_by_cleaning_is_left_out() -> None:
     event = FeedEvent(id="0_1", type=EXTERN_EVENT_TYPE, data={}, attributes={"kpp": "\x00\ud800", "forms": ["\x02"]})
-    built = sns_message(Feed(id=FEED, kind="extern", source_uri=SOURCE), event)
+    built = sink_message(Feed(id=FEED, kind="extern", source_uri=SOURCE), event)
     assert set(built.attributes) == {"source", "feed", "event_type"}

@@ -5,6 +5,7 @@ and the consumer's handler gets real SQS messages in Lambda's batch shape."""
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 import shlex
@@ -15,10 +16,11 @@ from typing import Any
 import boto3
 import pytest
 
-from kontur_relay.aws.offload import PayloadOffloader
-from kontur_relay.aws.sns import SnsPublisher
-from kontur_relay.aws.sns_message import POINTER_CLASS
 from kontur_relay.domain.model import Feed
+from kontur_relay.observability import begin_run_trace
+from kontur_relay.sinks.message import POINTER_CLASS
+from kontur_relay.sinks.offload import PayloadOffloader
+from kontur_relay.sinks.sns import SnsPublisher
 from local_stack.context import LocalContext
 from local_stack.template import ROOT, Stack, provision
 from tests.conftest import load_handler
@@ -200,3 +202,19 @@ def test_the_example_builds_with_the_command_the_readmes_give_from_a_shell_witho
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     assert (build / "ConsumerFunction" / "app.py").is_file()
     assert (build / "ConsumerFunction" / "aws_lambda_powertools").is_dir(), "built without its requirements"
+
+
+def test_each_event_s_log_line_names_the_run_that_relayed_it(aws, consumer):
+    logger = consumer["app"].logger
+    logger.setLevel("INFO")  # the tests' environment logs warnings only
+    written = io.StringIO()
+    logger.registered_handler.setStream(written)
+    trace = begin_run_trace()
+    SnsPublisher(aws["sns"], consumer["topic"]).publish(
+        EXTERN, [make_event(1, docflow_type="urn:docflow:fns534-report")]
+    )
+
+    assert _drain(aws, consumer["app"], consumer["queue"]) == set()
+
+    lines = [json.loads(line) for line in written.getvalue().splitlines()]
+    assert [line.get("relayed_by") for line in lines if line["message"] == "event"] == [trace.traceparent]

@@ -4,6 +4,7 @@ environment -> SNS (moto) -> SQS queues subscribed to the topic; the cursor in D
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import time
 import uuid
@@ -127,7 +128,10 @@ def test_every_shared_event_reaches_the_topic_as_a_valid_message(stack, kontur, 
             "new_state": event["new-state"],
             "inn": event["inn"],
             "kpp": event.get("kpp"),
+            # The run's trace context, in the body and, where the attribute budget leaves room, beside it.
+            "traceparent": body["traceparent"],
         }
+        assert re.fullmatch(r"00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]", body["traceparent"])
         assert attributes(message) == {k: v for k, v in expected_attributes.items() if v is not None}
 
     filtered = bodies(receive(aws, reports))

@@ -29,7 +29,6 @@ from botocore.exceptions import ClientError
 
 from kontur_relay.aws.cursors import DynamoCursorStore
 from kontur_relay.aws.secrets import CredentialsSecret
-from kontur_relay.aws.sns import SnsPublisher
 from kontur_relay.domain.engine import Relay
 from kontur_relay.domain.errors import PublishError
 from kontur_relay.domain.model import CursorState, Feed, FeedEvent, Success
@@ -37,6 +36,7 @@ from kontur_relay.feeds.extern.auth import extern_authenticator
 from kontur_relay.feeds.extern.source import ExternSource, read_extern_error
 from kontur_relay.kontur import session as http
 from kontur_relay.kontur.client import KonturApi
+from kontur_relay.sinks.sns import SnsPublisher
 from local_stack.simulators.extern import ExternSimulator
 from local_stack.simulators.faults import Fault
 from local_stack.simulators.identity import IdentitySimulator

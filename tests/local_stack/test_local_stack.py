@@ -67,6 +67,22 @@ def test_make_run_delivers_everything_through_throttling_server_errors_and_expir
     assert survivors(marker) == []
 
 
+def test_make_run_with_the_webhook_sink_delivers_every_event_to_a_receiver_that_fails_and_slows_down():
+    code, text, marker = run_stack("--duration", "4", "--sink", "webhook", "--webhook-faults", "0.3")
+
+    assert code == 0, text
+    found = checks(text)
+    assert set(found) == {"extern", "diadoc"}, text
+    assert all(received == expected and missing == 0 for received, expected, missing in found.values())
+    receiver = re.search(
+        r"webhook receiver: (\d+) requests verified \(\d+ events\), (\d+) refused, faults served (\d+)", text
+    )
+    assert receiver, text
+    assert int(receiver.group(2)) == 0, "every request's signature verified"
+    assert int(receiver.group(3)) > 0, "the receiver failed or slowed some requests"
+    assert survivors(marker) == []
+
+
 def test_real_kontur_credentials_from_a_file_and_the_rotated_refresh_token_kept(tmp_path):
     """``--kontur real``: no simulator of the stack's own; Kontur here is a pair of simulators the test
     runs, reached only through the credentials file, whose refresh token rotates on use."""

@@ -53,14 +53,6 @@ def test_catch_up_ends_early_only_when_every_run_since_it_began_failed():
     assert not every_run_failing(_runtime(*[False] * FAILING_RUNS, started=now - 100), now)  # type: ignore[arg-type]
 
 
-def test_demo_queues_go_on_the_events_topic_not_the_alarms():
-    from local_stack.template import Stack  # noqa: PLC0415
-
-    stack = Stack()
-    assert stack.condition("CreateAlarmTopic")
-    assert stack.event_topics() == ["EventsTopic"]
-
-
 def test_the_safety_margin_leaves_moto_time_to_publish_yet_leaves_a_run_time_to_read():
     from local_stack.bringup import local_margin  # noqa: PLC0415
     from local_stack.template import Function  # noqa: PLC0415

@@ -80,6 +80,11 @@ REFUSED = [
     ({"ExternCredentialsSecretArn": "extern-credentials"}, "ExternCredentialsSecretArn"),
     ({"ExternPollSchedule": "every minute"}, "ExternPollSchedule"),
     ({"SecretsKmsKeyArn": "alias/relay"}, "SecretsKmsKeyArn"),
+    ({"Sink": "kafka"}, "Sink"),
+    ({"Sink": "webhook"}, "WebhookUrl"),
+    ({"Sink": "webhook", "WebhookUrl": "http://erp.example/kontur"}, "WebhookUrl"),
+    ({"Sink": "sqs", "QueueEndpointUrl": "https://message-queue.api.cloud.yandex.net"}, "QueueEndpointUrl"),
+    ({"EventArchiveDays": "a week"}, "EventArchiveDays"),
 ]
 
 
@@ -105,6 +110,16 @@ ACCEPTED = [
     {"AlarmEmail": "on-call@example.com"},
     {"ExternCredentialsSecretArn": "arn:aws:secretsmanager:eu-central-1:123456789012:secret:extern-AbCdEf"},
     {"SecretsKmsKeyArn": "arn:aws:kms:eu-central-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"},
+    {"Sink": "eventbridge", "EventBusName": "default", "EventArchiveDays": "30"},
+    {"Sink": "eventbridge", "EventBusName": "arn:aws:events:eu-central-1:123456789012:event-bus/edi"},
+    {"Sink": "sqs", "FifoQueue": "true"},
+    {
+        "Sink": "sqs",
+        "QueueEndpointUrl": "https://message-queue.api.cloud.yandex.net",
+        "QueueUrl": "https://message-queue.api.cloud.yandex.net/b1gvlrnlei4l5idm9cbj/dj6000000000jbk402ng/events",
+        "QueueCredentialsSecretArn": "arn:aws:secretsmanager:eu-central-1:123456789012:secret:yc-AbCdEf",
+    },
+    {"Sink": "webhook", "WebhookUrl": "https://erp.example/kontur/events", "WebhookBatchSize": "1"},
 ]
 
 

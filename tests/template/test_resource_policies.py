@@ -1,10 +1,12 @@
-"""The events topic and the payload bucket, as their resource policies decide, the template evaluated
-with ARNs of its own making: only the pollers publish, only named consumers read offloaded events,
-and neither takes a request without TLS."""
+"""The events topic, bus and queue and the payload bucket, as their resource policies decide, the
+template evaluated with ARNs of its own making: only the pollers publish, only named consumers read
+offloaded events, and none takes a request without TLS."""
 
 from __future__ import annotations
 
 from typing import Any
+
+import pytest
 
 from local_stack.constants import ACCOUNT
 from local_stack.template import Stack
@@ -80,3 +82,53 @@ def test_several_consumer_roles_are_each_a_reader():
     statements = _policy(stack, "PayloadBucketPolicy")
     for reader in (CONSUMER, second):
         assert decide(statements, "s3:GetObject", payload, _context(reader, TLS), reader) == "allowed"
+
+
+def test_only_the_pollers_put_events_on_the_stack_s_bus_and_only_over_tls():
+    stack = symbolic({"Sink": "eventbridge"})
+    bus = stack.attributes[("EventBus", "Arn")]
+    statements = list(stack.resolve(stack.doc["Resources"]["EventBus"]["Properties"]["Policy"])["Statement"])
+
+    for poller in POLLERS:
+        assert decide(statements, "events:PutEvents", bus, _context(poller, TLS), poller) == "allowed"
+        assert decide(statements, "events:PutEvents", bus, _context(poller, CLEAR), poller) == "denied"
+    for other in (OTHER, CONSUMER):
+        assert decide(statements, "events:PutEvents", bus, _context(other, TLS), other) == "denied", other
+    assert decide(statements, "events:PutEvents", bus, TLS) == "denied"
+    # Rules and targets are the account's own IAM's to decide.
+    assert decide(statements, "events:PutRule", bus, _context(CONSUMER, TLS), CONSUMER) == "silent"
+
+
+def test_only_the_pollers_send_to_the_stack_s_queue_and_nobody_reads_it_without_tls():
+    stack = symbolic({"Sink": "sqs"})
+    queue = stack.attributes[("EventsQueue", "Arn")]
+    statements = _policy(stack, "EventsQueuePolicy")
+    assert stack.resolve(stack.doc["Resources"]["EventsQueuePolicy"]["Properties"]["Queues"]) == [
+        stack.physical["EventsQueue"]
+    ]
+
+    for poller in POLLERS:
+        assert decide(statements, "sqs:SendMessage", queue, _context(poller, TLS), poller) == "allowed"
+        assert decide(statements, "sqs:SendMessage", queue, _context(poller, CLEAR), poller) == "denied"
+    for other in (OTHER, CONSUMER):
+        assert decide(statements, "sqs:SendMessage", queue, _context(other, TLS), other) == "denied", other
+    assert decide(statements, "sqs:ReceiveMessage", queue, _context(CONSUMER, TLS), CONSUMER) == "silent"
+    assert decide(statements, "sqs:ReceiveMessage", queue, _context(CONSUMER, CLEAR), CONSUMER) == "denied"
+
+
+#: What each sink brings into a deployment.
+SINK_RESOURCES = {
+    "sns": {"EventsTopic", "EventsTopicPolicy"},
+    "eventbridge": {"EventBus"},
+    "sqs": {"EventsQueue", "EventsQueuePolicy"},
+    "webhook": {"WebhookSecret"},
+}
+
+
+@pytest.mark.parametrize("sink", SINK_RESOURCES)
+def test_a_deployment_has_its_own_sink_s_resources_and_no_other_s(sink: str):
+    stack = symbolic({"Sink": sink, "WebhookUrl": "https://erp.example/kontur"})
+    kinds = {resource["Type"] for resource in stack.doc["Resources"].values()}
+    present = {logical_id for kind in kinds for logical_id, _ in stack.resources(kind)}
+
+    assert present & set().union(*SINK_RESOURCES.values()) == SINK_RESOURCES[sink]

@@ -188,7 +188,18 @@ def _statements(transformed: dict[str, Any]) -> Iterator[tuple[str, dict[str, An
         for document in documents:
             statements = document["Statement"]
             for statement in statements if isinstance(statements, list) else [statements]:
-                yield logical_id, statement
+                for branch in _branches(statement):
+                    yield logical_id, branch
+
+
+def _branches(statement: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """A statement, or each statement an Fn::If may make of it (a sink's, granted with that sink only)."""
+    if "Fn::If" not in statement:
+        yield statement
+        return
+    for branch in statement["Fn::If"][1:]:
+        if isinstance(branch, dict) and branch != {"Ref": "AWS::NoValue"}:
+            yield from _branches(branch)
 
 
 def _resource_texts(value: Any) -> Iterator[str]:
@@ -254,16 +265,31 @@ def test_roles_attach_no_managed_policy_beyond_what_sam_adds(transformed: dict[s
 
 def test_a_function_that_names_a_secret_may_read_that_secret(stack: Stack, functions) -> None:
     for logical_id, props in functions.items():
+        # Its own policies, and those of the policies attached to its role (the sink's).
+        attached = [
+            resource["Properties"]["PolicyDocument"]
+            for _, resource in resources(stack)
+            if resource["Type"] == "AWS::IAM::Policy"
+            and {"Ref": f"{logical_id}Role"} in resource["Properties"].get("Roles", [])
+        ]
         readable = [
             statement.get("Resource")
-            for policy in props.get("Policies", [])
+            for policy in [*props.get("Policies", []), *attached]
             if isinstance(policy, dict)
-            for statement in policy.get("Statement", [])
+            for wrapped in policy.get("Statement", [])
+            for statement in _branches(wrapped)
             if "secretsmanager:GetSecretValue" in statement.get("Action", [])
         ]
         for name, value in environment(stack, props).items():
             if name.endswith("_SECRET"):
-                assert value in readable, f"{logical_id} is told {name} but may not read it"
+                assert _when_set(value) in readable, f"{logical_id} is told {name} but may not read it"
+
+
+def _when_set(value: Any) -> Any:
+    """A variable's value where it is set at all (a sink's only with that sink)."""
+    if isinstance(value, dict) and "Fn::If" in value and value["Fn::If"][2] == {"Ref": "AWS::NoValue"}:
+        return _when_set(value["Fn::If"][1])
+    return value
 
 
 # -- pollers ----------------------------------------------------------------------------------------
@@ -296,6 +322,16 @@ def test_every_scheduled_function_sends_its_failed_runs_somewhere_and_is_not_ret
         )
 
 
+#: Each sink's variable naming where events go, and what it may name: the stack's own resource, or
+#: the parameter naming an existing one.
+SINK_TARGETS = {
+    "EVENTS_TOPIC_ARN": {"AWS::SNS::Topic"},
+    "EVENT_BUS_NAME": {"AWS::Events::EventBus", "EventBusName"},
+    "EVENTS_QUEUE_URL": {"AWS::SQS::Queue", "QueueUrl"},
+    "WEBHOOK_URL": {"WebhookUrl"},
+}
+
+
 def test_every_scheduled_function_is_told_where_cursors_and_events_go(stack: Stack, functions) -> None:
     kinds = {logical_id: resource["Type"] for logical_id, resource in resources(stack)}
     for logical_id in scheduled(stack, functions):
@@ -303,13 +339,30 @@ def test_every_scheduled_function_is_told_where_cursors_and_events_go(stack: Sta
         # A parameter may name the table instead (ExistingCursorsTable): the resource is still a table.
         tables = referenced(env.get("CURSORS_TABLE")) - set(stack.doc["Parameters"])
         assert {kinds.get(t) for t in tables} == {"AWS::DynamoDB::Table"}
-        assert {kinds.get(t) for t in referenced(env.get("EVENTS_TOPIC_ARN"))} == {"AWS::SNS::Topic"}
+        assert referenced(env.get("SINK")) == {"Sink"}
+        for variable, targets in SINK_TARGETS.items():
+            named = {kinds.get(t, t) for t in referenced(env.get(variable)) - {"AWS::NoValue"}}
+            assert named == targets, f"{logical_id}: {variable} names {named}"
+
+
+def test_the_pollers_are_told_the_same_sink(stack: Stack, functions) -> None:
+    """The two pollers each carry the sink's variables (the admin functions none): one list, twice."""
+    sink = {
+        name: value
+        for name, value in functions["ExternPollerFunction"]["Environment"]["Variables"].items()
+        if name == "SINK" or name.startswith(("EVENT", "WEBHOOK_"))
+    }
+    diadoc = functions["DiadocPollerFunction"]["Environment"]["Variables"]
+    assert {name: diadoc.get(name) for name in sink} == sink
+    for logical_id, props in functions.items():
+        if logical_id not in ("ExternPollerFunction", "DiadocPollerFunction"):
+            assert "SINK" not in environment(stack, props), f"{logical_id} is told the sink it never uses"
 
 
 def test_the_extern_poller_is_told_the_api_and_its_credentials(stack: Stack, functions) -> None:
     env = environment(stack, functions["ExternPollerFunction"])
 
-    for name in ("CURSORS_TABLE", "EVENTS_TOPIC_ARN", "EXTERN_API_URL", "EXTERN_CREDENTIALS_SECRET"):
+    for name in ("CURSORS_TABLE", "SINK", "EXTERN_API_URL", "EXTERN_CREDENTIALS_SECRET"):
         assert name in env, f"the Extern poller's environment lacks {name}"
     assert referenced(env["EXTERN_API_URL"]) == {"ExternApiUrl"}
     assert referenced(env["EXTERN_CREDENTIALS_SECRET"]) == {"ExternCredentials", "ExternCredentialsSecretArn"}

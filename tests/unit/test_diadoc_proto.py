@@ -17,7 +17,6 @@ import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
 from google.protobuf import runtime_version as protobuf_runtime
 
-from kontur_relay.aws.sns_message import sns_message
 from kontur_relay.domain.errors import MalformedPage
 from kontur_relay.domain.model import Feed
 from kontur_relay.feeds.diadoc import diadoc_events_pb2 as pb
@@ -28,6 +27,7 @@ from kontur_relay.feeds.diadoc.events import (
     parse_page,
     read_event,
 )
+from kontur_relay.sinks.message import message as sink_message
 from local_stack.template import ROOT
 
 LAYER = ROOT / "layers" / "relay"
@@ -394,7 +394,7 @@ def test_a_box_event_of_a_newer_kind_is_published_whole_not_stopped_at():
     raw = pb.BoxEvent(EventId="ev-9", IndexKey="k+9/=").SerializeToString() + b"\x2a\x03new"  # field 5
     read = read_event(raw, "box@diadoc.ru")
     message = json.loads(
-        sns_message(
+        sink_message(
             Feed(id="diadoc:box@diadoc.ru", kind="diadoc", source_uri="https://diadoc/boxes/box"), read.event
         ).body
     )

@@ -13,9 +13,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kontur_relay.aws.sns_message import MAX_OWN_ATTRIBUTES, deduplication_id, sns_message
 from kontur_relay.domain.model import Feed, FeedEvent
 from kontur_relay.feeds.extern.source import EXTERN_EVENT_TYPE, ExternSource
+from kontur_relay.sinks.message import MAX_OWN_ATTRIBUTES, deduplication_id
+from kontur_relay.sinks.message import message as sink_message
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "message.schema.json"
 validate = fastjsonschema.compile(json.loads(SCHEMA_PATH.read_text()))
@@ -82,7 +83,7 @@ extern_events = st.builds(
 
 def build(item: dict[str, Any]) -> Any:
     """The envelope of an Extern event as the relay builds it from the feed's JSON."""
-    return sns_message(Feed(id="extern", kind="extern", source_uri=SOURCE), ExternSource._event(item, trace_id=None))
+    return sink_message(Feed(id="extern", kind="extern", source_uri=SOURCE), ExternSource._event(item, trace_id=None))
 
 
 @settings(max_examples=300, deadline=None)
@@ -134,8 +135,8 @@ def test_more_than_nine_attributes_are_refused_naming_the_event() -> None:
     # ExtendedPayloadSize, so that any event can still be offloaded.
     event = FeedEvent(id="e1", type=EXTERN_EVENT_TYPE, data={"id": "e1"}, attributes={f"a{n}": "v" for n in range(7)})
 
-    with pytest.raises(ValueError, match="10 message attributes for event e1: SNS allows 10, one of them kept for"):
-        sns_message(Feed(id="extern", kind="extern", source_uri=SOURCE), event)
+    with pytest.raises(ValueError, match="10 message attributes for event e1: SNS and SQS allow 10, one of them kept"):
+        sink_message(Feed(id="extern", kind="extern", source_uri=SOURCE), event)
 
 
 def test_empty_attributes_do_not_count_and_arrays_are_sets() -> None:
@@ -143,7 +144,7 @@ def test_empty_attributes_do_not_count_and_arrays_are_sets() -> None:
     attributes |= {"a7": None, "a8": [], "a5": ["b", "a", "b"]}
     event = FeedEvent(id="e1", type=EXTERN_EVENT_TYPE, data={"id": "e1"}, attributes=attributes)
 
-    message = sns_message(Feed(id="extern", kind="extern", source_uri=SOURCE), event)
+    message = sink_message(Feed(id="extern", kind="extern", source_uri=SOURCE), event)
 
     assert len(message.attributes) == MAX_OWN_ATTRIBUTES
     assert message.attributes["a5"] == ["a", "b"]
@@ -162,7 +163,7 @@ def test_a_diadoc_envelope_carries_the_raw_protobuf() -> None:
         extensions={"protobuf": "CgQ5ZjBj"},
     )
 
-    message = sns_message(
+    message = sink_message(
         Feed(id="diadoc-box-1", kind="diadoc", source_uri="https://diadoc-api.kontur.ru/V8/GetNewEvents?boxId=box-1"),
         event,
     )
@@ -176,9 +177,9 @@ def test_a_diadoc_envelope_carries_the_raw_protobuf() -> None:
 def test_the_deduplication_id_is_stable_per_feed_and_event() -> None:
     event = FeedEvent(id="1_a", type=EXTERN_EVENT_TYPE, data={"id": "1_a"})
 
-    first = sns_message(Feed(id="extern", kind="extern", source_uri=SOURCE), event)
-    again = sns_message(Feed(id="extern", kind="extern", source_uri=SOURCE), event)
-    other_feed = sns_message(Feed(id="extern-2", kind="extern", source_uri=SOURCE), event)
+    first = sink_message(Feed(id="extern", kind="extern", source_uri=SOURCE), event)
+    again = sink_message(Feed(id="extern", kind="extern", source_uri=SOURCE), event)
+    other_feed = sink_message(Feed(id="extern-2", kind="extern", source_uri=SOURCE), event)
 
     assert first.deduplication_id == again.deduplication_id == deduplication_id("extern", "1_a")
     assert other_feed.deduplication_id != first.deduplication_id

@@ -1,4 +1,4 @@
-"""The PublishBatch body the relay form-encodes itself (``aws.sns_form``): whatever the entries hold,
+"""The PublishBatch body the relay form-encodes itself (``sinks.sns_form``): whatever the entries hold,
 SNS must decode exactly the fields botocore's own query serializer would have sent."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from botocore.serialize import create_serializer
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kontur_relay.aws.sns_form import form, percent_encoded
+from kontur_relay.sinks.sns_form import form, percent_encoded
 
 OPERATION = botocore.session.get_session().get_service_model("sns").operation_model("PublishBatch")
 #: Any text a message can hold (lone surrogates cannot be sent as UTF-8 at all).

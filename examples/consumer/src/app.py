@@ -1,7 +1,8 @@
 """Consumes the relay's events from SQS: each message is processed once however often it arrives,
 and a message that fails is retried alone, not with its whole batch. An event too large for SNS
 arrives as a pointer to the relay's payload bucket (the payload-offloading convention) and is read
-from there: from that one bucket only, so that a pointer elsewhere is never followed."""
+from there: from that one bucket only, so that a pointer elsewhere is never followed. Each event's
+log lines name the relay's run that published it (``relayed_by``, the CloudEvents ``traceparent``)."""
 
 from __future__ import annotations
 
@@ -56,7 +57,15 @@ def envelope(body: str) -> dict[str, Any]:
 
 def record_handler(record: SQSRecord) -> dict[str, str]:
     # Raw message delivery: the body is the CloudEvents envelope the relay published, or a pointer to it.
-    result: dict[str, str] = handle_once(event=envelope(record.body))
+    event = envelope(record.body)
+    # CloudEvents' distributed tracing extension: the W3C trace context of the relay's run that read
+    # and published the event. With X-Ray on in the relay its trace id is that run's X-Ray trace, so
+    # a search for it leads from here to the poll; an OpenTelemetry consumer would add it as a span link.
+    logger.append_keys(relayed_by=event.get("traceparent"))
+    try:
+        result: dict[str, str] = handle_once(event=event)
+    finally:
+        logger.remove_keys(["relayed_by"])
     return result
 
 

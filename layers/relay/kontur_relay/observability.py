@@ -4,11 +4,18 @@ Service name, metrics namespace and log level come from the standard ``POWERTOOL
 Every relay metric carries the ``kind`` of feed (``extern``, ``diadoc``) beside Powertools'
 ``service``, and nothing finer: a dimension per feed would be a metric series per Diadoc box. The
 README's "Metrics" section lists them; the template's alarms and dashboard read exactly these.
+
+Each run has a trace context (W3C ``traceparent``), which every message it relays carries: with
+X-Ray on, the Lambda invocation's trace, so that a consumer's trace links to the run's segment;
+without it, a trace id of the run's own, which its log lines carry too.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import secrets
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -70,4 +77,65 @@ def lag_seconds(event_time: str | None) -> float | None:
     return max((datetime.now(UTC) - moment).total_seconds(), 0.0)
 
 
-__all__ = ["MetricUnit", "count_error", "for_kind", "lag_seconds", "logger", "metrics", "tracer"]
+#: Lambda's X-Ray header: ``Root=1-<8 hex>-<24 hex>;Parent=<16 hex>;Sampled=<0|1>`` (and more fields).
+_XRAY_ROOT = re.compile(r"Root=1-([0-9a-f]{8})-([0-9a-f]{24})")
+_XRAY_PARENT = re.compile(r"Parent=([0-9a-f]{16})")
+
+
+@dataclass(frozen=True)
+class TraceContext:
+    """A run's place in a distributed trace, as W3C Trace Context and CloudEvents' tracing extension
+    carry it."""
+
+    trace_id: str
+    #: The span of the run (X-Ray: the invocation's segment).
+    parent_id: str
+    sampled: bool
+    #: The X-Ray header it came from, for sinks that propagate X-Ray's own (EventBridge's TraceHeader).
+    xray_header: str | None = None
+
+    @property
+    def traceparent(self) -> str:
+        return f"00-{self.trace_id}-{self.parent_id}-{'01' if self.sampled else '00'}"
+
+    @classmethod
+    def of_run(cls, xray_header: str | None = None) -> TraceContext:
+        """The invocation's X-Ray trace when there is one (``_X_AMZN_TRACE_ID``); else a new trace."""
+        root = _XRAY_ROOT.search(xray_header or "")
+        parent = _XRAY_PARENT.search(xray_header or "")
+        if root and parent:
+            sampled = "Sampled=1" in (xray_header or "")
+            return cls(root.group(1) + root.group(2), parent.group(1), sampled, xray_header)
+        return cls(secrets.token_hex(16), secrets.token_hex(8), sampled=False)
+
+
+_run_trace: TraceContext | None = None
+
+
+def begin_run_trace() -> TraceContext:
+    """The trace context of the invocation beginning now, kept for its messages and in its log lines.
+    A container runs one invocation at a time; the threads of a run share its context."""
+    global _run_trace  # noqa: PLW0603 - one invocation at a time per container, as Powertools' own keys
+    traced = os.environ.get("POWERTOOLS_TRACE_DISABLED", "").lower() not in ("1", "true")
+    _run_trace = TraceContext.of_run(os.environ.get("_X_AMZN_TRACE_ID") if traced else None)
+    logger.append_keys(traceparent=_run_trace.traceparent)
+    return _run_trace
+
+
+def run_trace() -> TraceContext | None:
+    """The current run's trace context; None outside a run (a test calling a publisher directly)."""
+    return _run_trace
+
+
+__all__ = [
+    "MetricUnit",
+    "TraceContext",
+    "begin_run_trace",
+    "count_error",
+    "for_kind",
+    "lag_seconds",
+    "logger",
+    "metrics",
+    "run_trace",
+    "tracer",
+]

@@ -12,7 +12,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from kontur_relay import wiring
 from kontur_relay.domain.errors import NotConfigured
 from kontur_relay.feeds import Poller, kind_named
-from kontur_relay.observability import MetricUnit, for_kind, logger, metrics, tracer
+from kontur_relay.observability import MetricUnit, begin_run_trace, for_kind, logger, metrics, tracer
 from kontur_relay.settings import Env
 
 Handler = Callable[[dict[str, Any], LambdaContext], dict[str, object]]
@@ -38,6 +38,7 @@ def poller_handler(kind: str) -> Handler:
     @metrics.log_metrics
     def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
         for_kind(kind)
+        begin_run_trace()
         try:
             built = poller()
         except NotConfigured as error:

@@ -43,11 +43,10 @@ class Env:
 
 @dataclass(frozen=True)
 class RelaySettings:
-    """What every poller shares: where cursors live, where events go, how close to its deadline a
-    run stops reading."""
+    """What every poller shares: where cursors live, how close to its deadline a run stops reading.
+    Where events go is the sink's own business (``kontur_relay.sinks``)."""
 
     cursors_table: str
-    topic_arn: str
     safety_margin: float
     #: How long a run's lease lasts unless renewed: how long a run that died holds its feed up.
     lease_seconds: float
@@ -56,7 +55,6 @@ class RelaySettings:
     def from_env(cls, env: Env) -> RelaySettings:
         return cls(
             cursors_table=env.text("CURSORS_TABLE"),
-            topic_arn=env.text("EVENTS_TOPIC_ARN"),
             safety_margin=env.number("RELAY_SAFETY_MARGIN_SECONDS", 30),
             lease_seconds=env.number("LEASE_SECONDS", 60),
         )

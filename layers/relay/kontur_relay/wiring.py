@@ -10,20 +10,19 @@ import time
 from typing import TYPE_CHECKING
 
 import boto3
-from botocore.config import Config
 
+from kontur_relay import sinks
+from kontur_relay.aws.config import AWS_CONFIG
 from kontur_relay.aws.cursors import DynamoCursorStore
-from kontur_relay.aws.offload import PayloadOffloader
 from kontur_relay.aws.secrets import CredentialsSecret
-from kontur_relay.aws.sns import SnsPublisher
 from kontur_relay.aws.token_items import DynamoTokenStore
+from kontur_relay.domain.ports import Publisher
 from kontur_relay.settings import Env
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.service_resource import Table
 
-#: boto3's own retries for throttling and transient AWS errors, with bounded waits.
-AWS_CONFIG = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=15)
+__all__ = ["AWS_CONFIG", "credentials", "cursor_store", "publisher", "table"]
 
 
 def table(name: str | None = None) -> Table:
@@ -35,16 +34,10 @@ def cursor_store(table_name: str | None = None) -> DynamoCursorStore:
     return DynamoCursorStore(table(table_name))
 
 
-def publisher(topic_arn: str, payload_bucket: str | None = None) -> SnsPublisher:
-    """The SNS publisher; with a payload bucket (default: PAYLOAD_BUCKET), events over SNS's size
-    limit are offloaded to it instead of failing their page."""
-    bucket = payload_bucket or Env().variables.get("PAYLOAD_BUCKET") or None
-    offloader = PayloadOffloader(boto3.client("s3", config=AWS_CONFIG), bucket) if bucket else None
-    # Every PublishBatch is built here from messages already checked against SNS's rules, and SNS
-    # checks them again: botocore's own validation (about 15% of the publish path's CPU in a profile)
-    # would check them a third time.
-    sns = boto3.client("sns", config=AWS_CONFIG.merge(Config(parameter_validation=False)))
-    return SnsPublisher(sns, topic_arn, offloader=offloader)
+def publisher(env: Env | None = None) -> Publisher:
+    """The configured sink (SINK and its own settings, ``kontur_relay.sinks``); each poller builds
+    it once per container and shares it between its feeds."""
+    return sinks.from_env(env or Env())
 
 
 def credentials(secret_id: str, kind: str, table_name: str | None = None) -> CredentialsSecret:

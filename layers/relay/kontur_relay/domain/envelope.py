@@ -16,9 +16,10 @@ from kontur_relay.domain.model import AttributeValue, Feed, FeedEvent
 _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})")
 
 
-def cloud_event(feed: Feed, event: FeedEvent) -> dict[str, object]:
+def cloud_event(feed: Feed, event: FeedEvent, *, traceparent: str | None = None) -> dict[str, object]:
     """The structured-mode CloudEvent of ``event``: the feed's event verbatim in ``data``; ``source``
-    with ``id`` identifies it, so a consumer drops a duplicate by remembering the pair."""
+    with ``id`` identifies it, so a consumer drops a duplicate by remembering the pair.
+    ``traceparent`` (CloudEvents' distributed tracing extension): the run that relayed it."""
     envelope: dict[str, object] = {
         "specversion": "1.0",
         "id": event.id,
@@ -33,6 +34,8 @@ def cloud_event(feed: Feed, event: FeedEvent) -> dict[str, object]:
     if event.subject:
         envelope["subject"] = event.subject
     envelope.update(event.extensions)
+    if traceparent is not None:
+        envelope["traceparent"] = traceparent
     envelope["data"] = event.data
     return envelope
 

@@ -132,7 +132,7 @@ def box_poller(
     cursors_table = tables(relay_settings.cursors_table)
     cursors = DynamoCursorStore(cursors_table, clock=clock)
     registry = DynamoBoxRegistry(cursors_table, clock=clock)
-    sink = publisher or wiring.publisher(relay_settings.topic_arn)
+    sink = publisher or wiring.publisher(env)
     uri = partial(source_uri, settings.api_url)
     memories = DynamoEventMemory(tables(env.text("EVENT_MEMORY_TABLE")), clock=clock)
     boxes = BoxFeeds(api, settings.version, sink, registry, memories, reconciling.memory_seconds, uri, clock)

@@ -90,7 +90,7 @@ class ExternKind:
         relay = Relay(
             feed,
             ExternSource(api, take=settings.page_size),
-            wiring.publisher(relay_settings.topic_arn),
+            wiring.publisher(env),
             wiring.cursor_store(relay_settings.cursors_table),
             safety_margin=relay_settings.safety_margin,
             lease_seconds=relay_settings.lease_seconds,

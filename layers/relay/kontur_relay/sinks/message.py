@@ -1,9 +1,11 @@
-"""An event as one SNS message: SNS's own rules for the envelope and its attributes.
+"""An event as a sink carries it: the CloudEvents body, the attributes subscribers filter on, and
+the ids that keep a FIFO queue or topic in order and free of a republished page's duplicates.
 
-SNS carries at most 10 message attributes, counts the body and every attribute's name, type and
-value against 256 KiB, refuses characters outside XML's (lone surrogates, U+FFFE, U+FFFF; control
-characters in attributes), and on a FIFO topic needs a group and a deduplication id. All of it
-lives here, not in the envelope.
+SNS and SQS carry the attributes as message attributes, with the same rules: at most 10, each
+counted (name, data type, value) with the body against the message's size, characters outside
+XML's refused (lone surrogates, U+FFFE, U+FFFF; control characters in attributes). EventBridge and
+the webhook carry the same attributes and body in their own shapes (``eventbridge.detail``,
+``webhook``). All of it lives here, not in the envelope.
 """
 
 from __future__ import annotations
@@ -22,17 +24,20 @@ from kontur_relay.domain.model import AttributeValue, Feed, FeedEvent
 if TYPE_CHECKING:
     from mypy_boto3_sns.type_defs import MessageAttributeValueTypeDef
 
-#: SNS carries at most 10 message attributes; ``source`` and ``feed`` take two of them, and one is
-#: kept free for ``ExtendedPayloadSize``, so that any event can be offloaded (``aws/offload.py``).
+#: SNS and SQS carry at most 10 message attributes; ``source`` and ``feed`` take two of them, and one
+#: is kept free for ``ExtendedPayloadSize``, so that any event can be offloaded (``offload.py``).
 MAX_ATTRIBUTES = 10
 MAX_OWN_ATTRIBUTES = MAX_ATTRIBUTES - 1
 #: The reserved attribute of the payload-offloading convention: the offloaded body's size in bytes.
 PAYLOAD_SIZE_ATTRIBUTE = "ExtendedPayloadSize"
 #: The first element of the convention's pointer body; extended client libraries look for it.
 POINTER_CLASS = "software.amazon.payloadoffloading.PayloadS3Pointer"
+#: The W3C trace context of the run that relayed the event, also as an attribute where one is left
+#: (OpenTelemetry's SQS and SNS instrumentations read it there); the envelope always has it.
+TRACEPARENT = "traceparent"
 
-#: Characters a JSON string may hold but an SNS message may not: lone surrogates cannot be UTF-8
-#: encoded at all, and U+FFFE/U+FFFF are outside the characters SNS and SQS accept.
+#: Characters a JSON string may hold but an SNS or SQS message may not: lone surrogates cannot be
+#: UTF-8 encoded at all, and U+FFFE/U+FFFF are outside the characters SNS and SQS accept.
 _NOT_SENDABLE = re.compile("[\ud800-\udfff\ufffe\uffff]")
 #: What an attribute value loses: besides those, control characters, which SNS refuses in attributes
 #: (and which no filter policy would match on).
@@ -49,13 +54,14 @@ def attribute_text(value: AttributeValue) -> str:
 
 
 @dataclass(frozen=True)
-class SnsMessage:
-    """One SNS message, independent of boto3."""
+class Message:
+    """One event as a sink sends it, independent of boto3."""
 
     event_id: str
+    #: The CloudEvent as JSON, or (offloaded) the pointer to it.
     body: str
     attributes: Mapping[str, AttributeValue]
-    #: FIFO topics only: the ordering group.
+    #: FIFO queues and topics only: the ordering group.
     group_id: str
     #: The feed, for the deduplication id.
     feed_id: str
@@ -64,23 +70,23 @@ class SnsMessage:
 
     @cached_property
     def deduplication_id(self) -> str:
-        """FIFO topics (and offloaded payloads' keys) only: a hash, so made only when asked for."""
+        """FIFO sinks (and offloaded payloads' keys) only: a hash, so made only when asked for."""
         return deduplication_id(self.feed_id, self.event_id)
 
     @cached_property  # batching asks several times per message; the body is up to 256 KiB
     def size(self) -> int:
-        """Bytes SNS counts against its 256 KiB limit: the body plus each attribute's name, data type
-        and value (SNS's MessageAttributeValue: "all parts ... are included in the size restriction"),
-        counted from the very attributes that are sent, so a batch is exactly as large as measured."""
-        total = len(self.body) if self.body.isascii() else len(self.body.encode())
-        for name, value in self.sns_attributes.items():
-            text = value["StringValue"]
-            total += len(name.encode()) + len(value["DataType"]) + (len(text) if text.isascii() else len(text.encode()))
+        """Bytes SNS and SQS count against their limit: the body plus each attribute's name, data
+        type and value ("all parts ... are included in the size restriction"), counted from the very
+        attributes that are sent, so that a batch is exactly as large as measured."""
+        total = utf8_length(self.body)
+        for name, value in self.message_attributes.items():
+            total += len(name.encode()) + len(value["DataType"]) + utf8_length(value["StringValue"])
         return total
 
     @cached_property
-    def sns_attributes(self) -> dict[str, MessageAttributeValueTypeDef]:
-        # Made once per message: batching, every retry of a batch and ``size`` read the same dicts.
+    def message_attributes(self) -> dict[str, MessageAttributeValueTypeDef]:
+        """The attributes as SNS's and SQS's APIs take them. Made once per message: batching, every
+        retry of a batch and ``size`` read the same dicts."""
         attributes: dict[str, MessageAttributeValueTypeDef] = {
             name: {"DataType": attribute_data_type(value), "StringValue": attribute_text(value)}
             for name, value in self.attributes.items()
@@ -89,34 +95,39 @@ class SnsMessage:
             attributes[PAYLOAD_SIZE_ATTRIBUTE] = {"DataType": "Number", "StringValue": str(self.payload_size)}
         return attributes
 
+    def pointing_to(self, bucket: str, key: str) -> Message:
+        """This message as the payload-offloading convention publishes it once its body is in S3: a
+        pointer body and ``ExtendedPayloadSize``, with the attributes and FIFO ids unchanged, so that
+        subscriptions match it and FIFO orders and deduplicates it as the message itself."""
+        body = json.dumps([POINTER_CLASS, {"s3BucketName": bucket, "s3Key": key}], separators=(",", ":"))
+        return replace(self, body=body, payload_size=utf8_length(self.body))
 
-def pointer(message: SnsMessage, bucket: str, key: str) -> SnsMessage:
-    """``message`` as the payload-offloading convention publishes it once its body is in S3: a pointer
-    body and ``ExtendedPayloadSize``, with the filter attributes and FIFO ids unchanged, so that
-    subscriptions match it and FIFO orders and deduplicates it as the message itself."""
-    body = json.dumps([POINTER_CLASS, {"s3BucketName": bucket, "s3Key": key}], separators=(",", ":"))
-    return replace(message, body=body, payload_size=len(message.body.encode()))
+
+def utf8_length(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode())
 
 
 def deduplication_id(feed: str, event_id: str) -> str:
-    """Stable per (feed, event): SNS FIFO drops a republished event within its 5-minute window."""
+    """Stable per (feed, event): a FIFO sink drops a republished event within its 5-minute window."""
     return hashlib.sha256(f"{feed}\n{event_id}".encode()).hexdigest()
 
 
-def sns_message(feed: Feed, event: FeedEvent) -> SnsMessage:
-    """``event`` of ``feed`` as SNS will carry it."""
+def message(feed: Feed, event: FeedEvent, traceparent: str | None = None) -> Message:
+    """``event`` of ``feed`` as a sink will carry it; ``traceparent``: the run's trace context."""
     attributes = cleaned(filter_attributes(feed, event))
     if len(attributes) > MAX_OWN_ATTRIBUTES:
         raise ValueError(
-            f"{len(attributes)} message attributes for event {event.id}: SNS allows {MAX_ATTRIBUTES}, "
+            f"{len(attributes)} message attributes for event {event.id}: SNS and SQS allow {MAX_ATTRIBUTES}, "
             f"one of them kept for {PAYLOAD_SIZE_ATTRIBUTE}"
         )
-    envelope = cloud_event(feed, event)
+    if traceparent is not None and len(attributes) < MAX_OWN_ATTRIBUTES:
+        attributes[TRACEPARENT] = traceparent
+    envelope = cloud_event(feed, event, traceparent=traceparent)
     body = json.dumps(envelope, ensure_ascii=False, separators=(",", ":"))
     if _NOT_SENDABLE.search(body):
-        # Escaped, the same JSON value travels in ASCII; unescaped, SNS would refuse the page for ever.
+        # Escaped, the same JSON value travels in ASCII; unescaped, a sink would refuse the page for ever.
         body = json.dumps(envelope, separators=(",", ":"))
-    return SnsMessage(
+    return Message(
         event_id=event.id,
         body=body,
         attributes=attributes,
@@ -142,5 +153,5 @@ def cleaned(attributes: Mapping[str, AttributeValue]) -> dict[str, AttributeValu
     return kept
 
 
-def sns_messages(feed: Feed, events: Sequence[FeedEvent]) -> list[SnsMessage]:
-    return [sns_message(feed, event) for event in events]
+def messages(feed: Feed, events: Sequence[FeedEvent], traceparent: str | None = None) -> list[Message]:
+    return [message(feed, event, traceparent) for event in events]

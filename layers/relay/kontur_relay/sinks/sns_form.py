@@ -1,4 +1,4 @@
-"""A PublishBatch request's body, form-encoded in one pass.
+"""A PublishBatch request's body, form-encoded in one pass (the SNS sink's hot path).
 
 SNS speaks the query protocol: every message travels as form fields named after the operation's
 shape (``PublishBatchRequestEntries.member.1.MessageAttributes.entry.2.Value.StringValue``).
