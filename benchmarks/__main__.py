@@ -26,7 +26,7 @@ from benchmarks import rig
 from benchmarks.cpu import UNLIMITED, Limit, Throttle, one_core
 from benchmarks.imports import ImportTimes, measure_imports, packed_build
 from benchmarks.latency import Latency
-from benchmarks.worker import Sample, Setup, serve
+from benchmarks.worker import Sample, Setup, as_deployed, serve
 from local_stack.services import aws_environment, dynamodb_local
 from local_stack.template import Stack, provision
 
@@ -89,6 +89,7 @@ class Results:
     #: (limit name, kind, page) -> one sample a round.
     samples: dict[tuple[str, str, int], list[Sample]] = field(default_factory=dict)
     throttle: str = "none"
+    signing: str = ""
     idle: dict[str, float] = field(default_factory=dict)
     latency: dict[float, Latency] = field(default_factory=dict)
     imports: ImportTimes | None = None
@@ -137,8 +138,10 @@ def measure(args: argparse.Namespace) -> Results:
         provisioned = provision(Stack(name=f"bench{uuid.uuid4().hex[:6]}"), clients)
         table = provisioned.physical["CursorsTable"]
         every = [Setup(kontur, table, limit, sns_url, args.publisher_threads) for limit in limits + table_limits]
+        os.environ.update(as_deployed())  # the measured processes, spawned from here, sign as Lambda does
         running = stack.enter_context(workers(every))
         results.throttle = next((w.throttle.method for w in running if w.throttle is not None), "none")
+        results.signing = running[0].ask("signing")
         print(f"  services up in {time.perf_counter() - started:.0f} s; CPU share by {results.throttle}", flush=True)
         running[0].ask("relay", max(args.pages), args.events)  # warm up: pools, the JVM's JIT, moto
         for kind in SINK_KINDS:  # and each sink's client (SQS reads the queue's limit once)
@@ -208,6 +211,7 @@ def report(args: argparse.Namespace, results: Results) -> list[bool]:
     )
     print(f"CPU share emulated by {results.throttle} (one vCPU = {1769} MB, as Lambda allots it).")
     print_sinks(args, results)
+    print(f"AWS calls signed by {results.signing}, as the layer packs it.")
 
     if args.memory_table:
         print()

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from pathlib import Path
 
 import boto3
 
@@ -41,6 +42,23 @@ from kontur_relay.sinks.sns import SnsPublisher
 _TOPIC = "arn:aws:sns:us-east-1:123456789012:"
 #: What a DynamoDB call that writes is called: an idle tick must make none of them.
 WRITES = frozenset({"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"})
+#: What the deployed functions import, besides the runtime.
+LAYER_LOCK = Path(__file__).resolve().parents[1] / "layers" / "relay" / "requirements.txt"
+
+
+def as_deployed() -> dict[str, str]:
+    """The environment that makes the measured process sign AWS calls as the deployed functions do.
+    botocore signs with awscrt whenever it can import it; this environment has awscrt (for SAM CLI),
+    the layer does not pack it, so a Lambda signs with botocore's own SigV4. The two differ in CPU
+    (awscrt's was the slower here, by about a tenth of the publish path)."""
+    return {} if "awscrt==" in LAYER_LOCK.read_text() else {"BOTO_DISABLE_CRT": "true"}
+
+
+def signer() -> str:
+    """How this process signs AWS calls (for the report)."""
+    from botocore.compat import HAS_CRT
+
+    return "awscrt" if HAS_CRT else "botocore's SigV4"
 
 
 @dataclass(frozen=True)
@@ -157,6 +175,9 @@ class Worker:
 
     def webhook(self, page: int, events: int) -> Sample:
         return self.relay(page, events, sink="webhook")
+
+    def signing(self) -> str:
+        return signer()
 
     def relay_moto(self, page: int, events: int) -> Sample:
         """The relay publishing to moto's server, whose own CPU per message sets the pace here."""

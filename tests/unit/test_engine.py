@@ -455,7 +455,7 @@ def test_a_lease_left_by_a_dead_run_blocks_until_it_expires_then_is_taken_over()
     rig.store.acquire_lease(FEED.id, "dead-run", rig.clock() + 60)
 
     assert rig.run().outcome is Outcome.LEASE_BUSY
-    assert rig.source.reads == [None], "one look, nothing relayed"
+    assert rig.source.reads == [None, cursor_at(10)], "one look and the page after it, nothing relayed"
     assert rig.publisher.published == []
 
     rig.clock.advance(61)
@@ -763,6 +763,67 @@ def test_a_pages_cursor_write_lands_while_the_next_page_is_published_and_never_b
     assert rig.run().events == 50
     assert landed == [10, 20, 30, 40, 50], "one write a page, in order"
     assert_delivered(rig, [])
+
+
+def test_a_slow_cursor_write_never_holds_the_next_reads_back_and_the_cursor_still_follows_publishing() -> None:
+    rig = make_rig(60, page_size=10)
+    read_begun = {offset: threading.Event() for offset in range(0, 70, 10)}
+    landed: list[int] = []
+    inner = rig.store.witness
+
+    def on_read(cursor: str | None) -> None:
+        read_begun[offset_of(cursor)].set()
+
+    def witness(feed: str, position: str | None) -> None:
+        if inner is not None:
+            inner(feed, position)  # never past an event SNS has not accepted, never back
+        end = offset_of(position)
+        # DynamoDB answering slowly: the write to the end of page N holds until page N+3 is being
+        # read, which reading one page ahead only begins once this write has landed.
+        if end + 20 < 60:
+            assert read_begun[end + 20].wait(timeout=3), f"the read at {end + 20} waited for the write to {end}"
+        landed.append(end)
+
+    rig.source.before_read = on_read
+    rig.store.witness = witness
+
+    assert rig.run().events == 60
+    assert landed == [10, 20, 30, 40, 50, 60], "one write a page, in order"
+    assert_delivered(rig, [])
+
+
+def test_the_page_after_the_first_is_read_while_the_lease_is_taken() -> None:
+    rig = make_rig(30, page_size=10)
+    second_read = threading.Event()
+    acquire = rig.store.acquire_lease
+
+    def on_read(cursor: str | None) -> None:
+        if offset_of(cursor) == 10:
+            second_read.set()
+
+    def slow_lease(feed: str, owner: str, until: float) -> Any:
+        # The lease's round trip lasts until the next page's read has begun: proof that they overlap.
+        assert second_read.wait(timeout=3), "the second page was read only once the lease was taken"
+        return acquire(feed, owner, until)
+
+    rig.source.before_read = on_read
+    rig.store.acquire_lease = slow_lease  # type: ignore[method-assign]
+
+    report = rig.run()
+
+    assert (report.outcome, report.events) == (Outcome.CAUGHT_UP, 30)
+    assert rig.source.reads == [None, cursor_at(10), cursor_at(20), cursor_at(30)], "a page read twice"
+    assert_delivered(rig, [])
+
+
+def test_a_run_that_finds_the_lease_taken_reads_ahead_no_further_than_the_second_page() -> None:
+    rig = make_rig(50, page_size=10)
+    rig.store.acquire_lease(FEED.id, "another-run", rig.clock() + 60)
+
+    assert rig.run().outcome is Outcome.LEASE_BUSY
+    assert rig.source.reads == [None, cursor_at(10)], "the first page, and the next read while the lease was asked"
+    assert rig.publisher.published == []
+    assert rig.store.writes == []
 
 
 def cadence_rig(count: int, every: float, *, pipelined: bool = True, bypass_lease: bool = False) -> tuple[Rig, Relay]:

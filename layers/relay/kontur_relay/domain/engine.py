@@ -28,6 +28,7 @@ from kontur_relay.domain.model import CursorState, Feed, Page, Success
 from kontur_relay.domain.pace import Pace
 from kontur_relay.domain.pages import Pages, Progress
 from kontur_relay.domain.ports import CursorStore, Publisher, RequestBudget, Source
+from kontur_relay.domain.read_ahead import ReadAhead
 from kontur_relay.domain.report import Outcome, Requests, RunReport
 from kontur_relay.observability import count_error, logger
 
@@ -136,6 +137,25 @@ class Relay:
                 report.pages = 1
                 self._checked(state)
                 return
+        # The page after the first is read while the lease is taken: one round trip fewer to wait for.
+        ahead = self.pages.read_ahead(state.position, first, time_left, depth=1) if first is not None else None
+        try:
+            self._leased(report, state, first, ahead, time_left=time_left, started=started)
+        finally:
+            if ahead is not None:
+                ahead.close()
+
+    def _leased(
+        self,
+        report: RunReport,
+        state: CursorState,
+        first: Page | None,
+        ahead: ReadAhead | None,
+        *,
+        time_left: Callable[[], float],
+        started: float,
+    ) -> None:
+        """The run under the feed's lease, from ``state`` as loaded (``first``: the page read there)."""
         lease = self._lease()
         held = lease.acquire(wait=self._handover(started, time_left))
         if held is None:
@@ -144,14 +164,16 @@ class Relay:
             return
         if held.version != state.version:
             # The run before this one moved the cursor while this one waited for the lease.
-            first = None
+            if ahead is not None:
+                ahead.close()
+            first = ahead = None
             report.cursor_before = report.cursor_after = held.position
         if held.stopped_reason:
             _release(lease)  # the run before this one was stopped (Diadoc's 402) while this one waited
             report.outcome = Outcome.STOPPED
             return
         try:
-            progress = self._relay(held, first, lease=lease, report=report, time_left=time_left, started=started)
+            progress = self._relay(held, first, ahead, lease=lease, report=report, time_left=time_left, started=started)
         except LeaseLost:
             logger.warning("Another run took the lease over; this run changed nothing more and stops")
             report.outcome = Outcome.LOST_RACE
@@ -169,6 +191,7 @@ class Relay:
         self,
         state: CursorState,
         first: Page | None,
+        ahead: ReadAhead | None,
         *,
         lease: Lease,
         report: RunReport,
@@ -180,14 +203,16 @@ class Relay:
         relayed from, for as long as the lease is still this run's."""
         while True:
             try:
-                progress = self.pages.drain(state, time_left, first=first, keep=lease.keep, on_page=report.add)
+                progress = self.pages.drain(
+                    state, time_left, first=first, ahead=ahead, keep=lease.keep, on_page=report.add
+                )
                 while progress.caught_up and self._polls_again(started, time_left):
                     self.sleep(self.cadence.every if self.cadence else 0.0)
                     progress = self.pages.drain(progress.state, time_left, keep=lease.keep, on_page=report.add)
                 return progress
             except CursorConflict:
                 lease.confirm()
-                state, first = self.cursors.load(self.feed.id), None
+                state, first, ahead = self.cursors.load(self.feed.id), None, None
                 logger.warning(
                     "The cursor moved under this run; it goes on from there", extra={"moved_to": state.position}
                 )

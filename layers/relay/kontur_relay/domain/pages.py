@@ -7,28 +7,35 @@ anywhere before the write leaves the cursor where it was, so the page is read an
 the cursor backwards.
 
 Pipelined, a page's three steps overlap its neighbours' (the round trips, not the CPU, are most of
-a page's time): while page N is published, page N+1 is read and page N-1's cursor is written.
-Neither moves the cursor early: page N's write is made only once page N is published and page N-1's
-write has landed, so the cursor still follows publishing page by page, in order. What changes is the
-crash window: a run that dies may leave two pages to publish again, the one whose cursor write was
-on its way and the one being published beside it.
+a page's time): while page N is published, page N-1's cursor is written, and the pages after it are
+read on a thread of their own (``read_ahead``), up to ``READ_AHEAD`` pages waiting, so that a slow
+cursor write never holds a read back. Neither moves the cursor early: page N's write is made only
+once page N is published and page N-1's write has landed, so the cursor still follows publishing
+page by page, in order. What changes is the crash window: a run that dies may leave two pages to
+publish again, the one whose cursor write was on its way and the one being published beside it
+(the pages read ahead and not yet published are read again, and cost nothing more).
 
 A page is begun (read) only if it can end before the run's safety margin, at the pace the run has
-seen (``pace.Pace``): a page that would end inside the margin is left for the next run.
+seen (``pace.Pace``), and a page read ahead is published only if it still can: a page that would
+end inside the margin is left for the next run.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from kontur_relay.domain.errors import MalformedPage
 from kontur_relay.domain.model import CursorState, Feed, Page
 from kontur_relay.domain.pace import Pace
 from kontur_relay.domain.ports import CursorStore, Publisher, Source
+from kontur_relay.domain.read_ahead import ReadAhead
 from kontur_relay.observability import logger
+
+#: Pages read ahead and waiting to be published, at most: enough that a cursor write answered
+#: slowly (DynamoDB, now and then ~100 ms) holds no read back.
+READ_AHEAD = 2
 
 
 @dataclass
@@ -74,7 +81,7 @@ class Pages:
         self.cursors = cursors
         self.safety_margin = safety_margin
         self.pace = pace if pace is not None else Pace()
-        # A thread each, made on first use and kept: one page read ahead, one cursor write behind.
+        # A thread each, made on first use and kept: the pages ahead read, one cursor write behind.
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="read-ahead") if pipelined else None
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="cursor-write") if pipelined else None
 
@@ -84,19 +91,19 @@ class Pages:
         time_left: Callable[[], float],
         *,
         first: Page | None = None,
+        ahead: ReadAhead | None = None,
         max_pages: int | None = None,
         keep: Callable[[], None] | None = None,
         on_page: Callable[[Progress, Page], None] | None = None,
     ) -> Progress:
-        """Relay pages from ``state`` (``first``: the page already read there) until the feed has
-        nothing more, ``max_pages`` were read, or the next page would end inside the safety margin.
-        Holds no lease: the caller makes sure no other run relays this feed. Raises CursorConflict
-        when another writer moved the cursor; ``keep`` runs between pages (the caller's lease
-        renewal, which may raise); ``on_page`` once a page's cursor write has landed."""
+        """Relay pages from ``state`` (``first``: the page already read there; ``ahead``: the pages
+        after it, being read) until the feed has nothing more, ``max_pages`` were read, or the next
+        page would end inside the safety margin. Holds no lease: the caller makes sure no other run
+        relays this feed. Raises CursorConflict when another writer moved the cursor; ``keep`` runs
+        between pages (the caller's lease renewal, which may raise); ``on_page`` once a page's cursor
+        write has landed."""
         progress = Progress(state=state)
         position = state.position
-        page = first if first is not None else self.read(position)
-        ahead: Future[Page] | None = None
         writing: _Write | None = None
 
         def land() -> None:
@@ -106,15 +113,17 @@ class Pages:
                 self._landed(progress, landing, on_page)
 
         try:
+            page = first if first is not None else self.read(position)
+            if ahead is None:
+                ahead = self.read_ahead(position, page, time_left, limit=None if max_pages is None else max_pages - 1)
+            else:
+                ahead.deepen(READ_AHEAD)
             while True:
                 logger.append_keys(cursor=position)
                 progress.pages += 1
                 moved = _moved(position, page)
                 last = not page.events or not page.more
                 follows = moved and not last and (max_pages is None or progress.pages < max_pages)
-                # Pipelined, the next page is read now, and this one is still to publish beside it.
-                if follows and self._reader is not None and self.pace.fits(time_left(), self.safety_margin, pages=2):
-                    ahead = self._read_ahead(page.next_cursor)
                 if page.events:
                     self.pace.timed("publish", self.publisher.publish, self.feed, page.events)
                 land()  # the page before this one first: the cursor moves page after page, in order
@@ -124,41 +133,56 @@ class Pages:
                     keep()
                 writing = self._write(progress.state, page, moved)
                 position = page.next_cursor if moved else position
-                if follows and self._reader is None:
-                    land()
-                    if self.pace.fits(time_left(), self.safety_margin):
-                        # Read before it is the page ahead: a read that fails leaves nothing to wait for.
-                        read = self.read(position)
-                        ahead = Future()
-                        ahead.set_result(read)
-                if ahead is None:
+                following = self._following(position, ahead, time_left, land) if follows else None
+                if following is None:
                     land()
                     progress.caught_up = last
                     return progress
-                page = ahead.result()
-                ahead = None
+                page = following
         except BaseException:
-            # No thread of this run outlives it: the page read ahead is read again by the next run,
-            # and the cursor write on its way lands (or its own error goes on, chained to this one).
-            if ahead is not None:
-                wait([ahead])
+            # The cursor write on its way lands (or its own error goes on, chained to this one).
             land()
             raise
+        finally:
+            # No thread of this run outlives it: the pages read ahead are read again by the next run.
+            if ahead is not None:
+                ahead.close()
 
-    def _read_ahead(self, position: str | None) -> Future[Page]:
-        """The page at ``position``, read on the reader's thread. This thread waits until the read
-        has begun: publishing is CPU work that would otherwise keep the interpreter from the reader
-        for a switch interval (5 ms) on every page, and the reads are what sets the relay's pace."""
-        assert self._reader is not None
-        begun = threading.Event()
+    def read_ahead(
+        self,
+        position: str | None,
+        page: Page,
+        time_left: Callable[[], float],
+        *,
+        depth: int = READ_AHEAD,
+        limit: int | None = None,
+    ) -> ReadAhead | None:
+        """The pages after ``page`` (read at ``position``), read ahead while the run goes on (None when
+        not pipelined): ``depth`` of them waiting at most, ``limit`` of them at most."""
+        if self._reader is None:
+            return None
+        margin = self.safety_margin
+        return ReadAhead(
+            self.read,
+            lambda pages: self.pace.fits(time_left(), margin, pages=pages),
+            self._reader,
+            position=position,
+            page=page,
+            depth=depth,
+            limit=limit,
+        )
 
-        def read() -> Page:
-            begun.set()
-            return self.read(position)
-
-        ahead = self._reader.submit(read)
-        begun.wait(timeout=0.05)
-        return ahead
+    def _following(
+        self, position: str | None, ahead: ReadAhead | None, time_left: Callable[[], float], land: Callable[[], None]
+    ) -> Page | None:
+        """The page at ``position``, None if it would not end in time. Not pipelined, the cursor
+        write lands before it is read; pipelined, it was read ahead, and is left for the next run
+        if the pace has slowed since."""
+        if ahead is None:
+            land()
+            return self.read(position) if self.pace.fits(time_left(), self.safety_margin) else None
+        page = ahead.take()
+        return page if page is not None and self.pace.fits(time_left(), self.safety_margin) else None
 
     def read(self, position: str | None) -> Page:
         """The page at ``position``, its read timed."""
