@@ -26,7 +26,8 @@ from benchmarks.rig import DYNAMODB_CALL_SECONDS, SNS_CALL_SECONDS, Kontur, Roun
 from benchmarks.sinks import WEBHOOK_PATH
 from kontur_relay import wiring
 from kontur_relay.aws.cursors import DynamoCursorStore
-from kontur_relay.domain.engine import Cadence, Outcome, Relay
+from kontur_relay.domain.cadence import Cadence
+from kontur_relay.domain.engine import Outcome, Relay
 from kontur_relay.domain.model import Feed
 from kontur_relay.domain.ports import Publisher
 from kontur_relay.feeds.extern.source import ExternSource, read_extern_error
@@ -56,7 +57,8 @@ def as_deployed() -> dict[str, str]:
 
 def signer() -> str:
     """How this process signs AWS calls (for the report)."""
-    from botocore.compat import HAS_CRT
+    # Imported here: botocore decides at import, and the orchestrator sets BOTO_DISABLE_CRT only later.
+    from botocore.compat import HAS_CRT  # noqa: PLC0415
 
     return "awscrt" if HAS_CRT else "botocore's SigV4"
 

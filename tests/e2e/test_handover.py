@@ -21,7 +21,8 @@ from typing import Any
 
 import pytest
 
-from kontur_relay.domain.engine import Cadence, Relay
+from kontur_relay.domain.cadence import Cadence
+from kontur_relay.domain.engine import Relay
 from kontur_relay.domain.model import Feed, FeedEvent
 from kontur_relay.domain.ports import Publisher
 from kontur_relay.feeds import EnginePoller

@@ -24,7 +24,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kontur_relay.domain import errors
-from kontur_relay.domain.engine import Cadence, Outcome, Relay, RunReport
+from kontur_relay.domain.cadence import Cadence
+from kontur_relay.domain.engine import Outcome, Relay, RunReport
 from kontur_relay.domain.errors import (
     CursorConflict,
     FeedStopped,

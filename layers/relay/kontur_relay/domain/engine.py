@@ -19,9 +19,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime
 
+from kontur_relay.domain.cadence import Cadence
 from kontur_relay.domain.errors import CursorConflict, FeedStopped, FeedUnavailable, RelayError
 from kontur_relay.domain.lease import LEASE_SECONDS, Lease, LeaseLost
 from kontur_relay.domain.model import CursorState, Feed, Page, Success
@@ -34,21 +34,6 @@ from kontur_relay.observability import count_error, logger
 
 #: An idle tick refreshes the feed's "last checked" time once this many seconds have passed.
 REFRESH_SECONDS = 300.0
-
-
-@dataclass(frozen=True)
-class Cadence:
-    """Polling more often than the schedule: every ``every`` seconds, for one schedule ``period``
-    (and ``handover`` more, so that the next run finds the lease about to come free, not free, and
-    waits for it instead of leaving a gap while the scheduler's tick is late)."""
-
-    every: float
-    period: float = 60.0
-    handover: float = 5.0
-
-    @property
-    def lease_seconds(self) -> float:
-        return self.period + self.handover + 2 * self.every + 5
 
 
 class Relay:
@@ -236,14 +221,12 @@ class Relay:
         long as this run could still poll in its own period."""
         if self.cadence is None:
             return 0.0
-        last_poll = started + self.cadence.period + self.cadence.handover - self.cadence.every
-        return max(0.0, min(last_poll - self.clock(), time_left() - self.safety_margin))
+        return self.cadence.lease_wait(started, self.clock(), time_left() - self.safety_margin)
 
     def _polls_again(self, started: float, time_left: Callable[[], float]) -> bool:
         if self.cadence is None:
             return False
-        stop_at = started + self.cadence.period + self.cadence.handover
-        return self.clock() + self.cadence.every < stop_at and self.pages.pace.fits(
+        return self.cadence.polls_again(started, self.clock()) and self.pages.pace.fits(
             time_left() - self.cadence.every, self.safety_margin
         )
 

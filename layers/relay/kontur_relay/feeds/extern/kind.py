@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from kontur_relay import wiring
-from kontur_relay.domain.engine import Cadence, Relay
+from kontur_relay.domain.cadence import Cadence
+from kontur_relay.domain.engine import Relay
 from kontur_relay.domain.errors import ConfigurationError
 from kontur_relay.domain.model import Feed
 from kontur_relay.feeds import EnginePoller, PositionRefused
