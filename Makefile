@@ -70,7 +70,7 @@ test: check-java deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest --durations=15 $(PYTEST_ARGS)
 
 test-fast: deps
 	$(BIN)/pytest -q tests/unit $(PYTEST_ARGS)

@@ -132,6 +132,11 @@ def report(
             f"active delay: p99 {p99:.0f} s, at most {2 * min_interval:.0f} s (twice the minimum interval)",
         ),
         (
+            poller.overran == 0,
+            f"runs: {poller.runs} over {poller.minutes:.0f} ticks, {poller.overran} ticks skipped (a run still"
+            f" holding the lease), none allowed",
+        ),
+        (
             poller.writes_per_idle_poll <= 1,
             f"writes: {poller.writes_per_idle_poll:.2f} per idle poll ({poller.idle_polls:,} idle polls), at most 1",
         ),

@@ -284,3 +284,31 @@ def test_a_run_returns_inside_its_deadline_however_much_waits_and_loses_nothing(
     assert 0 < report.events < 5 * 2000
     relayed_in_order(rig)
     assert sorted(rig.background.left_undone) == [f"check {name}" for name in "abcde"], "no feed caught up"
+
+
+def test_a_run_ends_before_the_next_tick_and_what_falls_due_later_is_the_next_runs() -> None:
+    # A run every second (the schedule's period), handing over 0.4 s before the next tick. A feed
+    # with a long backlog keeps the run busy; "early" falls due inside the run, "late" after the
+    # point where it hands over. Overrunning the tick would make the next tick find the lease busy
+    # and every feed due in the minute after it wait for the tick after that.
+    polling = Polling(max_in_flight=2, per_second=1000, pages_per_turn=1, period=1.0, handover=0.4)
+    rig = make_rig(polling, clock=time.time, margin=0.1)
+    rig.feeds.add("busy", 5000).before_read = lambda _: time.sleep(0.02)
+    rig.feeds.add("early", 3)
+    rig.feeds.add("late", 3)
+    start = time.time()
+    rig.feeds.schedules["early"] = (start + 0.3, 60.0)
+    rig.feeds.schedules["late"] = (start + 0.8, 60.0)
+
+    first = rig.fleet.run(lambda: LONG)
+
+    assert time.time() - start < polling.period, "the run went on past the next tick"
+    assert first.outcome is Outcome.OUT_OF_TIME, "the backlog is left for the next run"
+    assert offset_of(rig.feeds.cursors.load("early").position) == 3
+    assert rig.feeds.cursors.load("late").position is None, "polled by the run that was handing over"
+
+    second = rig.fleet.run(lambda: LONG)
+
+    assert second.events > 3
+    assert offset_of(rig.feeds.cursors.load("late").position) == 3
+    relayed_in_order(rig)

@@ -45,6 +45,9 @@ class Polling:
     pages_per_turn: int = 5
     #: The schedule's period: how long one run goes on polling feeds again.
     period: float = 60.0
+    #: The end of the period (a share of it: 5 s of 60) in which a run begins nothing, so that it has
+    #: ended when the next tick's run starts; one still holding the lease then would cost that tick.
+    handover: float = 1 / 12
     #: The share (0..1) of the per-second budget background work may take: its requests go through
     #: the budget's background lane, behind every poll's.
     share: float = 0.1

@@ -4,8 +4,12 @@ Turns of due feeds go first, as many at once as the workers allow. Background wo
 is taken one piece at a time and only while no feed is due, its requests in the budget's background
 lane (behind every poll's, within ``Polling.share`` of it): what follows a turn that read its feed
 to its end goes before what was due at the run's start. A feed never has a turn and background work
-at once (one cursor, and whatever the kind keeps beside it). Nothing begins that cannot end before
-the run's safety margin, at the pace its pages go.
+at once (one cursor, and whatever the kind keeps beside it).
+
+A run is its tick's: it takes the feeds that fall due until ``Polling.handover`` before the next
+tick, and begins nothing, due or not, that cannot end by then or before its safety margin, at the
+pace its pages go. A run still holding the lease at the next tick would make that tick skip, and
+every feed falling due in its minute wait for the tick after.
 
 A turn that raises an error of every feed (the sink's, the store's) is logged with its feed; the run
 takes no more work, lets what runs end (each failure logged too) and raises the first.
@@ -63,14 +67,11 @@ class Schedule(Generic[M]):
         self._waiting = [(at, member.feed, member) for at, member in line]
         heapq.heapify(self._waiting)
         self._work = deque(work)
-        # Feeds are polled again in this run while it is within its schedule period; after that
-        # the run finishes its turns and the next tick, with a fresh scan, takes over.
-        period_end = self.clock() + self.polling.period
         workers = self.polling.max_in_flight * 2  # AWS calls of one feed overlap Kontur calls of another
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="feed") as pool:
             while True:
                 self._start_turns(pool, workers, time_left)
-                if self._may_work(workers) and self._fits(time_left) and self.clock() < period_end:
+                if self._may_work(workers) and self._fits(time_left):
                     self._start_background(pool)
                 if not self._running:
                     if self._failures:
@@ -81,11 +82,13 @@ class Schedule(Generic[M]):
                 # Woken at least four times a lease, to renew it while a slow turn goes on.
                 done, _ = wait(self._running, timeout=lease.seconds / 4, return_when=FIRST_COMPLETED)
                 for future in done:
-                    self._collect(future, period_end)
+                    self._collect(future)
 
     def _start_turns(self, pool: ThreadPoolExecutor, workers: int, time_left: Callable[[], float]) -> None:
         waiting = self._waiting
-        while not self._failures and waiting and waiting[0][0] <= self.clock() and len(self._running) < workers:
+        while not self._failures and waiting and waiting[0][0] <= min(self.clock(), self.handover_at):
+            if len(self._running) >= workers:
+                return
             if not self._fits(time_left):
                 self.report.outcome = Outcome.OUT_OF_TIME
                 return
@@ -95,9 +98,16 @@ class Schedule(Generic[M]):
                 return
             self._running[pool.submit(self.turns.turn, member, time_left, self.started)] = member
 
+    @property
+    def handover_at(self) -> float:
+        """When this run stops taking work, for the next tick's run to find the lease free."""
+        return self.started + self.polling.period * (1 - self.polling.handover)
+
     def _fits(self, time_left: Callable[[], float]) -> bool:
-        """Whether a turn begun now ends before the safety margin, at the pace pages go in this run."""
-        return self.turns.pace.fits(time_left(), self.safety_margin)
+        """Whether a turn begun now ends before the handover and the safety margin, at the pace
+        pages go in this run."""
+        pace = self.turns.pace
+        return pace.fits(time_left(), self.safety_margin) and pace.fits(self.handover_at - self.clock(), 0)
 
     def _may_work(self, workers: int) -> bool:
         due = bool(self._waiting) and self._waiting[0][0] <= self.clock()
@@ -116,7 +126,7 @@ class Schedule(Generic[M]):
     def _busy(self) -> set[str]:
         return {job.member.feed if isinstance(job, Task) else job.feed for job in self._running.values()}
 
-    def _collect(self, future: Future[Turn[M] | Found], period_end: float) -> None:
+    def _collect(self, future: Future[Turn[M] | Found]) -> None:
         job = self._running.pop(future)
         feed = job.member.feed if isinstance(job, Task) else job.feed
         try:
@@ -128,16 +138,16 @@ class Schedule(Generic[M]):
             self._failures.append(error)
             return
         if isinstance(result, Turn):
-            self._turned(result, period_end)
+            self._turned(result)
         elif isinstance(job, Task):
             self._found(job, result)
 
-    def _turned(self, turn: Turn[M], period_end: float) -> None:
+    def _turned(self, turn: Turn[M]) -> None:
         self.report.turned(turn)
         member = turn.again
         if member is None:
             return
-        if member.next_poll_at < period_end:
+        if member.next_poll_at <= self.handover_at:
             heapq.heappush(self._waiting, (member.next_poll_at, member.feed, member))
         if turn.caught_up_at is not None:
             self._work.extendleft(reversed(self.background.after(turn)))
