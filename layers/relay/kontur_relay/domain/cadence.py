@@ -20,6 +20,12 @@ class Cadence:
     def lease_seconds(self) -> float:
         return self.period + self.handover + 2 * self.every + 5
 
+    @property
+    def lease_terms(self) -> tuple[float, float]:
+        """The lease's seconds, and the seconds left below which it is renewed: long enough for the
+        whole cadence, renewed only if a page runs late, so that idle polls write nothing."""
+        return self.lease_seconds, self.every + 5
+
     def lease_wait(self, started: float, now: float, to_spare: float) -> float:
         """How long a run that started at ``started`` waits for the lease: for as long as it could
         still poll in its own period, and no longer than it has ``to_spare``."""

@@ -203,17 +203,9 @@ class Relay:
                 )
 
     def _lease(self) -> Lease:
-        if self.cadence is None:
-            return Lease(self.cursors, self.feed.id, seconds=self.lease_seconds, clock=self.clock, sleep=self.sleep)
-        # Long enough for the whole cadence, renewed only if a page runs late: idle polls write nothing.
-        seconds = self.cadence.lease_seconds
+        seconds, renew_below = (self.lease_seconds, None) if self.cadence is None else self.cadence.lease_terms
         return Lease(
-            self.cursors,
-            self.feed.id,
-            seconds=seconds,
-            renew_below=self.cadence.every + 5,
-            clock=self.clock,
-            sleep=self.sleep,
+            self.cursors, self.feed.id, seconds=seconds, renew_below=renew_below, clock=self.clock, sleep=self.sleep
         )
 
     def _handover(self, started: float, time_left: Callable[[], float]) -> float:
