@@ -17,8 +17,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-#: Lambda's CPU: one vCPU at this many MB, proportionally below.
-FULL_VCPU_MB = 1769
+from kontur_relay.cpu import FULL_VCPU_MB
+
 #: The CFS period the quota is spread over (the kernel's default).
 PERIOD_US = 100_000
 _V2 = Path("/sys/fs/cgroup")

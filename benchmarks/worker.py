@@ -24,7 +24,7 @@ from benchmarks.cpu import Limit
 from benchmarks.latency import Latency, VirtualClock, measure_latency
 from benchmarks.rig import DYNAMODB_CALL_SECONDS, SNS_CALL_SECONDS, Kontur, RoundTrips
 from benchmarks.sinks import WEBHOOK_PATH
-from kontur_relay import wiring
+from kontur_relay import cpu, wiring
 from kontur_relay.aws.cursors import DynamoCursorStore
 from kontur_relay.domain.cadence import Cadence
 from kontur_relay.domain.engine import Outcome, Relay
@@ -289,6 +289,8 @@ def serve(connection: Connection, setup: Setup) -> None:
     """The worker process: apply the CPU limit, build once, then answer commands until told to stop."""
     if setup.limit.cpus is not None:
         os.sched_setaffinity(0, setup.limit.cpus)
+    if setup.limit.memory_mb is not None:  # what a poller's import does at that memory size
+        cpu.keep_to_one_core(Env({"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(setup.limit.memory_mb)}))
     worker = Worker(setup)
     connection.send("ready")
     while True:

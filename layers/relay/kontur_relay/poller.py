@@ -9,7 +9,7 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from kontur_relay import wiring
+from kontur_relay import cpu, wiring
 from kontur_relay.domain.errors import NotConfigured
 from kontur_relay.feeds import Poller, kind_named
 from kontur_relay.observability import MetricUnit, begin_run_trace, for_kind, logger, metrics, tracer
@@ -21,6 +21,7 @@ Handler = Callable[[dict[str, Any], LambdaContext], dict[str, object]]
 def poller_handler(kind: str) -> Handler:
     """The Lambda handler of the feed kind named ``kind``."""
     feed_kind = kind_named(kind)
+    cpu.keep_to_one_core()  # at the module's import, before any thread of the runs is started
 
     @cache
     def poller() -> Poller:
