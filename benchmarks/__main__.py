@@ -340,7 +340,9 @@ def _cpu_model() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=sys.modules[__name__].__doc__)
     parser.add_argument("--rounds", type=int, default=3, help="rounds of every setup (default 3)")
-    parser.add_argument("--events", type=int, default=1000, help="events a relay or reading run (default 1000)")
+    # A run's fixed part (its lease, its cursor's load, its last write: three DynamoDB round trips)
+    # was a tenth of a 1,000-event run; a run relaying a backlog lasts minutes.
+    parser.add_argument("--events", type=int, default=3000, help="events a relay or reading run (default 3000)")
     parser.add_argument("--naive-events", type=int, default=60, help="events a naive run (default 60)")
     parser.add_argument("--event-bytes", type=int, default=rig.EVENT_BYTES, help="bytes of an event as JSON")
     parser.add_argument("--pages", type=int, nargs="+", default=[100, 500], help="page sizes (default 100 500)")

@@ -36,11 +36,8 @@ POINTER_CLASS = "software.amazon.payloadoffloading.PayloadS3Pointer"
 #: (OpenTelemetry's SQS and SNS instrumentations read it there); the envelope always has it.
 TRACEPARENT = "traceparent"
 
-#: Characters a JSON string may hold but an SNS or SQS message may not: lone surrogates cannot be
-#: UTF-8 encoded at all, and U+FFFE/U+FFFF are outside the characters SNS and SQS accept.
-_NOT_SENDABLE = re.compile("[\ud800-\udfff\ufffe\uffff]")
-#: What an attribute value loses: besides those, control characters, which SNS refuses in attributes
-#: (and which no filter policy would match on).
+#: What an attribute value loses: what no message may hold (``sendable``), and control characters,
+#: which SNS refuses in attributes (and which no filter policy would match on).
 _NOT_AN_ATTRIBUTE = re.compile("[\x00-\x1f\ud800-\udfff\ufffe\uffff]")
 
 
@@ -103,6 +100,21 @@ class Message:
         return replace(self, body=body, payload_size=utf8_length(self.body))
 
 
+def sendable(text: str) -> bool:
+    """Whether an SNS or SQS message may hold ``text`` as it is. A JSON string may hold what they
+    refuse: lone surrogates, which UTF-8 cannot encode, and U+FFFE/U+FFFF. Looked for by encoding
+    and by ``in``, passes in C; a regex's character class took a third of building a message."""
+    if text.isascii():
+        return True
+    if "\ufffe" in text or "\uffff" in text:
+        return False
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def utf8_length(text: str) -> int:
     return len(text) if text.isascii() else len(text.encode())
 
@@ -124,7 +136,7 @@ def message(feed: Feed, event: FeedEvent, traceparent: str | None = None) -> Mes
         attributes[TRACEPARENT] = traceparent
     envelope = cloud_event(feed, event, traceparent=traceparent)
     body = json.dumps(envelope, ensure_ascii=False, separators=(",", ":"))
-    if _NOT_SENDABLE.search(body):
+    if not sendable(body):
         # Escaped, the same JSON value travels in ASCII; unescaped, a sink would refuse the page for ever.
         body = json.dumps(envelope, separators=(",", ":"))
     return Message(
