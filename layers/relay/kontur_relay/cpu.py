@@ -1,7 +1,7 @@
 """A poller's threads on one core when its memory buys less than one vCPU.
 
-Lambda shows a function two vCPUs at every memory size but lets it compute only in proportion to
-its memory: one vCPU's time at 1,769 MB, 0.29 at the default 512 MB. A run's threads (the reader
+Lambda lets a function compute only in proportion to its memory (one vCPU's time at 1,769 MB, 0.29
+at the default 512 MB), yet may show it two cores even then. A run's threads (the reader
 reading ahead, the sink's publishers) share one interpreter lock, and each time it passes to a
 thread waiting on the other core the hand-over costs CPU of that small share. Kept on one core
 they lose no time they could have had, and under a 512 MB quota the relay spent 0.35 ms of CPU an

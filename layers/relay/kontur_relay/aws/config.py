@@ -6,7 +6,7 @@ from botocore.config import Config
 from botocore.useragent import UserAgentString
 
 #: botocore's own User-Agent header, built once. Left to itself botocore builds it twice a call
-#: from a dozen parts, about a tenth of a PublishBatch's CPU; what it would add per call (which of
+#: from a dozen parts, a sixth of a PublishBatch's CPU; what it would add per call (which of
 #: its features the call used) is telemetry for AWS, not something a request needs.
 USER_AGENT = f"{UserAgentString.from_environment().to_string()} app/kontur-feed-relay"
 
