@@ -55,8 +55,11 @@ class Token:
     def headers(self) -> dict[str, str]:
         return {"Authorization": self.value}
 
-    def renew(self) -> bool:
+    def renew(self, refused: object = None) -> bool:
         return False
+
+    def accepted(self, headers: object) -> None:
+        """A token for the whole test: nothing to learn from an answer."""
 
 
 @pytest.fixture

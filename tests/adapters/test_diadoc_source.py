@@ -315,6 +315,26 @@ def test_a_diadocauth_token_is_kept_renewed_before_its_day_ends_and_after_a_401(
     )
 
 
+def test_a_late_401_to_a_token_already_replaced_never_locks_a_working_credential_out(sim, aws, clock):
+    """A request sent with the token before another request renewed it can get its 401 late (after
+    the session's own retries); its retry takes the renewed token, which Diadoc may have forgotten
+    meanwhile too (the local stack's fault campaign does this). That token had worked: its 401 says
+    it expired, not that the credential is refused. Counted as refusals, twice left the credential
+    alone for minutes while the box's events waited."""
+    box = next(iter(sim.boxes))
+    sim.generate(box, 5)
+    auth = DiadocAuthTokens(secret(aws, credentials(sim)), http.session(retries=1, backoff=0.01), sim.url, clock=clock)
+    feed = source(sim, auth)
+    for _ in range(3):
+        late = auth.headers()  # a request sent now, answered 401 late
+        sim.expire_tokens()
+        feed.read_page(None)  # another request: 401, renewed, 200
+        sim.expire_tokens()  # Diadoc forgets the renewed token too
+        assert auth.renew(late), "the late request is retried with the token in use"
+        auth.refused(auth.headers())  # and that retry is refused as well, as the client reports it
+    assert len(drain(feed)) == 5, "the next request renews the token and reads on"
+
+
 def test_the_secret_chooses_the_scheme(sim, aws):
     session = http.session()
     sim.identity.register_client("relay", "s3cret")

@@ -4,8 +4,8 @@ Connect's in ``kontur/oidc.py``; each feed package adds its own schemes). Never 
 Tokens live in the module-level objects built once per Lambda container, so warm invocations reuse
 them; they are renewed ahead of expiry and once more on a 401. Two requests refused at once renew
 once: each says which token was refused, and only the token still in use is dropped. A token refused
-again right after its renewal is refused for a reason no renewal mends: the credential is left alone
-for a while (``refusals.REFUSAL_BACKOFF``), or until the secret changes.
+again right after its renewal, before it ever worked, is refused for a reason no renewal mends: the
+credential is left alone for a while (``refusals.REFUSAL_BACKOFF``), or until the secret changes.
 """
 
 from __future__ import annotations
@@ -48,6 +48,9 @@ class StaticCredential:
     def refused(self, headers: Mapping[str, str]) -> None:
         """Nothing to leave alone: a fixed credential is never renewed."""
 
+    def accepted(self, headers: Mapping[str, str]) -> None:
+        """Nothing to learn: a fixed credential is never on trial."""
+
 
 class SecretCredential:
     """A fixed header set built from the secret (a static token, a legacy session id) when first
@@ -79,17 +82,25 @@ class SecretCredential:
     def refused(self, headers: Mapping[str, str]) -> None:
         """Nothing to leave alone: the secret is read afresh after each 401, no token is asked for."""
 
+    def accepted(self, headers: Mapping[str, str]) -> None:
+        """Nothing to learn: no token is asked for."""
+
 
 class CachedToken:
     """A token obtained when first needed, kept until it is due for renewal, dropped after a 401.
 
     Subclasses obtain a token (``_obtain``) and say how it is sent (``_headers``). A refusal of a
-    fresh token is kept here, for this container (``_refuse``); a subclass may share it instead."""
+    fresh token is kept here, for this container (``_refuse``); a subclass may share it instead.
+    Only a token that never worked can be refused: one the API has accepted was, when it answers
+    401 later, forgotten or expired (a 401 may also come late, after the session's retries of a
+    request sent before another renewed the token), and is renewed like any other."""
 
     def __init__(self, secret: CredentialsSecret, clock: Callable[[], float]) -> None:
         self.secret = secret
         self.clock = clock
         self._token: Token | None = None
+        #: Whether the API has accepted the token in use.
+        self._worked = False
         self._lock = threading.Lock()
         #: The token the API refused with 401: the next one must be another, read from a fresh secret.
         self._rejected: str | None = None
@@ -101,7 +112,7 @@ class CachedToken:
         with self._lock:
             if self._token is None or self.clock() >= self._token.renew_at:
                 self._token = self._obtain(self._rejected)
-                self._rejected = None
+                self._rejected, self._worked = None, False
             return self._headers(self._token.value)
 
     def renew(self, refused: Mapping[str, str]) -> bool:
@@ -112,18 +123,30 @@ class CachedToken:
             if self._token is None or not self._in_use(refused):
                 return True
             token, self._token = self._token, None
-            if token.trial:
+            if token.trial and not self._worked:
                 self._refuse(token.value)
                 return False
             self._rejected = token.value
         return True
 
     def refused(self, headers: Mapping[str, str]) -> None:
-        """The token just renewed for a 401 was refused too: leave the credential alone for a while."""
+        """The token a retry after a 401 was sent with was refused too: unless it had worked, leave
+        the credential alone for a while."""
         with self._lock:
             if self._token is not None and self._in_use(headers):
                 token, self._token = self._token, None
-                self._refuse(token.value)
+                if self._worked:
+                    self._rejected = token.value
+                else:
+                    self._refuse(token.value)
+
+    def accepted(self, headers: Mapping[str, str]) -> None:
+        """A request sent with ``headers`` was answered: if that is the token in use, it works."""
+        if self._worked:  # once a token: the lock only for its first answer
+            return
+        with self._lock:
+            if self._token is not None and self._in_use(headers):
+                self._worked = True
 
     def _in_use(self, sent: Mapping[str, str]) -> bool:
         """Whether ``sent`` carried the token in use (not one since replaced)."""

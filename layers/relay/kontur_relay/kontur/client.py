@@ -59,7 +59,12 @@ class Authenticator(Protocol):
         ...
 
     def refused(self, headers: Mapping[str, str]) -> None:
-        """A 401 again, to the credential ``renew`` just got: leave it alone for a while."""
+        """A 401 again, to the credential a retry carried: leave it alone for a while, unless it
+        had been accepted before."""
+        ...
+
+    def accepted(self, headers: Mapping[str, str]) -> None:
+        """A request sent with ``headers`` was answered as asked: that credential works."""
         ...
 
 
@@ -116,6 +121,7 @@ class KonturApi:
             if response.status_code == 401:
                 self.auth.refused(response.request.headers)
         if response.status_code in ok:
+            self.auth.accepted(response.request.headers)
             return response
         raise self.error_for(response)
 
