@@ -339,7 +339,9 @@ def _cpu_model() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=sys.modules[__name__].__doc__)
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of every setup (default 3)")
+    # Five: at 512 MB's share one round relays 730-1,230 events/s, as the quota's periods fall, and
+    # the median of three swung by 0.1x from run to run.
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of every setup (default 5)")
     # A run's fixed part (its lease, its cursor's load, its last write: three DynamoDB round trips)
     # was a tenth of a 1,000-event run; a run relaying a backlog lasts minutes.
     parser.add_argument("--events", type=int, default=3000, help="events a relay or reading run (default 3000)")
