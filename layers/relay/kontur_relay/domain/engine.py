@@ -19,7 +19,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
 
 from kontur_relay.domain.cadence import Cadence
 from kontur_relay.domain.errors import CursorConflict, FeedStopped, FeedUnavailable, RelayError
@@ -223,10 +222,7 @@ class Relay:
         )
 
     def _due_check(self, state: CursorState) -> bool:
-        if state.last_success_at is None:
-            return True
-        seen = datetime.fromisoformat(state.last_success_at.replace("Z", "+00:00")).timestamp()
-        return self.clock() - seen >= REFRESH_SECONDS
+        return not state.succeeded_within(REFRESH_SECONDS, self.clock())
 
     def _checked(self, state: CursorState) -> None:
         """An idle tick: nothing to write, but operators' "last checked" every few minutes."""

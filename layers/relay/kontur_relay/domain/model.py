@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 #: Values of SNS message attributes: a string, or a list of strings sent as ``String.Array``.
@@ -73,6 +74,13 @@ class CursorState:
     #: When an operator last set the cursor (epoch seconds): a replay from there publishes again what
     #: the feed published before, whatever a memory of published events holds.
     rewound_at: float | None = None
+
+    def succeeded_within(self, seconds: float, now: float) -> bool:
+        """Whether a run ended well less than ``seconds`` before ``now``."""
+        if self.last_success_at is None:
+            return False
+        ended = datetime.fromisoformat(self.last_success_at.replace("Z", "+00:00")).timestamp()
+        return now - ended < seconds
 
 
 @dataclass(frozen=True)

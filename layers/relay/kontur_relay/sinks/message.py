@@ -36,7 +36,7 @@ POINTER_CLASS = "software.amazon.payloadoffloading.PayloadS3Pointer"
 #: (OpenTelemetry's SQS and SNS instrumentations read it there); the envelope always has it.
 TRACEPARENT = "traceparent"
 
-#: What an attribute value loses: what no message may hold (``sendable``), and control characters,
+#: What an attribute value loses: what no message may hold (``fits_a_message``), and control characters,
 #: which SNS refuses in attributes (and which no filter policy would match on).
 _NOT_AN_ATTRIBUTE = re.compile("[\x00-\x1f\ud800-\udfff\ufffe\uffff]")
 
@@ -100,7 +100,7 @@ class Message:
         return replace(self, body=body, payload_size=utf8_length(self.body))
 
 
-def sendable(text: str) -> bool:
+def fits_a_message(text: str) -> bool:
     """Whether an SNS or SQS message may hold ``text`` as it is. A JSON string may hold what they
     refuse: lone surrogates, which UTF-8 cannot encode, and U+FFFE/U+FFFF. Looked for by encoding
     and by ``in``, passes in C; a regex's character class took a third of building a message."""
@@ -136,7 +136,7 @@ def message(feed: Feed, event: FeedEvent, traceparent: str | None = None) -> Mes
         attributes[TRACEPARENT] = traceparent
     envelope = cloud_event(feed, event, traceparent=traceparent)
     body = json.dumps(envelope, ensure_ascii=False, separators=(",", ":"))
-    if not sendable(body):
+    if not fits_a_message(body):
         # Escaped, the same JSON value travels in ASCII; unescaped, a sink would refuse the page for ever.
         body = json.dumps(envelope, separators=(",", ":"))
     return Message(
